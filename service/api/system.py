@@ -1,0 +1,21 @@
+"""System information: version, who am I."""
+
+from __future__ import annotations
+
+from .. import __version__
+from ..plugins import current_user
+from . import Routes
+from .internal import PROTOCOL
+
+routes = Routes("/api/v1/system")
+
+
+@routes.get("/version")
+def version() -> dict:
+    return {"version": __version__, "api_version": 1, "worker_protocol": PROTOCOL}
+
+
+@routes.get("/whoami")
+def whoami() -> dict:
+    user = current_user()
+    return {"username": user.username if user else None}

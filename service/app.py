@@ -1,0 +1,59 @@
+"""The WSGI application: one Bottle app, our plugins, one route table per resource."""
+
+from __future__ import annotations
+
+import json
+
+import bottle
+from bottle import Bottle, HTTPResponse
+
+from .config import Settings
+from .plugins import AuthPlugin, DatabasePlugin, ErrorPlugin
+
+# Job definitions and log batches are larger than bottle's 100 kB default
+bottle.BaseRequest.MEMFILE_MAX = 64 * 1024 * 1024
+
+ROUTE_MODULES = ("system", "jobs", "devices", "device_types", "workers", "users", "tags", "internal",
+                 "openapi", "rpc2", "dashboard")
+
+
+def make_app(settings: Settings) -> Bottle:
+    app = Bottle(catchall=True, autojson=True)
+    app.config["dutlab.settings"] = settings
+    app.install(ErrorPlugin())
+    app.install(DatabasePlugin())
+    app.install(AuthPlugin())
+    for name in ROUTE_MODULES:
+        module = _route_module(name)
+        if module is not None:
+            module.routes.install(app)
+    app.default_error_handler = _json_error
+    return app
+
+
+def _route_module(name: str):
+    import importlib
+
+    try:
+        return importlib.import_module(f".api.{name}", __package__)
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{__package__}.api.{name}":
+            return None  # a resource not built yet
+        raise
+
+
+def _json_error(err: bottle.HTTPError) -> str:
+    """Bottle's own errors (404 no route, 405, bad JSON) as JSON like ours."""
+    bottle.response.content_type = "application/json"
+    message = err.body if isinstance(err.body, str) and err.body else bottle.HTTP_CODES.get(err.status_code, "")
+    if err.status_code == 404:
+        message = f"no such endpoint: {bottle.request.method} {bottle.request.path}"
+    elif err.status_code == 405:
+        message = f"{bottle.request.method} is not allowed on {bottle.request.path}"
+    elif err.status_code >= 500:
+        message = "internal server error (a bug; see the server log)"
+    return json.dumps({"error": message, "path": ""})
+
+
+def json_ok(body: object, status: int = 200) -> HTTPResponse:
+    return HTTPResponse(json.dumps(body, default=str), status=status, headers={"Content-Type": "application/json"})

@@ -1,0 +1,126 @@
+"""Passwords, API tokens and who may do what.
+
+Secrets are random and high-entropy, so tokens are stored as a plain SHA-256 (fast lookup by
+hash); passwords are user-chosen and get PBKDF2 with a salt.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from .models import Device, Group, GroupMember, GroupPermission, TestJob, Token, User, utcnow
+
+PBKDF2_ROUNDS = 240_000
+TOKEN_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, PBKDF2_ROUNDS)
+    return "pbkdf2_sha256${}${}${}".format(
+        PBKDF2_ROUNDS, base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+    )
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        algo, rounds, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if algo != "pbkdf2_sha256":
+        return False
+    got = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(rounds))
+    return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+def random_password(length: int = 16) -> str:
+    return "".join(secrets.choice("abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(length))
+
+
+def new_secret(length: int = 40) -> str:
+    # lavacli puts the token in a URL (user:token@host), so keep it to URL-safe characters
+    return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(length))
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_token(user: User, description: str = "", secret: str | None = None) -> tuple[Token, str]:
+    """Create an API token; return it and the secret (the only time the secret is known)."""
+    secret = secret or new_secret()
+    token = Token.create(user=user, description=description, secret_hash=hash_secret(secret), prefix=secret[:6])
+    return token, secret
+
+
+def user_for_token(secret: str, username: str | None = None) -> User | None:
+    """The active user owning `secret` (and named `username` when given, as XML-RPC sends it)."""
+    token = Token.select(Token, User).join(User).where(Token.secret_hash == hash_secret(secret)).first()
+    if token is None or not token.user.is_active:
+        return None
+    if username is not None and token.user.username != username:
+        return None
+    Token.update(last_used=utcnow()).where(Token.id == token.id).execute()
+    return token.user
+
+
+def group_ids(user: User) -> set[int]:
+    return {m.group_id for m in GroupMember.select(GroupMember.group).where(GroupMember.user == user)}
+
+
+def has_perm(user: User | None, perm: str) -> bool:
+    """Superusers hold every permission; others through a group granting `perm` (or admin)."""
+    if user is None:
+        return False
+    if user.is_superuser:
+        return True
+    return (
+        GroupPermission.select()
+        .join(GroupMember, on=(GroupMember.group == GroupPermission.group))
+        .where(GroupMember.user == user, GroupPermission.perm.in_([perm, "admin"]))
+        .exists()
+    )
+
+
+def is_admin(user: User | None) -> bool:
+    return has_perm(user, "admin")
+
+
+def may_submit_to(user: User | None, device: Device, groups: set[int] | None = None) -> bool:
+    """Owners restrict a device: only the owner user, or members of the owner group, may use it."""
+    if user is None or not user.is_active:
+        return False
+    if device.owner_user_id is None and device.owner_group_id is None:
+        return True
+    if user.is_superuser or device.owner_user_id == user.id:
+        return True
+    if groups is None:
+        groups = group_ids(user)
+    return device.owner_group_id in groups
+
+
+def may_view_job(user: User | None, job: TestJob) -> bool:
+    if job.visibility == "public":
+        return True
+    if user is None:
+        return False
+    if user.is_superuser or job.submitter_id == user.id:
+        return True
+    if job.visibility == "group":
+        wanted = {vg.group_id for vg in job.viewing_groups}
+        return bool(wanted) and wanted <= group_ids(user)
+    return False
+
+
+def may_cancel_job(user: User | None, job: TestJob) -> bool:
+    if user is None:
+        return False
+    return job.submitter_id == user.id or has_perm(user, "cancel_resubmit")
+
+
+def ensure_group(name: str) -> Group:
+    group, _ = Group.get_or_create(name=name)
+    return group

@@ -1,0 +1,145 @@
+"""`dutlab-server`: serve, consumer, migrate, manage (admin verbs), version."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from . import __version__
+from .config import ConfigError, Settings, load
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        return load(args.config)
+    except ConfigError as exc:
+        sys.exit(f"dutlab-server: configuration error: {exc}")
+
+
+def _open(settings: Settings, *, need_schema: bool = True) -> None:
+    from . import migrations, queue
+    from .db import open_database
+
+    open_database(settings.database)
+    queue.configure(settings)
+    if need_schema and migrations.current_version() < migrations.latest_version():
+        sys.exit(f"dutlab-server: the database {settings.database} is at schema version "
+                 f"{migrations.current_version()} of {migrations.latest_version()}; run 'dutlab-server migrate'")
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from . import migrations
+
+    settings = _settings(args)
+    _open(settings, need_schema=False)
+    applied = migrations.migrate()
+    print("applied: " + ", ".join(applied) if applied else "database is up to date")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cheroot import wsgi
+
+    from .app import make_app
+
+    settings = _settings(args)
+    if args.listen:
+        settings.listen = args.listen
+    if args.migrate:
+        cmd_migrate(args)
+    _open(settings)
+    settings.secret_key()
+    host, port = settings.host_port
+    server = wsgi.Server((host, port), make_app(settings), numthreads=settings.threads,
+                         server_name="dutlab", shutdown_timeout=1)
+    _stop_on_signals(server.stop)
+    logging.getLogger("dutlab.server").info("listening on http://%s:%s", host, port)
+    try:
+        server.start()
+    except OSError as exc:
+        sys.exit(f"dutlab-server: cannot listen on {settings.listen}: {exc}")
+    return 0
+
+
+def cmd_consumer(args: argparse.Namespace) -> int:
+    """Run the queue consumer plus the repair sweep (a pass every `scheduler_sweep` seconds)."""
+    from . import tasks
+    from .queue import huey
+
+    settings = _settings(args)
+    _open(settings)
+    # poll the queue often: a submission must reach the scheduler in milliseconds, not seconds
+    consumer = huey.create_consumer(workers=args.workers, worker_type="thread", initial_delay=0.005,
+                                    backoff=1.1, max_delay=0.05, periodic=True, check_worker_health=True)
+    stop = threading.Event()
+
+    def sweep() -> None:
+        while not stop.wait(settings.scheduler_sweep):
+            tasks.schedule_pass("sweep")
+
+    threading.Thread(target=sweep, name="sweep", daemon=True).start()
+    tasks.schedule_pass("consumer start")
+    try:
+        consumer.run()
+    finally:
+        stop.set()
+    return 0
+
+
+def cmd_manage(args: argparse.Namespace) -> int:
+    from . import manage
+
+    settings = _settings(args)
+    _open(settings)
+    return manage.run(args, settings)
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(__version__)
+    return 0
+
+
+def _stop_on_signals(stop) -> None:
+    def handler(signum, frame):  # noqa: ARG001
+        threading.Thread(target=stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dutlab-server", description="the dutlab lab server")
+    parser.add_argument("--config", help="settings file (default $DUTLAB_CONFIG or /etc/dutlab/server.yaml)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("serve", help="serve the REST API, XML-RPC, dashboard and worker API")
+    p.add_argument("--listen", help="host:port (overrides the settings file)")
+    p.add_argument("--migrate", action="store_true", help="apply pending migrations first")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("consumer", help="run the task queue consumer (scheduler, health checks, sweeps)")
+    p.add_argument("-w", "--workers", type=int, default=2)
+    p.set_defaults(func=cmd_consumer)
+    sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("version", help="print the dutlab version").set_defaults(func=cmd_version)
+    p = sub.add_parser("manage", help="admin commands: users, groups, tokens, devices, device-types, workers")
+    try:
+        from .manage import add_arguments
+    except ImportError:  # the admin CLI module is optional while it is being built
+        add_arguments = None
+    if add_arguments is not None:
+        add_arguments(p)
+    p.set_defaults(func=cmd_manage)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Server settings: /etc/dutlab/server.yaml (or --config / DUTLAB_CONFIG).
+
+Every key has a default, so an empty file is a working single-machine lab. Unknown keys and bad
+values are refused at start-up naming the key: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PATH = "/etc/dutlab/server.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class EmailSettings:
+    host: str = ""  # empty: notifications are logged, not sent
+    port: int = 25
+    sender: str = "dutlab@localhost"
+    username: str = ""
+    password: str = ""
+    starttls: bool = False
+
+
+@dataclass
+class Settings:
+    data_dir: str = "/var/lib/dutlab"
+    #: peewee db_url: sqlite:////path (WAL mode) or postgresql://user:pw@host/db
+    database: str = ""
+    #: sqlite:////path (SqliteHuey) or redis://host:port/db
+    queue: str = ""
+    output_dir: str = ""
+    #: admin template folders, searched before the shipped device-types/
+    template_dirs: list[str] = field(default_factory=lambda: ["/etc/dutlab/device-types"])
+    #: admin health-check folder (health-checks/<template>.yaml), before the shipped ones
+    health_checks_dir: str = "/etc/dutlab/health-checks"
+    secret_key_file: str = "/etc/dutlab/secret_key"
+    listen: str = "127.0.0.1:8000"
+    #: URL the server is reached at (links in notifications, lavacli --url)
+    base_url: str = ""
+    threads: int = 32
+    worker_heartbeat_timeout: int = 30
+    #: after a worker is Offline this long, its jobs end Incomplete (Infrastructure)
+    worker_offline_grace: int = 60
+    longpoll_timeout: float = 20.0
+    #: how often a long-poll re-reads the database while it waits
+    longpoll_interval: float = 0.05
+    #: repair sweep period (seconds); events trigger passes immediately
+    scheduler_sweep: int = 5
+    #: Submitted jobs older than this are canceled (0 = never) unless timeouts.queue says otherwise
+    queue_timeout_hours: int = 0
+    max_log_batch: int = 20000
+    #: any active user may submit (LAVA's default); false: only holders of the "submit" permission
+    open_submission: bool = True
+    email: EmailSettings = field(default_factory=EmailSettings)
+
+    def __post_init__(self) -> None:
+        data = Path(self.data_dir)
+        if not self.database:
+            self.database = f"sqlite:///{data / 'dutlab.sqlite3'}"
+        if not self.queue:
+            self.queue = f"sqlite:///{data / 'queue.sqlite3'}"
+        if not self.output_dir:
+            self.output_dir = str(data / "jobs")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    def secret_key(self) -> bytes:
+        """Read the secret key, generating it once (mode 0600) when missing."""
+        path = Path(self.secret_key_file)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+        return path.read_text().strip().encode()
+
+
+def _check(cls: type, data: Any, prefix: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'the file'}: expected a mapping of settings, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"{name}: unknown setting; known settings are {', '.join(sorted(known))}")
+        default = known[key].default_factory() if callable(known[key].default_factory) else known[key].default
+        if isinstance(default, EmailSettings):
+            out[key] = EmailSettings(**_check(EmailSettings, value, name + "."))
+            continue
+        out[key] = _coerce(name, default, value)
+    return out
+
+
+def _coerce(name: str, default: Any, value: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{name}: expected a number >= 0, got {value!r}")
+        return type(default)(value)
+    if isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a string, got {value!r}")
+    if name == "database" and value and not value.startswith(("sqlite:", "postgresql:", "postgres:")):
+        raise ConfigError(f"{name}: use sqlite:////path or postgresql://user:password@host/dbname")
+    if name == "queue" and value and not value.startswith(("sqlite:", "redis:", "memory:")):
+        raise ConfigError(f"{name}: use sqlite:////path or redis://host:port/db")
+    if name == "listen" and not value.rpartition(":")[2].isdigit():
+        raise ConfigError(f"{name}: expected host:port, got {value!r}")
+    return value
+
+
+def from_dict(data: dict[str, Any] | None) -> Settings:
+    return Settings(**_check(Settings, data, ""))
+
+
+def config_path(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("DUTLAB_CONFIG") or DEFAULT_PATH
+
+
+def load(path: str | None = None) -> Settings:
+    """Load settings; a missing default file means all defaults, a missing explicit file is an error."""
+    path = config_path(path)
+    p = Path(path)
+    if not p.exists():
+        if path == DEFAULT_PATH:
+            return Settings()
+        raise ConfigError(f"{path}: configuration file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,67 @@
+"""The database: one proxy the models bind to, filled from a URL at start-up.
+
+`sqlite:///...` and `postgresql://...` run the same code; SQLite gets WAL and a busy timeout so
+the web server, the queue consumer and the CLI can share one file.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from peewee import DatabaseProxy, PostgresqlDatabase, SqliteDatabase
+from playhouse.db_url import connect as url_connect
+
+database = DatabaseProxy()
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "busy_timeout": 30000,  # ms; writers queue instead of failing under concurrent submissions
+    "foreign_keys": 1,
+    "synchronous": "normal",
+}
+
+
+def open_database(url: str) -> SqliteDatabase | PostgresqlDatabase:
+    """Open the database named by `url` and bind the model proxy to it."""
+    if url.startswith("sqlite:"):
+        db = url_connect(url, pragmas=SQLITE_PRAGMAS)
+        path = getattr(db, "database", "")
+        if path and path != ":memory:":
+            from pathlib import Path
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        db = url_connect(url.replace("postgres://", "postgresql://", 1), autorollback=True)
+    database.initialize(db)
+    return db
+
+
+def is_sqlite() -> bool:
+    return isinstance(database.obj, SqliteDatabase)
+
+
+@contextmanager
+def write_txn() -> Iterator[None]:
+    """A transaction that will write.
+
+    On SQLite it takes the write lock up front (BEGIN IMMEDIATE): a deferred transaction that
+    reads, then writes, fails with "database is locked" when another writer got in between.
+    """
+    if is_sqlite():
+        with database.obj.atomic(lock_type="IMMEDIATE"):
+            yield
+    else:
+        with database.atomic():
+            yield
+
+
+@contextmanager
+def connection() -> Iterator[None]:
+    """Hold a connection for a unit of work (a request, a task) and always give it back."""
+    opened = database.connect(reuse_if_open=True)
+    try:
+        yield
+    finally:
+        if opened and not database.is_closed():
+            database.close()

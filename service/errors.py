@@ -1,0 +1,35 @@
+"""Errors the API turns into 4xx answers: a path into the document and one sentence."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """A client error: `status` (4xx), `message` (what to fix), `path` (where, if anywhere)."""
+
+    def __init__(self, status: int, message: str, path: str = "", **extra: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.path = path
+        self.extra = extra
+
+    def body(self) -> dict:
+        out: dict = {"error": self.message, "path": self.path}
+        out.update(self.extra)
+        return out
+
+
+def bad_request(message: str, path: str = "") -> ApiError:
+    return ApiError(400, message, path)
+
+
+def not_found(what: str, name: object) -> ApiError:
+    return ApiError(404, f"{what} '{name}' does not exist")
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, message)
+
+
+def conflict(message: str, path: str = "", **extra: object) -> ApiError:
+    return ApiError(409, message, path, **extra)

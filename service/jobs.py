@@ -1,0 +1,252 @@
+"""Test jobs: submit, cancel, resubmit, and the state changes workers report.
+
+Everything a job definition must satisfy is checked here, before anything is stored; the
+transitions follow LAVA's state machine (lava-interfaces.md §3.8).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from dutlab.dispatcher.schema import JobDefinitionError, parse_job, timeout_seconds, validate_job
+
+from . import auth, events
+from .config import Settings
+from .db import write_txn
+from .errors import ApiError, bad_request, forbidden
+from .logstore import JobFolder
+from .models import (
+    Device,
+    DeviceTag,
+    DeviceType,
+    Group,
+    JobTag,
+    JobViewingGroup,
+    Tag,
+    TestJob,
+    User,
+    utcnow,
+)
+from .states import PRIORITY_NAMES, DeviceHealth, DeviceState, JobHealth, JobState
+
+
+@dataclass
+class Submission:
+    """A validated job definition and what it asks for, ready to store."""
+
+    text: str
+    job: dict
+    device_type: DeviceType
+    tags: list[Tag]
+    priority: int
+    visibility: str
+    viewing_groups: list[Group]
+    queue_timeout: int | None
+
+
+def check_definition(user: User | None, text: str, settings: Settings) -> Submission:
+    """Validate `text` for `user`; raise ApiError(400, path) on the first problem."""
+    try:
+        job = validate_job(parse_job(text))
+    except JobDefinitionError as exc:
+        raise ApiError(400, exc.message, exc.path) from None
+    if "lava-multinode" in (job.get("protocols") or {}):
+        raise bad_request("MultiNode jobs are not supported yet; submit one job per device", "protocols")
+    device_type = DeviceType.get_or_none(DeviceType.name == job["device_type"])
+    if device_type is None:
+        names = ", ".join(t.name for t in DeviceType.select().order_by(DeviceType.name)) or "none yet"
+        raise bad_request(f"device type '{job['device_type']}' does not exist (known: {names})", "device_type")
+    tags = _tags(job.get("tags") or [])
+    groups = _viewing_groups(job.get("visibility", "public"))
+    if user is not None and not settings.open_submission and not auth.has_perm(user, "submit"):
+        raise forbidden(f"user '{user.username}' may not submit jobs (needs the 'submit' permission)")
+    _check_devices(user, device_type, tags)
+    visibility = job.get("visibility", "public")
+    return Submission(
+        text=text,
+        job=job,
+        device_type=device_type,
+        tags=tags,
+        priority=_priority(job.get("priority", "medium")),
+        visibility=visibility if isinstance(visibility, str) else "group",
+        viewing_groups=groups,
+        queue_timeout=_queue_timeout(job, settings),
+    )
+
+
+def _tags(names: list[str]) -> list[Tag]:
+    tags = []
+    for i, name in enumerate(names):
+        tag = Tag.get_or_none(Tag.name == name)
+        if tag is None:
+            raise bad_request(f"device tag '{name}' does not exist; ask an admin to create it", f"tags[{i}]")
+        tags.append(tag)
+    return tags
+
+
+def _viewing_groups(visibility: object) -> list[Group]:
+    if not isinstance(visibility, dict):
+        return []
+    groups = []
+    for i, name in enumerate(visibility.get("group") or []):
+        group = Group.get_or_none(Group.name == name)
+        if group is None:
+            raise bad_request(f"group '{name}' does not exist", f"visibility.group[{i}]")
+        groups.append(group)
+    return groups
+
+
+def _priority(value: object) -> int:
+    if isinstance(value, str):
+        return PRIORITY_NAMES[value]
+    return int(value)  # the schema allows 0..100
+
+
+def _queue_timeout(job: dict, settings: Settings) -> int | None:
+    queue = (job.get("timeouts") or {}).get("queue")
+    if queue:
+        return timeout_seconds(queue)
+    return settings.queue_timeout_hours * 3600 or None
+
+
+def _check_devices(user: User | None, device_type: DeviceType, tags: list[Tag]) -> None:
+    """LAVA's submit-time check: some non-retired device of the type may run this job."""
+    devices = list(
+        Device.select().where(Device.device_type == device_type, Device.health != DeviceHealth.RETIRED)
+    )
+    if not devices:
+        raise bad_request(f"device type '{device_type.name}' has no usable device (all retired or none)",
+                          "device_type")
+    wanted = {t.id for t in tags}
+    groups = auth.group_ids(user) if user is not None else set()
+    for device in devices:
+        have = {dt.tag_id for dt in DeviceTag.select(DeviceTag.tag).where(DeviceTag.device == device)}
+        if wanted <= have and (user is None or auth.may_submit_to(user, device, groups)):
+            return
+    names = ", ".join(t.name for t in tags)
+    if tags:
+        raise bad_request(
+            f"no device of type '{device_type.name}' that you may use carries all tags: {names}", "tags"
+        )
+    raise forbidden(f"every device of type '{device_type.name}' is restricted to other owners")
+
+
+def create(user: User, sub: Submission, *, health_check: bool = False, device: Device | None = None) -> TestJob:
+    job = TestJob.create(
+        submitter=user,
+        description=str(sub.job["job_name"]),
+        original_definition=sub.text,
+        definition=json.dumps(sub.job),
+        requested_device_type=sub.device_type,
+        requested_device=device,
+        priority=sub.priority,
+        visibility=sub.visibility,
+        health_check=health_check,
+        queue_timeout=sub.queue_timeout,
+        metadata=json.dumps({str(k): v for k, v in (sub.job.get("metadata") or {}).items()}, default=str),
+    )
+    for tag in sub.tags:
+        JobTag.create(job=job, tag=tag)
+    for group in sub.viewing_groups:
+        JobViewingGroup.create(job=job, group=group)
+    return job
+
+
+def submit(user: User, text: str, settings: Settings) -> list[TestJob]:
+    sub = check_definition(user, text, settings)
+    with write_txn():
+        job = create(user, sub)
+    JobFolder(settings.output_dir, job.id).write("job.yaml", text)
+    events.schedule_soon(f"job {job.id} submitted")
+    return [job]
+
+
+def resubmit(user: User, job: TestJob, settings: Settings) -> list[TestJob]:
+    if not auth.may_view_job(user, job):
+        raise ApiError(404, f"job '{job.id}' does not exist")
+    if job.submitter_id != user.id and not auth.has_perm(user, "cancel_resubmit"):
+        raise forbidden(f"user '{user.username}' may not resubmit job {job.id}")
+    if job.health_check:
+        raise bad_request(f"job {job.id} is a health check; request a new one by setting the device health")
+    return submit(user, job.original_definition, settings)
+
+
+def cancel(user: User, job: TestJob) -> TestJob:
+    """Submitted jobs end at once; scheduled or running ones go Canceling until the worker ends them."""
+    if not auth.may_cancel_job(user, job):
+        raise forbidden(f"user '{user.username}' may not cancel job {job.id}")
+    now = utcnow()
+    with write_txn():
+        done = (
+            TestJob.update(state=JobState.FINISHED, health=JobHealth.CANCELED, end_time=now,
+                           failure_comment=f"canceled by {user.username} before it started")
+            .where(TestJob.id == job.id, TestJob.state == JobState.SUBMITTED)
+            .execute()
+        )
+        if not done:
+            TestJob.update(state=JobState.CANCELING).where(
+                TestJob.id == job.id, TestJob.state.in_([JobState.SCHEDULING, JobState.SCHEDULED, JobState.RUNNING])
+            ).execute()
+    job = TestJob.get_by_id(job.id)
+    if job.state == JobState.CANCELING:
+        events.wake_worker(job.worker_id)
+    return job
+
+
+def mark_running(job: TestJob) -> TestJob:
+    with write_txn():
+        TestJob.update(state=JobState.RUNNING, start_time=utcnow()).where(
+            TestJob.id == job.id, TestJob.state == JobState.SCHEDULED
+        ).execute()
+        if job.actual_device_id:
+            Device.update(state=DeviceState.RUNNING).where(
+                Device.id == job.actual_device_id, Device.current_job == job.id
+            ).execute()
+    return TestJob.get_by_id(job.id)
+
+
+def finish(job: TestJob, result: str, error_type: str = "", error_msg: str = "",
+           actor: str = "dutlab-health") -> TestJob:
+    """End a job with the worker's verdict and apply LAVA's device-health rules."""
+    from .devices import set_health  # devices imports jobs for cancel-on-retire
+
+    if result not in ("pass", "fail"):
+        raise bad_request(f"result must be 'pass' or 'fail', not {result!r}", "result")
+    now = utcnow()
+    with write_txn():
+        job = TestJob.get_by_id(job.id)
+        if job.state == JobState.FINISHED:
+            return job
+        health = JobHealth.COMPLETE if result == "pass" else JobHealth.INCOMPLETE
+        if job.state == JobState.CANCELING:
+            health = JobHealth.CANCELED
+        comment = error_msg if health != JobHealth.COMPLETE else ""
+        TestJob.update(
+            state=JobState.FINISHED, health=health, end_time=now, start_time=job.start_time or now,
+            error_type=error_type if result == "fail" else "", error_msg=error_msg if result == "fail" else "",
+            failure_comment=comment,
+        ).where(TestJob.id == job.id).execute()
+        device = Device.get_or_none(Device.id == job.actual_device_id)
+        if device is not None and device.current_job_id == job.id:
+            Device.update(state=DeviceState.IDLE, current_job=None).where(Device.id == device.id).execute()
+            _device_health_after(device, job, health, error_type, error_msg, actor, set_health)
+    events.schedule_soon(f"job {job.id} finished")
+    return TestJob.get_by_id(job.id)
+
+
+def _device_health_after(device, job, health, error_type, error_msg, actor, set_health) -> None:
+    from .states import INFRASTRUCTURE_ERRORS
+
+    if job.health_check:
+        Device.update(last_health_report_job=job.id).where(Device.id == device.id).execute()
+        if device.health in (DeviceHealth.GOOD, DeviceHealth.UNKNOWN, DeviceHealth.BAD):
+            if health == JobHealth.COMPLETE:
+                set_health(device, DeviceHealth.GOOD, f"health check job {job.id} passed", actor)
+            else:
+                set_health(device, DeviceHealth.BAD,
+                           f"health check job {job.id} failed: {error_type} {error_msg}".strip(), actor)
+    elif health == JobHealth.INCOMPLETE and error_type in INFRASTRUCTURE_ERRORS:
+        if device.health == DeviceHealth.GOOD:
+            set_health(device, DeviceHealth.UNKNOWN,
+                       f"job {job.id} ended with an {error_type} error: {error_msg}", actor)

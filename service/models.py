@@ -1,0 +1,238 @@
+"""Peewee models with LAVA's names (TestJob, Device, DeviceType, Worker) and states.
+
+State columns hold the integer codes of `states.py`; the API shows their labels.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from peewee import (
+    BooleanField,
+    CharField,
+    DateTimeField,
+    DeferredForeignKey,
+    FloatField,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+from .db import database
+from .states import DeviceHealth, DeviceState, JobHealth, JobState, WorkerHealth, WorkerState
+
+
+def utcnow() -> dt.datetime:
+    # naive UTC everywhere in the DB: SQLite and PostgreSQL then agree byte for byte
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class User(BaseModel):
+    username = CharField(max_length=150, unique=True)
+    email = CharField(max_length=254, default="")
+    password_hash = CharField(max_length=256, default="")
+    is_superuser = BooleanField(default=False)
+    is_active = BooleanField(default=True)
+    date_joined = DateTimeField(default=utcnow)
+    last_login = DateTimeField(null=True)
+
+
+class Group(BaseModel):
+    name = CharField(max_length=150, unique=True)
+
+
+class GroupMember(BaseModel):
+    group = ForeignKeyField(Group, backref="members", on_delete="CASCADE")
+    user = ForeignKeyField(User, backref="memberships", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("group", "user"), True),)
+
+
+class GroupPermission(BaseModel):
+    group = ForeignKeyField(Group, backref="permissions", on_delete="CASCADE")
+    #: one of states.PERMISSIONS
+    perm = CharField(max_length=40)
+
+    class Meta:
+        indexes = ((("group", "perm"), True),)
+
+
+class Token(BaseModel):
+    """An API token; only its SHA-256 is stored, the secret is shown once."""
+
+    user = ForeignKeyField(User, backref="tokens", on_delete="CASCADE")
+    description = CharField(max_length=200, default="")
+    secret_hash = CharField(max_length=64, unique=True)
+    #: first characters of the secret, so admins can tell tokens apart in lists
+    prefix = CharField(max_length=8, default="")
+    created = DateTimeField(default=utcnow)
+    last_used = DateTimeField(null=True)
+
+
+class DeviceType(BaseModel):
+    name = CharField(max_length=100, unique=True)
+    description = TextField(default="")
+    #: template file name without .jinja2 (defaults to the type name)
+    template = CharField(max_length=100, default="")
+    #: health-check job definition (YAML); empty: the shipped health-checks/<template>.yaml
+    health_check = TextField(default="")
+    health_frequency = IntegerField(default=24)
+    health_denominator = CharField(max_length=5, default="hours")  # hours | jobs
+    disable_health_checks = BooleanField(default=False)
+    display = BooleanField(default=True)
+
+
+class Tag(BaseModel):
+    name = CharField(max_length=100, unique=True)
+    description = TextField(default="")
+
+
+class Worker(BaseModel):
+    hostname = CharField(max_length=200, unique=True)
+    description = TextField(default="")
+    token_hash = CharField(max_length=64, default="")
+    state = IntegerField(default=WorkerState.OFFLINE)
+    health = IntegerField(default=WorkerHealth.ACTIVE)
+    job_limit = IntegerField(default=0)  # 0: unlimited
+    version = CharField(max_length=50, default="")
+    protocol = IntegerField(default=0)
+    last_ping = DateTimeField(null=True)
+    #: when the worker went Offline (its jobs are failed after a grace)
+    offline_since = DateTimeField(null=True)
+    #: bumped whenever the worker has something new to do; long-polls watch it
+    wake_seq = IntegerField(default=0)
+
+
+class Device(BaseModel):
+    hostname = CharField(max_length=200, unique=True)
+    device_type = ForeignKeyField(DeviceType, backref="devices", on_delete="RESTRICT")
+    worker = ForeignKeyField(Worker, backref="devices", null=True, on_delete="SET NULL")
+    description = TextField(default="")
+    #: the device dictionary: {% extends 'qemu.jinja2' %} + {% set ... %} lines
+    dictionary = TextField(default="")
+    state = IntegerField(default=DeviceState.IDLE, index=True)
+    health = IntegerField(default=DeviceHealth.UNKNOWN, index=True)
+    owner_user = ForeignKeyField(User, null=True, on_delete="SET NULL", backref="owned_devices")
+    owner_group = ForeignKeyField(Group, null=True, on_delete="SET NULL", backref="owned_devices")
+    physical_user = ForeignKeyField(User, null=True, on_delete="SET NULL", backref="physical_devices")
+    physical_group = ForeignKeyField(Group, null=True, on_delete="SET NULL", backref="physical_devices")
+    current_job = DeferredForeignKey("TestJob", null=True, on_delete="SET NULL")
+    last_health_report_job = DeferredForeignKey("TestJob", null=True, on_delete="SET NULL")
+
+
+class DeviceTag(BaseModel):
+    device = ForeignKeyField(Device, backref="device_tags", on_delete="CASCADE")
+    tag = ForeignKeyField(Tag, backref="device_tags", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("device", "tag"), True),)
+
+
+class HealthHistory(BaseModel):
+    device = ForeignKeyField(Device, backref="health_history", on_delete="CASCADE")
+    time = DateTimeField(default=utcnow)
+    old_health = IntegerField()
+    new_health = IntegerField()
+    reason = TextField(default="")
+    #: username, or "dutlab-health" for the scheduler's own decisions
+    actor = CharField(max_length=150, default="")
+
+
+class TestJob(BaseModel):
+    submitter = ForeignKeyField(User, backref="jobs", on_delete="CASCADE")
+    description = CharField(max_length=200, default="")
+    #: the text as submitted (comments kept); `definition` is the parsed, normalised form (JSON)
+    original_definition = TextField()
+    definition = TextField()
+    requested_device_type = ForeignKeyField(DeviceType, backref="jobs", on_delete="CASCADE")
+    #: pins a job (health checks) to one device
+    requested_device = ForeignKeyField(Device, null=True, backref="pinned_jobs", on_delete="SET NULL")
+    actual_device = ForeignKeyField(Device, null=True, backref="jobs", on_delete="SET NULL")
+    worker = ForeignKeyField(Worker, null=True, backref="jobs", on_delete="SET NULL")
+    priority = IntegerField(default=50)
+    visibility = CharField(max_length=10, default="public")  # public | personal | group
+    state = IntegerField(default=JobState.SUBMITTED, index=True)
+    health = IntegerField(default=JobHealth.UNKNOWN)
+    health_check = BooleanField(default=False)
+    submit_time = DateTimeField(default=utcnow, index=True)
+    scheduled_time = DateTimeField(null=True)
+    start_time = DateTimeField(null=True)
+    end_time = DateTimeField(null=True)
+    #: seconds a job may wait in the queue (timeouts.queue); null: server default
+    queue_timeout = IntegerField(null=True)
+    failure_comment = TextField(default="")
+    error_type = CharField(max_length=30, default="")
+    error_msg = TextField(default="")
+    #: SHA-256 of the per-job token handed to the worker with the job
+    token_hash = CharField(max_length=64, default="")
+    metadata = TextField(default="{}")
+
+
+class JobTag(BaseModel):
+    job = ForeignKeyField(TestJob, backref="job_tags", on_delete="CASCADE")
+    tag = ForeignKeyField(Tag, on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("job", "tag"), True),)
+
+
+class JobViewingGroup(BaseModel):
+    job = ForeignKeyField(TestJob, backref="viewing_groups", on_delete="CASCADE")
+    group = ForeignKeyField(Group, on_delete="CASCADE")
+
+
+class TestSuite(BaseModel):
+    job = ForeignKeyField(TestJob, backref="suites", on_delete="CASCADE")
+    name = CharField(max_length=200)
+
+    class Meta:
+        indexes = ((("job", "name"), True),)
+
+
+class TestCase(BaseModel):
+    suite = ForeignKeyField(TestSuite, backref="cases", on_delete="CASCADE")
+    name = CharField(max_length=200)
+    result = IntegerField()  # states.ResultCode
+    measurement = FloatField(null=True)
+    units = CharField(max_length=100, default="")
+    test_set = CharField(max_length=200, default="")
+    #: the result record as logged (YAML)
+    metadata = TextField(default="")
+    log_line = IntegerField(null=True)
+    start_log_line = IntegerField(null=True)
+    end_log_line = IntegerField(null=True)
+    logged = DateTimeField(default=utcnow)
+
+
+class SchemaVersion(BaseModel):
+    version = IntegerField(primary_key=True)
+    name = CharField(max_length=100)
+    applied = DateTimeField(default=utcnow)
+
+
+MODELS = [
+    User,
+    Group,
+    GroupMember,
+    GroupPermission,
+    Token,
+    DeviceType,
+    Tag,
+    Worker,
+    Device,
+    DeviceTag,
+    HealthHistory,
+    TestJob,
+    JobTag,
+    JobViewingGroup,
+    TestSuite,
+    TestCase,
+]

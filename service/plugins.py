@@ -1,0 +1,179 @@
+"""Bottle plugins: a database connection per request, authentication, JSON errors.
+
+Who may call a route is route metadata: `@routes.get('/x', auth='admin')`. The plugin reads
+`route.config['auth']`; routes without it are public (an optional user).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import traceback
+from typing import Any, Callable
+
+from bottle import HTTPError, HTTPResponse, request, response
+
+from . import auth
+from .db import connection
+from .errors import ApiError
+from .models import TestJob, User, Worker
+
+log = logging.getLogger("dutlab.server")
+
+AUTH_KINDS = ("public", "user", "admin", "worker", "job")
+
+
+def json_response(status: int, body: Any) -> HTTPResponse:
+    return HTTPResponse(
+        json.dumps(body, default=str), status=status, headers={"Content-Type": "application/json"}
+    )
+
+
+class DatabasePlugin:
+    name = "dutlab-db"
+    api = 2
+
+    def apply(self, callback: Callable, route: Any) -> Callable:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with connection():
+                return callback(*args, **kwargs)
+
+        return wrapper
+
+
+class ErrorPlugin:
+    """ApiError → its 4xx JSON; anything unexpected → a logged 500 (always a bug)."""
+
+    name = "dutlab-errors"
+    api = 2
+
+    def apply(self, callback: Callable, route: Any) -> Callable:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return callback(*args, **kwargs)
+            except ApiError as exc:
+                return json_response(exc.status, exc.body())
+            except (HTTPResponse, HTTPError):
+                raise
+            except Exception:
+                log.error("%s %s failed:\n%s", request.method, request.path, traceback.format_exc())
+                return json_response(500, {"error": "internal server error (a bug; see the server log)"})
+
+        return wrapper
+
+
+def parse_authorization() -> tuple[str, str, str | None]:
+    """(scheme, secret, username) from the Authorization header; ('', '', None) when absent."""
+    header = request.get_header("Authorization", "")
+    if not header:
+        return "", "", None
+    scheme, _, value = header.strip().partition(" ")
+    scheme = scheme.lower()
+    value = value.strip()
+    if scheme == "basic":
+        try:
+            username, sep, secret = base64.b64decode(value).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ApiError(400, "Authorization: Basic needs base64 of 'username:token'") from None
+        if not sep:
+            raise ApiError(400, "Authorization: Basic needs base64 of 'username:token'")
+        return "basic", secret, username
+    if scheme in ("token", "worker", "job", "bearer"):
+        return scheme, value, None
+    raise ApiError(400, f"unsupported Authorization scheme '{scheme}'; use 'Token <secret>'")
+
+
+class AuthPlugin:
+    name = "dutlab-auth"
+    api = 2
+
+    def apply(self, callback: Callable, route: Any) -> Callable:
+        kind = route.config.get("auth", "public")
+        if kind not in AUTH_KINDS:
+            raise ValueError(f"route {route.rule}: auth={kind!r} is not one of {AUTH_KINDS}")
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            scheme, secret, username = parse_authorization()
+            if kind == "worker":
+                request.environ["dutlab.worker"] = _worker(scheme, secret, kwargs.get("name"))
+            elif kind == "job":
+                request.environ["dutlab.job"] = _job(scheme, secret, kwargs.get("job_id"))
+            else:
+                request.environ["dutlab.user"] = _user(kind, scheme, secret, username)
+            return callback(*args, **kwargs)
+
+        return wrapper
+
+
+def _user(kind: str, scheme: str, secret: str, username: str | None) -> User | None:
+    if scheme in ("worker", "job"):
+        raise ApiError(403, f"a {scheme} token cannot act as a user; use 'Authorization: Token <secret>'")
+    user = None
+    if scheme:
+        user = auth.user_for_token(secret, username)
+        if user is None:
+            raise ApiError(401, "invalid or expired API token (check the token and its user)")
+    if kind in ("user", "admin") and user is None:
+        raise ApiError(401, "authentication required: send 'Authorization: Token <secret>'")
+    if kind == "admin" and not auth.is_admin(user):
+        raise ApiError(403, f"user '{user.username}' is not an admin")
+    return user
+
+
+def _worker(scheme: str, secret: str, name: str | None) -> Worker:
+    if not scheme:
+        raise ApiError(401, "authentication required: send 'Authorization: Worker <worker token>'")
+    if scheme != "worker":
+        raise ApiError(403, "this endpoint takes a worker token: 'Authorization: Worker <token>'")
+    worker = Worker.get_or_none(Worker.hostname == name)
+    if worker is None:
+        raise ApiError(404, f"worker '{name}' is not registered; add it with 'dutlab-server manage workers add'")
+    if not worker.token_hash or not hmac.compare_digest(worker.token_hash, auth.hash_secret(secret)):
+        raise ApiError(403, f"wrong token for worker '{name}'")
+    return worker
+
+
+def _job(scheme: str, secret: str, job_id: Any) -> TestJob:
+    if not scheme:
+        raise ApiError(401, "authentication required: send 'Authorization: Job <job token>'")
+    if scheme != "job":
+        raise ApiError(403, "this endpoint takes a job token: 'Authorization: Job <token>'")
+    job = TestJob.get_or_none(TestJob.id == job_id)
+    if job is None:
+        raise ApiError(404, f"job '{job_id}' does not exist")
+    if not job.token_hash or not hmac.compare_digest(job.token_hash, auth.hash_secret(secret)):
+        raise ApiError(403, f"wrong token for job {job_id}")
+    return job
+
+
+def current_user() -> User | None:
+    return request.environ.get("dutlab.user")
+
+
+def current_worker() -> Worker:
+    return request.environ["dutlab.worker"]
+
+
+def current_job() -> TestJob:
+    return request.environ["dutlab.job"]
+
+
+def json_body() -> dict:
+    """The request body as a JSON object, or a 400 that says so."""
+    raw = request.body.read()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return data
+
+
+def set_no_cache() -> None:
+    response.set_header("Cache-Control", "no-store")

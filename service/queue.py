@@ -1,0 +1,39 @@
+"""The one place that picks the task queue backend from a URL.
+
+`sqlite:////path` → SqliteStorage, `redis://...` → PriorityRedisStorage, `memory:` → in process
+(tests). Tasks live in tasks.py, which registers them on `huey` below; a queued message names
+`module.function`, so tasks must not move.
+"""
+
+from __future__ import annotations
+
+from huey import Huey
+from huey.storage import MemoryStorage, PriorityRedisStorage, SqliteStorage
+
+from .config import Settings
+
+huey = Huey("dutlab", results=False, utc=True, storage_class=MemoryStorage)
+_settings: Settings | None = None
+
+
+def configure(settings: Settings) -> Huey:
+    global _settings
+    url = settings.queue
+    if url.startswith("sqlite:"):
+        path = url.split(":", 1)[1].lstrip("/")
+        huey.storage_class, huey.storage_kwargs = SqliteStorage, {"filename": "/" + path, "timeout": 30}
+    elif url.startswith("redis:"):
+        huey.storage_class, huey.storage_kwargs = PriorityRedisStorage, {"url": url}
+    else:
+        huey.storage_class, huey.storage_kwargs = MemoryStorage, {}
+    huey.storage = huey.create_storage()
+    _settings = settings
+    from . import tasks  # noqa: F401  (registers the tasks on `huey`)
+
+    return huey
+
+
+def settings() -> Settings:
+    if _settings is None:
+        raise RuntimeError("queue.configure(settings) was not called")
+    return _settings

@@ -1,0 +1,135 @@
+"""Results: test cases derived from `lvl: results` log lines, and their exports.
+
+The export dict follows LAVA's (lava-interfaces.md §1.5) so lavacli and scripts written for LAVA
+read it unchanged; JUnit XML uses the suite name as classname.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from typing import Iterable
+
+import yaml
+
+from .models import TestCase, TestJob, TestSuite, utcnow
+from .states import ResultCode
+
+
+def ingest(job: TestJob, numbered_records: Iterable[tuple[int, str]]) -> int:
+    """Create test cases for the results records among (line number, JSON text); return how many."""
+    count = 0
+    suites: dict[str, TestSuite] = {}
+    for line, text in numbered_records:
+        if '"results"' not in text:  # cheap pre-filter: most lines are console output
+            continue
+        try:
+            record = json.loads(text)
+        except ValueError:
+            continue
+        msg = record.get("msg")
+        if record.get("lvl") != "results" or not isinstance(msg, dict):
+            continue
+        if _store(job, line, msg, suites):
+            count += 1
+    return count
+
+
+def _store(job: TestJob, line: int, msg: dict, suites: dict[str, TestSuite]) -> bool:
+    suite_name, case, result = msg.get("definition"), msg.get("case"), str(msg.get("result", "")).lower()
+    if not suite_name or not case or result not in ("pass", "fail", "skip", "unknown"):
+        return False  # LAVA drops results it cannot file; so do we
+    suite = suites.get(suite_name)
+    if suite is None:
+        suite, _ = TestSuite.get_or_create(job=job, name=str(suite_name)[:200])
+        suites[suite_name] = suite
+    measurement = msg.get("measurement")
+    try:
+        measurement = float(measurement) if measurement not in (None, "") else None
+    except (TypeError, ValueError):
+        measurement = None
+    if measurement is None and suite_name == "lava" and msg.get("duration") is not None:
+        try:
+            measurement = float(msg["duration"])
+        except (TypeError, ValueError):
+            pass
+    TestCase.create(
+        suite=suite,
+        name="".join(c if c.isprintable() else "_" for c in str(case))[:200],
+        result=ResultCode[result.upper()],
+        measurement=measurement,
+        units=str(msg.get("units") or ("seconds" if suite_name == "lava" and measurement is not None else ""))[:100],
+        test_set=str(msg.get("set") or "")[:200],
+        metadata=yaml.safe_dump(msg, default_flow_style=False)[:4096],
+        log_line=line,
+        start_log_line=msg.get("starttc"),
+        end_log_line=msg.get("endtc") or line,
+        logged=utcnow(),
+    )
+    return True
+
+
+def cases(job: TestJob, suite: str | None = None, case: str | None = None) -> list[TestCase]:
+    query = TestCase.select(TestCase, TestSuite).join(TestSuite).where(TestSuite.job == job)
+    if suite is not None:
+        query = query.where(TestSuite.name == suite)
+    if case is not None:
+        query = query.where(TestCase.name == case)
+    return list(query.order_by(TestCase.id))
+
+
+def export_case(tc: TestCase, job_id: int) -> dict:
+    """LAVA's export_testcase shape: all values strings except metadata."""
+    try:
+        metadata = yaml.safe_load(tc.metadata) if tc.metadata else {}
+    except yaml.YAMLError:
+        metadata = {}
+    return {
+        "id": str(tc.id),
+        "job": str(job_id),
+        "suite": tc.suite.name,
+        "name": tc.name,
+        "result": ResultCode(tc.result).label,
+        "measurement": "None" if tc.measurement is None else _number(tc.measurement),
+        "unit": tc.units,
+        "level": str(metadata.get("level", "None")) if isinstance(metadata, dict) else "None",
+        "url": f"/results/{job_id}/{tc.suite.name}/{tc.name}",
+        "logged": tc.logged.isoformat(sep=" "),
+        "log_start_line": "None" if tc.start_log_line is None else str(tc.start_log_line),
+        "log_end_line": "None" if tc.end_log_line is None else str(tc.end_log_line),
+        "metadata": metadata,
+    }
+
+
+def _number(value: float) -> str:
+    return f"{value:.10f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:.10f}"
+
+
+def as_json(job: TestJob, rows: list[TestCase]) -> list[dict]:
+    return [export_case(tc, job.id) for tc in rows]
+
+
+def as_yaml(job: TestJob, rows: list[TestCase]) -> str:
+    return yaml.safe_dump(as_json(job, rows), default_flow_style=False, sort_keys=True)
+
+
+def as_junit(job: TestJob, rows: list[TestCase], classname_prefix: str = "") -> str:
+    suites: dict[str, list[TestCase]] = {}
+    for tc in rows:
+        suites.setdefault(tc.suite.name, []).append(tc)
+    root = ET.Element("testsuites", name=f"job {job.id}", tests=str(len(rows)))
+    for name, members in suites.items():
+        el = ET.SubElement(
+            root, "testsuite", name=name, tests=str(len(members)),
+            failures=str(sum(tc.result == ResultCode.FAIL for tc in members)),
+            skipped=str(sum(tc.result == ResultCode.SKIP for tc in members)),
+        )
+        for tc in members:
+            case = ET.SubElement(el, "testcase", name=tc.name, classname=f"{classname_prefix}{name}")
+            if tc.measurement is not None:
+                ET.SubElement(case, "system-out").text = f"measurement: {tc.measurement} {tc.units}".strip()
+            if tc.result == ResultCode.FAIL:
+                ET.SubElement(case, "failure", message="fail")
+            elif tc.result == ResultCode.SKIP:
+                ET.SubElement(case, "skipped")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

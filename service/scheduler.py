@@ -1,0 +1,267 @@
+"""One scheduling pass: worker liveness, health checks first, then queued jobs, then queue timeouts.
+
+Semantics follow LAVA's scheduler (lava-interfaces.md §4). A pass may run concurrently with
+another pass or with submissions: each assignment is a pair of conditional UPDATEs (device
+Idle → Reserved, job Submitted → Scheduled) and is undone when either loses the race, so a
+device can never get two jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from . import auth, jobs
+from .config import Settings
+from .db import write_txn
+from .devicecfg import health_check_definition
+from .devices import set_health
+from .errors import ApiError
+from .events import wake_worker
+from .models import Device, DeviceTag, DeviceType, GroupMember, JobTag, TestJob, User, Worker, utcnow
+from .states import DeviceHealth, DeviceState, JobHealth, JobState, WorkerHealth, WorkerState
+
+log = logging.getLogger("dutlab.scheduler")
+HEALTH_USER = "dutlab-health"
+
+
+@dataclass
+class PassReport:
+    health_checks: list[int] = field(default_factory=list)
+    scheduled: list[int] = field(default_factory=list)
+    timed_out: list[int] = field(default_factory=list)
+    workers_offline: list[str] = field(default_factory=list)
+
+
+def run_pass(settings: Settings) -> PassReport:
+    report = PassReport()
+    check_workers(settings, report)
+    capacity = worker_capacity()
+    available = schedule_health_checks(settings, capacity, report)
+    schedule_jobs(available, capacity, report)
+    expire_queued(report)
+    return report
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+
+def check_workers(settings: Settings, report: PassReport) -> None:
+    now = utcnow()
+    stale = now - timedelta(seconds=settings.worker_heartbeat_timeout)
+    for worker in Worker.select().where(Worker.state == WorkerState.ONLINE, Worker.last_ping < stale):
+        Worker.update(state=WorkerState.OFFLINE, offline_since=now).where(
+            Worker.id == worker.id, Worker.state == WorkerState.ONLINE).execute()
+        report.workers_offline.append(worker.hostname)
+        log.warning("worker %s missed its heartbeats (last %s): Offline", worker.hostname, worker.last_ping)
+    grace = now - timedelta(seconds=settings.worker_offline_grace)
+    for worker in Worker.select().where(Worker.state == WorkerState.OFFLINE, Worker.offline_since < grace):
+        fail_worker_jobs(worker)
+
+
+def fail_worker_jobs(worker: Worker) -> None:
+    """Jobs of a worker gone for good end Incomplete; its devices go Unknown (re-checked later)."""
+    active = [JobState.SCHEDULED, JobState.RUNNING, JobState.CANCELING]
+    for job in TestJob.select().where(TestJob.worker == worker, TestJob.state.in_(active)):
+        jobs.finish(job, "fail", "Infrastructure",
+                    f"worker {worker.hostname} went offline (no heartbeat since {worker.last_ping})")
+    for device in Device.select().where(Device.worker == worker, Device.health == DeviceHealth.GOOD):
+        set_health(device, DeviceHealth.UNKNOWN, f"worker {worker.hostname} went offline", HEALTH_USER)
+
+
+def worker_capacity() -> dict[int, int]:
+    """Free job slots per usable (Online + Active) worker; unlimited is a large number."""
+    busy: dict[int, int] = defaultdict(int)
+    for device in Device.select(Device.worker).where(
+        Device.state.in_([DeviceState.RESERVED, DeviceState.RUNNING])
+    ):
+        busy[device.worker_id] += 1
+    free = {}
+    for worker in Worker.select().where(Worker.state == WorkerState.ONLINE, Worker.health == WorkerHealth.ACTIVE):
+        limit = worker.job_limit or 1_000_000
+        free[worker.id] = limit - busy[worker.id]
+    return free
+
+
+def idle_devices(capacity: dict[int, int], healths: tuple[int, ...]) -> list[Device]:
+    return list(
+        Device.select(Device, DeviceType)
+        .join(DeviceType)
+        .where(
+            Device.state == DeviceState.IDLE,
+            Device.current_job.is_null(),
+            Device.health.in_(healths),
+            Device.worker.in_(list(capacity) or [0]),
+            DeviceType.display == True,  # noqa: E712 (peewee expression)
+        )
+        .order_by(DeviceType.name, Device.hostname)
+    )
+
+
+# -- health checks ---------------------------------------------------------------------------
+
+
+def schedule_health_checks(settings: Settings, capacity: dict[int, int], report: PassReport) -> list[Device]:
+    """Start due health checks; return the devices left available for normal jobs."""
+    available = []
+    candidates = idle_devices(capacity, (DeviceHealth.GOOD, DeviceHealth.UNKNOWN, DeviceHealth.LOOPING))
+    for device in candidates:
+        dtype = device.device_type
+        if dtype.disable_health_checks:
+            if device.health != DeviceHealth.LOOPING:
+                available.append(device)
+            continue
+        definition = health_check_definition(device, settings)
+        if definition is None or not health_check_due(device, dtype):
+            if device.health != DeviceHealth.LOOPING:
+                available.append(device)
+            continue
+        if capacity.get(device.worker_id, 0) <= 0:
+            continue
+        job = start_health_check(device, definition, settings)
+        if job is not None:
+            capacity[device.worker_id] -= 1
+            report.health_checks.append(job.id)
+    return available
+
+
+def health_check_due(device: Device, dtype: DeviceType) -> bool:
+    if device.health in (DeviceHealth.UNKNOWN, DeviceHealth.LOOPING):
+        return True
+    last = TestJob.get_or_none(TestJob.id == device.last_health_report_job_id) if device.last_health_report_job_id \
+        else None
+    if last is None:
+        return True
+    if dtype.health_denominator == "jobs":
+        since = TestJob.select().where(
+            TestJob.actual_device == device, TestJob.health_check == False,  # noqa: E712
+            TestJob.start_time > last.submit_time,
+        ).count()
+        return since >= dtype.health_frequency
+    return last.submit_time + timedelta(hours=dtype.health_frequency) < utcnow()
+
+
+def health_user() -> User:
+    user, _ = User.get_or_create(username=HEALTH_USER, defaults={"is_active": True})
+    return user
+
+
+def start_health_check(device: Device, definition: str, settings: Settings) -> TestJob | None:
+    try:
+        sub = jobs.check_definition(None, definition, settings)
+    except ApiError as exc:
+        set_health(device, DeviceHealth.BAD, f"invalid health check: {exc.path}: {exc.message}", HEALTH_USER)
+        return None
+    with write_txn():
+        job = jobs.create(health_user(), sub, health_check=True, device=device)
+        if not assign(job, device):
+            raise RuntimeError("unreachable: the device was idle inside this transaction")
+    wake_worker(device.worker_id)
+    return job
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Queued:
+    id: int
+    device_type_id: int
+    submitter_id: int
+    requested_device_id: int | None
+    tags: frozenset[int]
+
+
+def queued_jobs() -> dict[int, list[Queued]]:
+    """Submitted jobs per device type, best first (priority, then submit time, then id)."""
+    tags: dict[int, set[int]] = defaultdict(set)
+    for jt in JobTag.select(JobTag.job, JobTag.tag).join(TestJob).where(TestJob.state == JobState.SUBMITTED):
+        tags[jt.job_id].add(jt.tag_id)
+    out: dict[int, list[Queued]] = defaultdict(list)
+    rows = (
+        TestJob.select(TestJob.id, TestJob.requested_device_type, TestJob.submitter, TestJob.requested_device)
+        .where(TestJob.state == JobState.SUBMITTED, TestJob.actual_device.is_null())
+        .order_by(TestJob.priority.desc(), TestJob.submit_time, TestJob.id)
+        .tuples()
+    )
+    for job_id, dtype, submitter, requested in rows:
+        out[dtype].append(Queued(job_id, dtype, submitter, requested, frozenset(tags[job_id])))
+    return out
+
+
+def schedule_jobs(available: list[Device], capacity: dict[int, int], report: PassReport) -> None:
+    queue = queued_jobs()
+    if not queue:
+        return
+    devices = [d for d in available if d.device_type_id in queue and d.health in
+               (DeviceHealth.GOOD, DeviceHealth.UNKNOWN)]
+    random.shuffle(devices)  # as LAVA: spread load instead of always picking the first device
+    device_tags: dict[int, set[int]] = defaultdict(set)
+    for dt in DeviceTag.select(DeviceTag.device, DeviceTag.tag).where(DeviceTag.device.in_([d.id for d in devices])):
+        device_tags[dt.device_id].add(dt.tag_id)
+    groups = _memberships()
+    users = {u.id: u for u in User.select().where(User.id.in_({q.submitter_id for v in queue.values() for q in v}))}
+    taken: set[int] = set()
+    for device in devices:
+        if capacity.get(device.worker_id, 0) <= 0:
+            continue
+        for q in queue[device.device_type_id]:
+            if q.id in taken or not _fits(q, device, device_tags[device.id], users, groups):
+                continue
+            if assign(TestJob(id=q.id), device):
+                taken.add(q.id)
+                capacity[device.worker_id] -= 1
+                report.scheduled.append(q.id)
+                wake_worker(device.worker_id)
+            break
+
+
+def _memberships() -> dict[int, set[int]]:
+    out: dict[int, set[int]] = defaultdict(set)
+    for m in GroupMember.select(GroupMember.user, GroupMember.group):
+        out[m.user_id].add(m.group_id)
+    return out
+
+
+def _fits(q: Queued, device: Device, tags: set[int], users: dict[int, User], groups: dict[int, set[int]]) -> bool:
+    if q.requested_device_id not in (None, device.id):
+        return False
+    if not q.tags <= tags:
+        return False
+    user = users.get(q.submitter_id)
+    return user is not None and auth.may_submit_to(user, device, groups[user.id])
+
+
+def assign(job: TestJob, device: Device) -> bool:
+    """Reserve `device` for `job` atomically; False when either was taken meanwhile."""
+    with write_txn():
+        got_device = Device.update(state=DeviceState.RESERVED, current_job=job.id).where(
+            Device.id == device.id, Device.state == DeviceState.IDLE, Device.current_job.is_null()
+        ).execute()
+        if got_device != 1:
+            return False
+        got_job = TestJob.update(
+            state=JobState.SCHEDULED, actual_device=device.id, worker=device.worker_id, scheduled_time=utcnow()
+        ).where(TestJob.id == job.id, TestJob.state == JobState.SUBMITTED).execute()
+        if got_job != 1:
+            Device.update(state=DeviceState.IDLE, current_job=None).where(Device.id == device.id).execute()
+            return False
+    return True
+
+
+# -- queue timeouts --------------------------------------------------------------------------
+
+
+def expire_queued(report: PassReport) -> None:
+    now = utcnow()
+    for job in TestJob.select().where(TestJob.state == JobState.SUBMITTED, TestJob.queue_timeout.is_null(False)):
+        if job.submit_time + timedelta(seconds=job.queue_timeout) < now:
+            done = TestJob.update(
+                state=JobState.FINISHED, health=JobHealth.CANCELED, end_time=now,
+                failure_comment=f"queue timeout: not scheduled within {job.queue_timeout} s",
+            ).where(TestJob.id == job.id, TestJob.state == JobState.SUBMITTED).execute()
+            if done:
+                report.timed_out.append(job.id)
