@@ -246,7 +246,6 @@ def _device_health_after(device, job, health, error_type, error_msg, actor, set_
             else:
                 set_health(device, DeviceHealth.BAD,
                            f"health check job {job.id} failed: {error_type} {error_msg}".strip(), actor)
-    elif health == JobHealth.INCOMPLETE and error_type in INFRASTRUCTURE_ERRORS:
-        if device.health == DeviceHealth.GOOD:
-            set_health(device, DeviceHealth.UNKNOWN,
-                       f"job {job.id} ended with an {error_type} error: {error_msg}", actor)
+    elif health == JobHealth.INCOMPLETE and error_type in INFRASTRUCTURE_ERRORS and device.health == DeviceHealth.GOOD:
+        set_health(device, DeviceHealth.UNKNOWN,
+                   f"job {job.id} ended with an {error_type} error: {error_msg}", actor)

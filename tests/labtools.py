@@ -242,7 +242,8 @@ def start_lab(tmp: Path, *, consumer: bool = True, **settings) -> tuple[LabServe
     lab = LabServer(tmp=tmp, config=config, port=port)
     lab.cli("migrate")
     lab.manage("users", "add", "admin", "--passwd", "admin-pw", "--superuser")
-    lab.admin_token = lab.manage("tokens", "add", "--user", "admin", "--description", "tests").stdout.strip().split()[-1]
+    out = lab.manage("tokens", "add", "--user", "admin", "--description", "tests").stdout
+    lab.admin_token = out.strip().split()[-1]
     lab.start(consumer=consumer)
 
     def stop() -> None:
