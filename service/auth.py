@@ -20,9 +20,7 @@ TOKEN_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, PBKDF2_ROUNDS)
-    return "pbkdf2_sha256${}${}${}".format(
-        PBKDF2_ROUNDS, base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
-    )
+    return f"pbkdf2_sha256${PBKDF2_ROUNDS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
 def check_password(password: str, stored: str) -> bool:

@@ -12,9 +12,9 @@ import fcntl
 import os
 import struct
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 IDX = struct.Struct("<Q")
 _locks: dict[int, threading.Lock] = {}

@@ -25,7 +25,7 @@ from .states import DeviceHealth, DeviceState, JobHealth, JobState, WorkerHealth
 
 def utcnow() -> dt.datetime:
     # naive UTC everywhere in the DB: SQLite and PostgreSQL then agree byte for byte
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class BaseModel(Model):
@@ -147,6 +147,7 @@ class HealthHistory(BaseModel):
 
 
 class TestJob(BaseModel):
+    __test__ = False  # not a pytest class
     submitter = ForeignKeyField(User, backref="jobs", on_delete="CASCADE")
     description = CharField(max_length=200, default="")
     #: the text as submitted (comments kept); `definition` is the parsed, normalised form (JSON)
@@ -190,6 +191,7 @@ class JobViewingGroup(BaseModel):
 
 
 class TestSuite(BaseModel):
+    __test__ = False  # not a pytest class
     job = ForeignKeyField(TestJob, backref="suites", on_delete="CASCADE")
     name = CharField(max_length=200)
 
@@ -198,6 +200,7 @@ class TestSuite(BaseModel):
 
 
 class TestCase(BaseModel):
+    __test__ = False  # not a pytest class
     suite = ForeignKeyField(TestSuite, backref="cases", on_delete="CASCADE")
     name = CharField(max_length=200)
     result = IntegerField()  # states.ResultCode

@@ -12,7 +12,8 @@ import hmac
 import json
 import logging
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bottle import HTTPError, HTTPResponse, request, response
 

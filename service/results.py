@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from typing import Iterable
+from collections.abc import Iterable
 
 import yaml
 

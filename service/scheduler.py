@@ -52,23 +52,23 @@ def run_pass(settings: Settings) -> PassReport:
 def check_workers(settings: Settings, report: PassReport) -> None:
     now = utcnow()
     stale = now - timedelta(seconds=settings.worker_heartbeat_timeout)
-    for worker in Worker.select().where(Worker.state == WorkerState.ONLINE, Worker.last_ping < stale):
+    for worker in list(Worker.select().where(Worker.state == WorkerState.ONLINE, Worker.last_ping < stale)):
         Worker.update(state=WorkerState.OFFLINE, offline_since=now).where(
             Worker.id == worker.id, Worker.state == WorkerState.ONLINE).execute()
         report.workers_offline.append(worker.hostname)
         log.warning("worker %s missed its heartbeats (last %s): Offline", worker.hostname, worker.last_ping)
     grace = now - timedelta(seconds=settings.worker_offline_grace)
-    for worker in Worker.select().where(Worker.state == WorkerState.OFFLINE, Worker.offline_since < grace):
+    for worker in list(Worker.select().where(Worker.state == WorkerState.OFFLINE, Worker.offline_since < grace)):
         fail_worker_jobs(worker)
 
 
 def fail_worker_jobs(worker: Worker) -> None:
     """Jobs of a worker gone for good end Incomplete; its devices go Unknown (re-checked later)."""
     active = [JobState.SCHEDULED, JobState.RUNNING, JobState.CANCELING]
-    for job in TestJob.select().where(TestJob.worker == worker, TestJob.state.in_(active)):
+    for job in list(TestJob.select().where(TestJob.worker == worker, TestJob.state.in_(active))):
         jobs.finish(job, "fail", "Infrastructure",
                     f"worker {worker.hostname} went offline (no heartbeat since {worker.last_ping})")
-    for device in Device.select().where(Device.worker == worker, Device.health == DeviceHealth.GOOD):
+    for device in list(Device.select().where(Device.worker == worker, Device.health == DeviceHealth.GOOD)):
         set_health(device, DeviceHealth.UNKNOWN, f"worker {worker.hostname} went offline", HEALTH_USER)
 
 
@@ -257,7 +257,8 @@ def assign(job: TestJob, device: Device) -> bool:
 
 def expire_queued(report: PassReport) -> None:
     now = utcnow()
-    for job in TestJob.select().where(TestJob.state == JobState.SUBMITTED, TestJob.queue_timeout.is_null(False)):
+    queued = TestJob.select().where(TestJob.state == JobState.SUBMITTED, TestJob.queue_timeout.is_null(False))
+    for job in list(queued):  # materialised: an open SELECT would pin a stale SQLite snapshot
         if job.submit_time + timedelta(seconds=job.queue_timeout) < now:
             done = TestJob.update(
                 state=JobState.FINISHED, health=JobHealth.CANCELED, end_time=now,

@@ -186,7 +186,8 @@ def load_device_config(
     except yaml.YAMLError as exc:
         raise TemplateError(label, None, str(exc)) from exc
     if not isinstance(config, dict):
-        raise TemplateError(label, None, f"the device configuration must be a mapping, not {type(config).__name__}")
+        kind = type(config).__name__
+        raise TemplateError(label, None, f"the device configuration must be a mapping, not {kind}")
     return config
 
 
