@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import factories as f
 import pytest
-
 from dutlab.service import jobs, scheduler
 from dutlab.service.db import connection
 from dutlab.service.errors import ApiError
@@ -275,5 +274,5 @@ def test_concurrent_passes_never_double_book(db, settings):
         per_device.setdefault(job.actual_device_id, []).append(job)
     for rows in per_device.values():
         rows.sort(key=lambda j: j.scheduled_time)
-        for before, after in zip(rows, rows[1:]):
+        for before, after in zip(rows, rows[1:], strict=False):
             assert before.end_time <= after.scheduled_time
