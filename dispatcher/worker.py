@@ -1,0 +1,543 @@
+"""dutlab-worker: the daemon that runs the server's jobs on this host (docs/worker.md).
+
+One main thread owns all state (the job table, the processes); the long-poll runs in a thread of
+its own so a job that ends is noticed at once, not at the next poll. Every dutlab-run lives in its
+own session and is recorded in jobsdb before it is spawned: the worker can be stopped, killed or
+upgraded at any moment and re-adopts its jobs when it comes back (design.md, principle 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import selectors
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from queue import SimpleQueue
+from typing import Any
+
+import yaml
+
+from . import __version__, envfile
+from .client import PROTOCOL, ApiError, Client, ServerUnreachable
+from .jobsdb import CANCELING, FINISHED, FORGOTTEN, RUNNING, Job, JobsDB, process_start_ticks
+from .upload import sync_finished_job
+
+log = logging.getLogger("dutlab.worker")
+
+POLL_BACKOFF_CAP = 5.0
+#: a 4xx on poll (bad token, unknown worker, protocol) needs an admin: retry, but slowly
+POLL_REFUSED_RETRY = 30.0
+#: how often jobs are checked when pidfd_open is not available
+LIVENESS_INTERVAL = 0.2
+REPORT_ATTEMPT = 60.0
+RUN_LOG_TAIL = 2000
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Config:
+    url: str = ""
+    name: str = field(default_factory=socket.gethostname)
+    token_file: str = ""
+    work_dir: str = "/var/lib/dutlab/worker"
+    poll_wait: float = 20.0
+    env_file: str = ""
+    log_file: str = ""
+    level: str = "INFO"
+    #: seconds between SIGTERM and SIGKILL when a job is canceled
+    cancel_grace: float = 30.0
+    keep_jobs: bool = False
+    #: the program that runs one job (a path, or a name found next to this Python or on PATH)
+    run_command: str = "dutlab-run"
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """Read a worker.yaml: the command-line options as keys (`token_file` or `token-file`)."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: must be a mapping of option: value")
+    known = {f.name: f for f in fields(Config)}
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"{path}: unknown key '{key}'; the keys are {', '.join(sorted(known))}")
+        out[name] = value
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    p = argparse.ArgumentParser(prog="dutlab-worker", description="Run dutlab jobs on this host.")
+    p.add_argument("--config", help="YAML file with the options below as keys (the command line wins)")
+    p.add_argument("--url", help="lab server URL, e.g. http://lab:8000")
+    p.add_argument("--name", help="worker name as registered on the server (default: hostname)")
+    p.add_argument("--token-file", help="file holding the worker token")
+    p.add_argument("--work-dir", help="local state and job folders (default /var/lib/dutlab/worker)")
+    p.add_argument("--poll-wait", type=float, help="seconds the server may hold a poll (default 20)")
+    p.add_argument("--env-file", help="env.yaml (purge/removes/overrides) for dutlab-run")
+    p.add_argument("--log-file", help="log here instead of stderr")
+    p.add_argument("--level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (INFO)")
+    p.add_argument("--cancel-grace", type=float, help="seconds from SIGTERM to SIGKILL on cancel (30)")
+    p.add_argument("--keep-jobs", action="store_true", default=None, help="keep job folders when done")
+    p.add_argument("--run-command", help="program that runs one job (default dutlab-run)")
+    args = vars(p.parse_args(argv))
+    try:
+        values = load_config(args.pop("config")) if args.get("config") else {}
+        args.pop("config", None)
+        values.update({k: v for k, v in args.items() if v is not None})
+        cfg = Config(**values)
+        _check(cfg)
+    except (ConfigError, TypeError) as exc:
+        p.error(str(exc))
+    return cfg
+
+
+def _check(cfg: Config) -> None:
+    for key in ("url", "token_file", "work_dir"):
+        if not getattr(cfg, key):
+            raise ConfigError(f"{key} is required (--{key.replace('_', '-')} or in --config)")
+    if not cfg.url.startswith(("http://", "https://")):
+        raise ConfigError(f"url '{cfg.url}' must start with http:// or https://")
+    for key in ("poll_wait", "cancel_grace"):
+        if not isinstance(getattr(cfg, key), (int, float)) or getattr(cfg, key) < 0:
+            raise ConfigError(f"{key} must be a number of seconds, not {getattr(cfg, key)!r}")
+
+
+# -- one job -------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    job: Job
+    #: set for runs this worker process spawned (it can read their exit status)
+    popen: subprocess.Popen[bytes] | None = None
+    pidfd: int | None = None
+    killed: bool = False
+    reporting: bool = False
+
+
+def final_result(job_dir: Path, status: int | None) -> dict[str, Any]:
+    """The result to report: result.yaml if dutlab-run wrote one, else an Infrastructure failure."""
+    try:
+        doc = yaml.safe_load((job_dir / "output" / "result.yaml").read_text())
+        if isinstance(doc, dict) and doc.get("result") in ("pass", "fail"):
+            return doc
+    except (OSError, yaml.YAMLError):
+        pass
+    if status is None:
+        how = "ended while the worker was restarting (exit status unknown)"
+    elif status < 0:
+        how = f"exited with status {status} (killed by {_signal_name(-status)})"
+    else:
+        how = f"exited with status {status}"
+    msg = f"dutlab-run {how} without a result"
+    tail = _tail(job_dir / "run.log")
+    if tail:
+        msg += f"; end of run.log:\n{tail}"
+    return {"result": "fail", "error_type": "Infrastructure", "error_msg": msg}
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - RUN_LOG_TAIL))
+            return fh.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _kill_group(job: Job, sig: int) -> None:
+    if job.pgid is None:
+        return
+    try:
+        os.killpg(job.pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _find_spawned(job_dir: Path) -> int | None:
+    """The pid of a dutlab-run for `job_dir` that started just before a crash recorded it."""
+    needle = str(job_dir / "job.yaml").encode()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                    if needle in fh.read().split(b"\0"):
+                        return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+# -- the daemon ----------------------------------------------------------------------------------
+
+class Worker:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.work_dir = Path(cfg.work_dir).absolute()
+        try:
+            token = Path(cfg.token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the worker token from {cfg.token_file}: {exc}") from exc
+        self.client = Client(cfg.url, f"Worker {token}")
+        self.env_spec = envfile.load(cfg.env_file) if cfg.env_file else None
+        self.run_argv = _resolve(cfg.run_command)
+        self.db = JobsDB(self.work_dir / "worker.sqlite3")
+        self.runs: dict[int, Run] = {}
+        self.sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._poll: Future[dict[str, Any]] | None = None
+        self._poll_after = 0.0
+        self._poll_delay = 0.5
+        self._poll_failing_since = 0.0
+        self._reported: SimpleQueue[int] = SimpleQueue()
+        self._stop = False
+
+    # main loop
+
+    def run(self) -> int:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        log.info("dutlab-worker %s: worker '%s', server %s, work dir %s",
+                 __version__, self.cfg.name, self.cfg.url, self.work_dir)
+        self._readopt()
+        while not self._stop:
+            self._maybe_poll()
+            for key, _ in self.sel.select(self._select_timeout()):
+                if key.data is None:
+                    self._drain_wake()
+                else:
+                    self._on_exit(key.data)
+            self._handle_poll_reply()
+            self._check_unwatched()
+            self._enforce_grace()
+            self._cleanup_reported()
+        alive = sum(1 for r in self.runs.values() if r.job.state in (RUNNING, CANCELING))
+        log.info("stopping; %d running job(s) keep running and are re-adopted at the next start", alive)
+        self.db.close()
+        return 0
+
+    def _on_stop_signal(self, signum: int, _frame: object) -> None:
+        self._stop = True
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:
+            pass  # the pipe is full: the main loop is waking up anyway
+
+    def _select_timeout(self) -> float:
+        now = time.monotonic()
+        timeout = 5.0
+        if self._poll is None:
+            timeout = min(timeout, max(0.0, self._poll_after - now))
+        for run in self.runs.values():
+            if run.pidfd is None and run.job.state != FINISHED:
+                timeout = min(timeout, LIVENESS_INTERVAL)
+            if run.job.state == CANCELING and not run.killed:
+                timeout = min(timeout, max(0.0, run.job.updated + self.cfg.cancel_grace - time.time()))
+        return timeout
+
+    # polling
+
+    def _maybe_poll(self) -> None:
+        if self._poll is not None or time.monotonic() < self._poll_after:
+            return
+        body = {"protocol": PROTOCOL, "version": __version__, "wait": self.cfg.poll_wait,
+                "running": sorted(i for i, r in self.runs.items() if r.job.state != FORGOTTEN)}
+        future: Future[dict[str, Any]] = Future()
+        self._poll = future
+        threading.Thread(target=self._poll_thread, args=(body, future), name="poll", daemon=True).start()
+
+    def _poll_thread(self, body: dict[str, Any], future: Future[dict[str, Any]]) -> None:
+        try:
+            future.set_result(self.client.post(f"/internal/v1/workers/{self.cfg.name}/poll", body,
+                                               timeout=self.cfg.poll_wait + 15))
+        except Exception as exc:  # handed to the main thread, which logs it
+            future.set_exception(exc)
+        self._wake()
+
+    def _handle_poll_reply(self) -> None:
+        if self._poll is None or not self._poll.done():
+            return
+        future, self._poll = self._poll, None
+        try:
+            reply = future.result()
+        except (ServerUnreachable, ApiError) as exc:
+            self._poll_failed(exc)
+            return
+        if self._poll_failing_since:
+            log.info("server %s answers again", self.cfg.url)
+        self._poll_failing_since, self._poll_delay = 0.0, 0.5
+        self._poll_after = time.monotonic() + float(reply.get("poll_interval") or 0)
+        if self._stop:
+            return  # jobs offered now are offered again to the next worker process
+        for job_id in reply.get("unknown", []):
+            self._forget(int(job_id))
+        for job_id in reply.get("cancel", []):
+            self._cancel(int(job_id))
+        for item in reply.get("start", []):
+            self._start(int(item["id"]), str(item["token"]))
+
+    def _poll_failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if isinstance(exc, ApiError) and not exc.retryable:
+            delay = POLL_REFUSED_RETRY
+        else:
+            delay, self._poll_delay = self._poll_delay, min(self._poll_delay * 2, POLL_BACKOFF_CAP)
+        # Log the first failure and then once a minute: an outage must not flood the log.
+        if not self._poll_failing_since or now - self._poll_failing_since >= 60:
+            log.warning("poll failed: %s; retrying in %.1fs", exc, delay)
+            self._poll_failing_since = now
+        self._poll_after = now + delay
+
+    # starting, canceling, forgetting
+
+    def _start(self, job_id: int, token: str) -> None:
+        if job_id in self.runs:
+            log.warning("job %d: offered again while it runs here; ignoring the offer", job_id)
+            return
+        job_client = Client(self.cfg.url, f"Job {token}")
+        try:
+            info = job_client.get(f"/internal/v1/jobs/{job_id}")
+        except (ServerUnreachable, ApiError) as exc:
+            log.error("job %d: cannot fetch it (%s); the server offers it again", job_id, exc)
+            return
+        job_dir = self.work_dir / "jobs" / str(job_id)
+        self._prepare(job_dir, info, token)
+        run = Run(self.db.add(job_id, token, job_dir))
+        self.runs[job_id] = run
+        self._spawn(run, info)
+        try:
+            job_client.post(f"/internal/v1/jobs/{job_id}/state", {"state": "Running"})
+        except (ServerUnreachable, ApiError) as exc:
+            log.warning("job %d: cannot set it Running: %s", job_id, exc)
+
+    def _prepare(self, job_dir: Path, info: dict[str, Any], token: str) -> None:
+        shutil.rmtree(job_dir, ignore_errors=True)  # a leftover of an earlier offer
+        (job_dir / "output").mkdir(parents=True)
+        (job_dir / "job.yaml").write_text(str(info.get("definition", "")))
+        (job_dir / "device.yaml").write_text(str(info.get("device", "")))
+        if self.cfg.env_file:
+            shutil.copyfile(self.cfg.env_file, job_dir / "env.yaml")
+        _write_private(job_dir / "token", token)
+
+    def _spawn(self, run: Run, info: dict[str, Any]) -> None:
+        d = Path(run.job.job_dir)
+        argv = [*self.run_argv, str(d / "job.yaml"), "--device", str(d / "device.yaml"),
+                "--output-dir", str(d / "output"), "--job-id", str(run.job.id),
+                "--work-dir", str(self.work_dir), "--server", self.cfg.url,
+                "--job-token-file", str(d / "token")]
+        with open(d / "run.log", "ab") as out:
+            try:
+                env = envfile.build([info.get("env"), self.env_spec], os.environ)
+                popen = subprocess.Popen(argv, cwd=d, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+            except (OSError, envfile.EnvFileError) as exc:
+                out.write(f"cannot start {shlex.join(argv)}: {exc}\n".encode())
+                log.error("job %d: cannot start dutlab-run: %s", run.job.id, exc)
+                self._finished(run, 127)
+                return
+        run.popen = popen
+        self.db.set_process(run.job.id, popen.pid, popen.pid, process_start_ticks(popen.pid))
+        run.job = self._row(run.job.id)
+        log.info("job %d: started dutlab-run (pid %d)", run.job.id, popen.pid)
+        self._watch(run)
+
+    def _cancel(self, job_id: int) -> None:
+        run = self.runs.get(job_id)
+        if run is None or run.job.state != RUNNING:
+            return  # not ours, or already canceling: the grace deadline is running
+        log.info("job %d: canceling (SIGTERM to process group %s)", job_id, run.job.pgid)
+        _kill_group(run.job, signal.SIGTERM)
+        self.db.set_state(job_id, CANCELING)
+        run.job = self._row(job_id)
+
+    def _enforce_grace(self) -> None:
+        for run in self.runs.values():
+            if run.job.state == CANCELING and not run.killed \
+                    and time.time() >= run.job.updated + self.cfg.cancel_grace:
+                log.warning("job %d: still running %.0fs after SIGTERM; SIGKILL", run.job.id,
+                            self.cfg.cancel_grace)
+                _kill_group(run.job, signal.SIGKILL)
+                run.killed = True
+
+    def _forget(self, job_id: int) -> None:
+        run = self.runs.get(job_id)
+        if run is None or run.job.state in (FINISHED, FORGOTTEN):
+            return
+        log.warning("job %d: the server no longer knows it; killing it", job_id)
+        _kill_group(run.job, signal.SIGKILL)
+        self.db.set_state(job_id, FORGOTTEN)
+        run.job = self._row(job_id)
+
+    # watching processes
+
+    def _readopt(self) -> None:
+        for job in self.db.all():
+            run = Run(job)
+            self.runs[job.id] = run
+            if job.state == FINISHED:
+                self._report(run)
+            elif job.pid is None and not self._recover_pid(run):
+                log.info("job %d: its dutlab-run never started; the server offers it again", job.id)
+                self._cleanup(job.id)
+            else:
+                log.info("job %d: re-adopting dutlab-run (pid %s, %s)", job.id, run.job.pid, job.state)
+                self._watch(run)
+
+    def _recover_pid(self, run: Run) -> bool:
+        pid = _find_spawned(Path(run.job.job_dir))
+        if pid is None:
+            return False
+        self.db.set_process(run.job.id, pid, pid, process_start_ticks(pid))
+        run.job = self._row(run.job.id)
+        return True
+
+    def _watch(self, run: Run) -> None:
+        assert run.job.pid is not None
+        try:
+            run.pidfd = os.pidfd_open(run.job.pid)
+        except ProcessLookupError:
+            self._on_exit(run)
+            return
+        except (AttributeError, OSError):
+            run.pidfd = None  # no pidfd on this kernel: _check_unwatched polls instead
+            return
+        # Checked after opening the pidfd, so the pid cannot be recycled in between.
+        if run.popen is None and not run.job.alive():
+            self._on_exit(run)
+            return
+        self.sel.register(run.pidfd, selectors.EVENT_READ, run)
+
+    def _check_unwatched(self) -> None:
+        for run in list(self.runs.values()):
+            if run.pidfd is None and run.job.state != FINISHED and not self._is_running(run):
+                self._on_exit(run)
+
+    @staticmethod
+    def _is_running(run: Run) -> bool:
+        if run.popen is None:
+            return run.job.alive()
+        # WNOWAIT: leave the zombie in place so its process group cannot be reused before the kill.
+        return os.waitid(os.P_PID, run.popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+
+    def _on_exit(self, run: Run) -> None:
+        if run.pidfd is not None:
+            self.sel.unregister(run.pidfd)
+            os.close(run.pidfd)
+            run.pidfd = None
+        # Whatever dutlab-run left in its session (QEMU, telnet) must not outlive the job.
+        _kill_group(run.job, signal.SIGKILL)
+        status = run.popen.wait() if run.popen is not None else None
+        log.info("job %d: dutlab-run ended (status %s)", run.job.id, status)
+        self._finished(run, status)
+
+    def _finished(self, run: Run, status: int | None) -> None:
+        if run.job.state == FORGOTTEN:
+            self._cleanup(run.job.id)
+            return
+        self.db.set_state(run.job.id, FINISHED, status)
+        run.job = self._row(run.job.id)
+        self._report(run)
+
+    # reporting
+
+    def _report(self, run: Run) -> None:
+        run.reporting = True
+        threading.Thread(target=self._report_thread, args=(run.job,), name=f"report-{run.job.id}",
+                         daemon=True).start()
+
+    def _report_thread(self, job: Job) -> None:
+        job_dir = Path(job.job_dir)
+        result = final_result(job_dir, job.exit_status)
+        # Retried until the server has it: a stopped worker reports again from jobsdb when it starts.
+        while not sync_finished_job(self.cfg.url, job.id, job.token, job_dir / "output", result,
+                                    timeout=REPORT_ATTEMPT):
+            if self._stop:
+                return
+        self._reported.put(job.id)
+        self._wake()
+
+    def _cleanup_reported(self) -> None:
+        while not self._reported.empty():
+            job_id = self._reported.get()
+            log.info("job %d: finished and reported", job_id)
+            self._cleanup(job_id)
+
+    def _cleanup(self, job_id: int) -> None:
+        run = self.runs.pop(job_id, None)
+        if run is not None and not self.cfg.keep_jobs:
+            shutil.rmtree(run.job.job_dir, ignore_errors=True)
+        self.db.remove(job_id)
+
+    def _row(self, job_id: int) -> Job:
+        job = self.db.get(job_id)
+        assert job is not None
+        return job
+
+
+def _resolve(command: str) -> list[str]:
+    """argv for the run command; a bare name is looked up next to this Python first (a venv)."""
+    argv = shlex.split(command)
+    if argv and "/" not in argv[0]:
+        beside = Path(sys.executable).parent / argv[0]
+        found = str(beside) if beside.exists() else shutil.which(argv[0])
+        argv[0] = found or argv[0]
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    logging.basicConfig(
+        level=cfg.level, filename=cfg.log_file or None,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return Worker(cfg).run()
+    except (ConfigError, envfile.EnvFileError) as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
