@@ -32,7 +32,7 @@ def open_database(url: str) -> SqliteDatabase | PostgresqlDatabase:
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
     else:
-        db = url_connect(url.replace("postgres://", "postgresql://", 1), autorollback=True)
+        db = url_connect(url.replace("postgres://", "postgresql://", 1))
     database.initialize(db)
     return db
 

@@ -57,3 +57,13 @@ def db(settings):
 def pytest_report_header(config):
     return [f"dutlab backends: database={os.environ.get('DUTLAB_TEST_DATABASE', 'sqlite')} "
             f"queue={os.environ.get('DUTLAB_TEST_QUEUE', 'sqlite')}"]
+
+
+BACKEND_FIXTURES = {"lab_server", "db", "settings"}
+
+
+def pytest_collection_modifyitems(config, items):
+    # tests that touch the database or a real server run again on PostgreSQL + Redis in CI
+    for item in items:
+        if BACKEND_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.backend)

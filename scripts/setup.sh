@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs everything the demo and the tests need on a fresh Debian 12 machine (run as root):
+# Debian packages, the Python venv with dutlab and its test tools, and the QEMU test assets.
+# Idempotent: a second run only checks.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="${DUTLAB_VENV:-$ROOT/.venv}"
+# one place for the QEMU test kernel/initramfs: examples and the shipped health check point here
+export DUTLAB_ASSETS="${DUTLAB_ASSETS:-/var/cache/dutlab/assets}"
+
+APT_PACKAGES=(
+  qemu-system-x86 qemu-system-arm qemu-utils      # devices
+  busybox-static cpio xz-utils zstd bzip2 gzip    # QEMU test assets and image decompression
+  e2fsprogs                                       # mke2fs -d: the test overlay drive, built without root
+  ser2net dnsmasq telnet tftp-hpa isc-dhcp-client # lab plumbing and its probes
+  postgresql redis-server                         # the scale backends, tested in CI
+  git iproute2 systemd python3-apt make           # from: git tests, netns, systemd-analyze, Ansible apt
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# ansible-core >= 2.20 needs Python 3.12; pyenv ships it on these machines. Fall back to what exists.
+pick_python() {
+  local c
+  for c in "${DUTLAB_PYTHON:-}" "$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 2>/dev/null | tail -1)" \
+           "$(command -v python3.12 || true)" "$(command -v python3 || true)"; do
+    if [ -n "$c" ] && "$c" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+      echo "$c"; return
+    fi
+  done
+  echo "setup: no Python >= 3.11 found" >&2; exit 1
+}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  PY="$(pick_python)"
+  echo "setup: creating $VENV with $PY"
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.dutlab-setup"
+want="$(cat pyproject.toml setup.py | sha256sum | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e ".[postgres,redis,ansible,test]"
+  echo "$want" > "$stamp"
+fi
+
+# the QEMU kernel + busybox initramfs, built from Debian packages by our own script
+if [ -x scripts/build-qemu-assets.sh ]; then
+  scripts/build-qemu-assets.sh --arch "${DUTLAB_ASSET_ARCHES:-all}"
+fi
+echo "setup: done (venv: $VENV)"

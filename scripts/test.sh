@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite: setup, then pytest on SQLite + SqliteHuey (everything), then the server
+# tests again on PostgreSQL + Redis. Starts PostgreSQL/Redis only when they are not running and
+# stops exactly what it started.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export DUTLAB_ASSETS="${DUTLAB_ASSETS:-/var/cache/dutlab/assets}"
+scripts/setup.sh || exit 1
+PY="${DUTLAB_VENV:-$ROOT/.venv}/bin/python"
+
+started_pg=""; redis_pid=""
+cleanup() {
+  if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null; fi
+  if [ -n "$started_pg" ]; then pg_ctlcluster "$started_pg" main stop || true; fi
+}
+trap cleanup EXIT
+
+# PostgreSQL: the Debian cluster, a role for the tests (each test creates its own database)
+PG_VER=$(pg_lsclusters -h 2>/dev/null | awk '$2=="main"{print $1; exit}')
+if [ -n "$PG_VER" ] && ! pg_lsclusters -h | awk '$2=="main"' | grep -q online; then
+  pg_ctlcluster "$PG_VER" main start && started_pg="$PG_VER"
+fi
+su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='dutlab_test'\"" | grep -q 1 ||
+  su postgres -c "psql -qc \"CREATE ROLE dutlab_test LOGIN CREATEDB PASSWORD 'dutlab_test'\""
+# Redis on a port of our own, no persistence: nothing outlives the run
+REDIS_PORT="${DUTLAB_TEST_REDIS_PORT:-6391}"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+  >/tmp/dutlab-test-redis.log 2>&1 &
+redis_pid=$!
+
+"$PY" -m ruff check . || exit 1
+
+rc=0
+echo "== tests on SQLite + SqliteHuey =="
+"$PY" -m pytest "$@" || rc=$?
+echo "== server tests on PostgreSQL + Redis =="
+DUTLAB_TEST_DATABASE="postgresql://dutlab_test:dutlab_test@127.0.0.1:5432/postgres" \
+DUTLAB_TEST_QUEUE="redis://127.0.0.1:$REDIS_PORT/0" \
+  "$PY" -m pytest -m "backend and not qemu and not ansible" "$@" || rc=$((rc ? rc : $?))
+exit $rc
