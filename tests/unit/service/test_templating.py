@@ -242,3 +242,9 @@ def test_shipped_dir_has_templates_and_health_check():
     assert (folder / "base.jinja2").is_file()
     assert (folder / "qemu.jinja2").is_file()
     assert (folder / "health-checks" / "qemu.yaml").is_file()
+
+
+def test_device_named_like_a_parent_template():
+    cfg = config(hostname="base", context={"arch": "arm64"})
+    assert cfg["hostname"] == "base"
+    assert cfg["actions"]["boot"]["methods"]["qemu"]["parameters"]["command"] == "qemu-system-aarch64"
