@@ -63,7 +63,10 @@ def health_check_definition(device: Device, settings: Settings) -> str | None:
     dtype = device.device_type
     if dtype.health_check.strip():
         return dtype.health_check
-    name = extends_of(device.dictionary) or template_name(dtype)
+    try:
+        name = extends_of(device.dictionary) or template_name(dtype)
+    except TemplateError:
+        name = template_name(dtype)  # the broken dictionary is reported when it is rendered
     for folder in [Path(settings.health_checks_dir), shipped_device_types_dir() / "health-checks"]:
         for ext in (".yaml", ".yml"):
             path = folder / f"{name}{ext}"

@@ -17,7 +17,7 @@ from datetime import timedelta
 from . import auth, jobs
 from .config import Settings
 from .db import write_txn
-from .devicecfg import health_check_definition
+from .devicecfg import health_check_definition, render
 from .devices import set_health
 from .errors import ApiError
 from .events import wake_worker
@@ -154,6 +154,11 @@ def start_health_check(device: Device, definition: str, settings: Settings) -> T
         sub = jobs.check_definition(None, definition, settings)
     except ApiError as exc:
         set_health(device, DeviceHealth.BAD, f"invalid health check: {exc.path}: {exc.message}", HEALTH_USER)
+        return None
+    try:  # as LAVA: a device whose configuration does not render is Bad, not scheduled
+        render(device, settings, sub.job.get("context") or {})
+    except ApiError as exc:
+        set_health(device, DeviceHealth.BAD, f"invalid device configuration: {exc.message}", HEALTH_USER)
         return None
     with write_txn():
         job = jobs.create(health_user(), sub, health_check=True, device=device)

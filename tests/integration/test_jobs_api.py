@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from labtools import http
 
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -6,6 +6,7 @@ import json
 import threading
 
 import pytest
+
 from labtools import http
 
 QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"

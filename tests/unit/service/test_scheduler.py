@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-import factories as f
 import pytest
+
+import factories as f
 from dutlab.service import jobs, scheduler
 from dutlab.service.db import connection
 from dutlab.service.errors import ApiError
@@ -276,3 +277,15 @@ def test_concurrent_passes_never_double_book(db, settings):
         rows.sort(key=lambda j: j.scheduled_time)
         for before, after in zip(rows, rows[1:], strict=False):
             assert before.end_time <= after.scheduled_time
+
+
+def test_broken_dictionary_makes_device_bad_instead_of_a_health_check(db, settings):
+    dt, w = f.device_type(health_checks=True), f.worker()
+    dev = f.device("q1", dt, w, health=DeviceHealth.UNKNOWN)
+    Device.update(dictionary="{% extends 'qemu.jinja2' %}\n{% set memory = %}\n").where(Device.id == dev.id).execute()
+    report = scheduler.run_pass(settings)
+    assert report.health_checks == []
+    dev = Device.get_by_id(dev.id)
+    assert dev.health == DeviceHealth.BAD
+    reason = HealthHistory.select().where(HealthHistory.device == dev).order_by(HealthHistory.id.desc()).first()
+    assert "invalid device configuration" in reason.reason and "line 2" in reason.reason
