@@ -6,7 +6,7 @@
 #                                [--no-host-tools]
 #
 # Output: DIR/<arch>/{vmlinuz,initramfs.cpio.gz,manifest.json}, DIR defaulting
-# to ${DUTLAB_ASSETS:-$HOME/.cache/dutlab/assets}. Nothing is installed into the
+# to ${DUTLAB_ASSETS:-/var/cache/dutlab/assets}. Nothing is installed into the
 # host from the kernel or busybox packages: they are fetched with
 # `apt-get download` and unpacked with `dpkg-deb -x` in a temporary directory.
 # Host tools (qemu-system-*, ipxe-qemu, e2fsprogs; python3) are installed only
@@ -19,7 +19,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 HELPER="$HERE/_initramfs.py"
 
 ARCH=all
-DEST="${DUTLAB_ASSETS:-${HOME:-/root}/.cache/dutlab/assets}"
+DEST="${DUTLAB_ASSETS:-/var/cache/dutlab/assets}"
 FORCE=0
 HOST_TOOLS=1
 

@@ -6,7 +6,7 @@ job, ``poweroff -f`` ends QEMU; ``dutlab.login=1`` gives a serial login that
 accepts root/dutlab only; ``dutlab.panic=1`` panics the kernel.
 
 The assets are built (or reused, the script is idempotent) into
-$DUTLAB_ASSETS (default ~/.cache/dutlab/assets). Every QEMU started here is
+$DUTLAB_ASSETS (default /var/cache/dutlab/assets). Every QEMU started here is
 killed by its PID when the test ends, whatever the outcome. No test asserts
 how long anything takes: timeouts are generous failure guards only.
 """
@@ -37,7 +37,7 @@ CMD_TIMEOUT = 60
 
 
 def assets_dir() -> Path:
-    return Path(os.environ.get("DUTLAB_ASSETS") or Path.home() / ".cache" / "dutlab" / "assets")
+    return Path(os.environ.get("DUTLAB_ASSETS") or "/var/cache/dutlab/assets")
 
 
 _built: dict[str, dict] = {}
