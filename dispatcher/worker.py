@@ -131,7 +131,6 @@ class Run:
     popen: subprocess.Popen[bytes] | None = None
     pidfd: int | None = None
     killed: bool = False
-    reporting: bool = False
 
 
 def final_result(job_dir: Path, status: int | None) -> dict[str, Any]:
@@ -344,7 +343,11 @@ class Worker:
             log.error("job %d: cannot fetch it (%s); the server offers it again", job_id, exc)
             return
         job_dir = self.work_dir / "jobs" / str(job_id)
-        self._prepare(job_dir, info, token)
+        try:
+            self._prepare(job_dir, info, token)
+        except OSError as exc:
+            log.error("job %d: cannot write its folder %s: %s", job_id, job_dir, exc)
+            return
         run = Run(self.db.add(job_id, token, job_dir))
         self.runs[job_id] = run
         self._spawn(run, info)
@@ -484,7 +487,6 @@ class Worker:
     # reporting
 
     def _report(self, run: Run) -> None:
-        run.reporting = True
         threading.Thread(target=self._report_thread, args=(run.job,), name=f"report-{run.job.id}",
                          daemon=True).start()
 
@@ -537,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, envfile.EnvFileError) as exc:
         log.error("%s", exc)
         return 2
+    except Exception:
+        log.exception("dutlab-worker failed; running jobs are left alone and re-adopted at the next start")
+        return 1
 
 
 if __name__ == "__main__":

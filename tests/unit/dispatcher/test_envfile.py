@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dutlab.dispatcher import envfile
 
 BASE = {"PATH": "/usr/bin", "HOME": "/root", "LANG": "C.UTF-8"}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+
 from dutlab.dispatcher.jobsdb import CANCELING, FINISHED, RUNNING, JobsDB, process_start_ticks
 
 
