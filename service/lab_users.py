@@ -1,0 +1,337 @@
+"""Users, groups (members and permissions) and API tokens.
+
+dutlab's User has no `is_staff` column; LAVA's "staff" flag maps to membership of the group
+`staff`, which holds the "admin" permission (docs/admin-cli.md says so).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from . import auth
+from .db import write_txn
+from .errors import ApiError, bad_request, conflict, forbidden
+from .lab import boolean, check_fields, insert, iso, lookup, string_list, text
+from .models import Device, Group, GroupMember, GroupPermission, TestJob, Token, User, utcnow
+from .states import PERMISSIONS
+
+USERNAME_RE = re.compile(r"^[\w.@+-]{1,150}$")
+GROUPNAME_RE = re.compile(r"^[\w .@+-]{1,150}$")
+USER_FIELDS = ("username", "email", "password", "is_active", "is_superuser", "is_staff", "groups")
+#: fields a user may change on their own account
+SELF_FIELDS = ("email", "password")
+GROUP_FIELDS = ("name", "permissions", "members")
+STAFF_GROUP = "staff"
+#: what `groups add --submitting` grants
+SUBMITTING = ("submit", "cancel_resubmit")
+SECRET_RE = re.compile(r"^[A-Za-z0-9._~-]{8,128}$")
+
+# Users ############################################################################
+
+
+def get_user(username: str, path: str | None = None) -> User:
+    return lookup(User, "username", username, "user", path)
+
+
+def _group_names(user: User) -> list[str]:
+    query = Group.select(Group.name).join(GroupMember).where(GroupMember.user == user).order_by(Group.name)
+    return [g.name for g in query]
+
+
+def user_json(user: User) -> dict:
+    groups = _group_names(user)
+    return {
+        "username": user.username,
+        "email": user.email,
+        "is_active": user.is_active,
+        "is_superuser": user.is_superuser,
+        "is_staff": STAFF_GROUP in groups,
+        "groups": groups,
+        "date_joined": iso(user.date_joined),
+        "last_login": iso(user.last_login),
+    }
+
+
+def list_users(include_inactive: bool = True) -> list[User]:
+    query = User.select().order_by(User.username)
+    if not include_inactive:
+        query = query.where(User.is_active == True)  # noqa: E712 (peewee expression)
+    return list(query)
+
+
+def _username(value: Any) -> str:
+    if not isinstance(value, str) or not USERNAME_RE.match(value):
+        raise bad_request(f"username {value!r} is not valid: use up to 150 letters, digits and @.+-_", "username")
+    return value
+
+
+def _password(value: Any) -> str:
+    password = text(value, "password", 1024)
+    if len(password) < 4:
+        raise bad_request("the password must have at least 4 characters", "password")
+    return auth.hash_password(password)
+
+
+def create_user(data: Mapping[str, Any], caller: User | None = None,
+                generate_password: bool = False) -> tuple[User, str | None]:
+    """Add a user; return it and the generated password (None when one was given or not wanted).
+
+    :param caller: who asks (None: the admin CLI); only superusers create superusers.
+    """
+    check_fields(data, USER_FIELDS, required=("username",))
+    username = _username(data["username"])
+    if User.get_or_none(User.username == username):
+        raise conflict(f"user '{username}' already exists", "username")
+    _check_escalation(data, caller)
+    fields = _user_fields(data)
+    generated = None
+    if data.get("password") is None and generate_password:
+        generated = auth.random_password(12)
+        fields["password_hash"] = auth.hash_password(generated)
+    with write_txn():
+        user = insert(lambda: User.create(username=username, **fields), f"user '{username}'", "username")
+        _set_memberships(user, data)
+    return User.get_by_id(user.id), generated
+
+
+def _user_fields(data: Mapping[str, Any]) -> dict:
+    fields: dict[str, Any] = {}
+    for key in ("is_active", "is_superuser"):
+        if key in data:
+            fields[key] = boolean(data[key], key)
+    if "email" in data:
+        fields["email"] = text(data["email"], "email", 254)
+    if data.get("password") is not None:
+        fields["password_hash"] = _password(data["password"])
+    return fields
+
+
+def _check_escalation(data: Mapping[str, Any], caller: User | None) -> None:
+    if caller is None or caller.is_superuser:
+        return
+    for key in ("is_superuser", "is_staff", "groups"):
+        if key in data:
+            raise forbidden(f"only a superuser may set '{key}'")
+
+
+def _set_memberships(user: User, data: Mapping[str, Any]) -> None:
+    if "groups" in data:
+        groups = [get_group(n, f"groups[{i}]") for i, n in enumerate(string_list(data["groups"], "groups"))]
+        wanted = {g.id for g in groups}
+        GroupMember.delete().where(GroupMember.user == user, GroupMember.group.not_in(list(wanted) or [0])).execute()
+        for group in groups:
+            GroupMember.get_or_create(group=group, user=user)
+    if "is_staff" in data:
+        staff = _staff_group()
+        if boolean(data["is_staff"], "is_staff"):
+            GroupMember.get_or_create(group=staff, user=user)
+        else:
+            GroupMember.delete().where(GroupMember.user == user, GroupMember.group == staff).execute()
+
+
+def _staff_group() -> Group:
+    group = auth.ensure_group(STAFF_GROUP)
+    GroupPermission.get_or_create(group=group, perm="admin")
+    return group
+
+
+def update_user(username: str, changes: Mapping[str, Any], caller: User | None = None) -> User:
+    """Change the given fields; a non-admin caller may change only their own email and password."""
+    user = get_user(username)
+    check_fields(changes, USER_FIELDS)
+    if "username" in changes and changes["username"] != username:
+        raise bad_request("a user cannot be renamed", "username")
+    if caller is not None and not auth.is_admin(caller):
+        if caller.id != user.id:
+            raise forbidden(f"user '{caller.username}' may not change user '{username}'")
+        for key in changes:
+            if key not in SELF_FIELDS and key != "username":
+                raise forbidden(f"only an admin may change '{key}'")
+    _check_escalation(changes, caller)
+    fields = _user_fields(changes)
+    with write_txn():
+        if fields:
+            User.update(**fields).where(User.id == user.id).execute()
+        _set_memberships(user, changes)
+    return User.get_by_id(user.id)
+
+
+def delete_user(username: str) -> None:
+    user = get_user(username)
+    if TestJob.select().where(TestJob.submitter == user).exists():
+        raise conflict(f"user '{username}' has submitted jobs; deactivate the account instead "
+                       "(is_active: false) so the job history stays")
+    _refuse_if_owner(Device.owner_user == user, f"user '{username}'")
+    user.delete_instance()
+
+
+def _refuse_if_owner(condition, what: str) -> None:
+    owned = [d.hostname for d in Device.select(Device.hostname).where(condition).order_by(Device.hostname)]
+    if owned:
+        # deleting the owner would silently open the devices to everyone
+        raise conflict(f"{what} owns devices ({', '.join(owned)}); give them another owner first")
+
+
+def login(username: str, password: str) -> User | None:
+    """The active user with this password, or None; records the login time."""
+    user = User.get_or_none(User.username == username)
+    if user is None or not user.is_active or not auth.check_password(password, user.password_hash):
+        return None
+    User.update(last_login=utcnow()).where(User.id == user.id).execute()
+    return user
+
+
+# Groups ###########################################################################
+
+
+def get_group(group_name: str, path: str | None = None) -> Group:
+    return lookup(Group, "name", group_name, "group", path)
+
+
+def group_json(group: Group) -> dict:
+    perms = GroupPermission.select().where(GroupPermission.group == group).order_by(GroupPermission.perm)
+    members = User.select(User.username).join(GroupMember).where(GroupMember.group == group)
+    return {
+        "name": group.name,
+        "permissions": [p.perm for p in perms],
+        "members": sorted(u.username for u in members),
+    }
+
+
+def list_groups() -> list[Group]:
+    return list(Group.select().order_by(Group.name))
+
+
+def _permissions(value: Any) -> list[str]:
+    perms = string_list(value, "permissions")
+    for i, perm in enumerate(perms):
+        if perm not in PERMISSIONS:
+            raise bad_request(f"'{perm}' is not a permission; choose from {', '.join(PERMISSIONS)}",
+                              f"permissions[{i}]")
+    return perms
+
+
+def create_group(data: Mapping[str, Any]) -> Group:
+    check_fields(data, GROUP_FIELDS, required=("name",))
+    group_name = data["name"]
+    if not isinstance(group_name, str) or not GROUPNAME_RE.match(group_name):
+        raise bad_request(f"group name {group_name!r} is not valid: up to 150 letters, digits, spaces and @.+-_",
+                          "name")
+    if Group.get_or_none(Group.name == group_name):
+        raise conflict(f"group '{group_name}' already exists", "name")
+    with write_txn():
+        group = insert(lambda: Group.create(name=group_name), f"group '{group_name}'", "name")
+        _set_group(group, data)
+    return group
+
+
+def update_group(group_name: str, changes: Mapping[str, Any]) -> Group:
+    """Replace the given lists (`members`, `permissions`); others stay."""
+    group = get_group(group_name)
+    check_fields(changes, GROUP_FIELDS)
+    if "name" in changes and changes["name"] != group_name:
+        raise bad_request("a group cannot be renamed", "name")
+    with write_txn():
+        _set_group(group, changes)
+    return group
+
+
+def _set_group(group: Group, data: Mapping[str, Any]) -> None:
+    if "permissions" in data:
+        perms = _permissions(data["permissions"])
+        GroupPermission.delete().where(GroupPermission.group == group, GroupPermission.perm.not_in(perms or [""]))\
+            .execute()
+        for perm in perms:
+            GroupPermission.get_or_create(group=group, perm=perm)
+    if "members" in data:
+        names = string_list(data["members"], "members")
+        users = [get_user(n, f"members[{i}]") for i, n in enumerate(names)]
+        keep = [u.id for u in users] or [0]
+        GroupMember.delete().where(GroupMember.group == group, GroupMember.user.not_in(keep)).execute()
+        for user in users:
+            GroupMember.get_or_create(group=group, user=user)
+
+
+def add_to_group(group_name: str, usernames: list[str] = (), permissions: list[str] = ()) -> Group:
+    """Add members and permissions, keeping the ones the group has (the CLI's `groups update`)."""
+    current = group_json(get_group(group_name))
+    return update_group(group_name, {
+        "members": current["members"] + [u for u in usernames if u not in current["members"]],
+        "permissions": current["permissions"] + [p for p in permissions if p not in current["permissions"]],
+    })
+
+
+def delete_group(group_name: str) -> None:
+    group = get_group(group_name)
+    _refuse_if_owner(Device.owner_group == group, f"group '{group_name}'")
+    group.delete_instance()
+
+
+# Tokens ###########################################################################
+
+
+def token_json(token: Token, secret: str | None = None) -> dict:
+    out = {
+        "id": token.id,
+        "user": token.user.username,
+        "description": token.description,
+        "prefix": token.prefix,
+        "created": iso(token.created),
+        "last_used": iso(token.last_used),
+    }
+    if secret is not None:
+        out["secret"] = secret
+    return out
+
+
+def list_tokens(username: str | None = None) -> list[Token]:
+    query = Token.select(Token, User).join(User).order_by(Token.id)
+    if username is not None:
+        query = query.where(Token.user == get_user(username, "user"))
+    return list(query)
+
+
+def create_token(data: Mapping[str, Any], caller: User | None = None) -> tuple[Token, str]:
+    """A new API token for `data['user']` (default: the caller); return it and its secret.
+
+    Only admins create tokens for other users.
+    """
+    check_fields(data, ("user", "description", "secret"))
+    username = data.get("user") or (caller.username if caller else None)
+    if not username:
+        raise bad_request("'user' is required", "user")
+    user = get_user(username, "user")
+    if caller is not None and caller.id != user.id and not auth.is_admin(caller):
+        raise forbidden(f"user '{caller.username}' may not create tokens for '{username}'")
+    secret = data.get("secret")
+    if secret is not None:
+        if not isinstance(secret, str) or not SECRET_RE.match(secret):
+            raise bad_request("a token secret needs 8 to 128 letters, digits or . _ ~ -", "secret")
+        if Token.get_or_none(Token.secret_hash == auth.hash_secret(secret)):
+            raise conflict("this secret is already a token; choose another", "secret")
+    description = text(data.get("description"), "description", 200)
+    return auth.create_token(user, description, secret)
+
+
+def delete_token(token_id: Any, caller: User | None = None) -> None:
+    token = Token.get_or_none(Token.id == token_id) if str(token_id).isdigit() else None
+    if token is None or (caller is not None and token.user_id != caller.id and not auth.is_admin(caller)):
+        raise ApiError(404, f"token {token_id} does not exist")
+    token.delete_instance()
+
+
+def delete_token_secret(secret: str) -> None:
+    deleted = Token.delete().where(Token.secret_hash == auth.hash_secret(secret)).execute()
+    if not deleted:
+        raise ApiError(404, "no token has this secret")
+
+
+def prune_tokens(days: int) -> int:
+    """Delete tokens unused for `days` days (never-used ones count from their creation)."""
+    cutoff = utcnow() - dt.timedelta(days=days)
+    stale = ((Token.last_used.is_null(False) & (Token.last_used < cutoff)) |
+             (Token.last_used.is_null(True) & (Token.created < cutoff)))
+    return Token.delete().where(stale).execute()
