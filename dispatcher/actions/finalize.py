@@ -1,0 +1,37 @@
+"""finalize: always the last action. Undo user commands, stop the DUT's console process
+(QEMU is killed with its process group), remove the job's scratch directory."""
+
+from __future__ import annotations
+
+import shutil
+
+from ..context import JobContext
+from ..pipeline import Action
+from .command import run_host_command
+
+
+class Finalize(Action):
+    name = "finalize"
+    description = "stop QEMU or disconnect, undo user commands, remove temporary files"
+    summary = "finalize"
+
+    def run(self, ctx: JobContext) -> None:
+        for command in reversed(ctx.undo_commands):
+            try:
+                run_host_command(ctx, command)
+            except Exception as exc:  # noqa: BLE001 - every undo and the cleanup below must still run
+                ctx.logger.error(f"undo failed: {exc}")
+        ctx.undo_commands.clear()
+        self._close_console(ctx)
+        shutil.rmtree(ctx.tmp_dir, ignore_errors=True)
+        ctx.logger.info(f"removed {ctx.tmp_dir}")
+
+    def _close_console(self, ctx: JobContext) -> None:
+        console = ctx.console
+        if console is None:
+            return
+        alive = console.alive()
+        status = console.close()
+        state = "stopped" if alive else "had already exited"
+        ctx.logger.info(f"{console.name} (pid {console.pid}) {state}, exit status {status}")
+        ctx.console = None

@@ -1,0 +1,137 @@
+"""test with definitions: run the overlay's tests on the DUT's shell and read the results.
+
+On the DUT: make sure /lava-<id> is there (already in the initramfs, or mount the overlay
+drive found by its label, or, for a shell without block devices, send it as base64 over
+the console), then run ``lava-test-runner /lava-<id>/<stage>`` and read the console until
+``<LAVA_TEST_RUNNER EXIT>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shlex
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from ..console import ConsoleEOF
+from ..context import JobContext
+from ..errors import InfrastructureError, JobTimeout
+from ..pipeline import Action, hms
+from .boot_minimal import closed_error
+from .common import shell_command, wait_for_prompt
+from .signals import SignalReader
+
+OVERLAY_READY = r"DUTLAB_OVERLAY=(ok|missing)"
+B64_LINE = 76
+HEREDOC_END = "DUTLAB_OVERLAY_END"
+
+
+def accepts(device: dict[str, Any], params: dict[str, Any]) -> tuple[bool, str]:
+    if "definitions" in params:
+        return True, ""
+    kind = next((k for k in ("monitors", "interactive") if k in params), "unknown")
+    return False, f"test {kind}: not supported by dutlab-run yet (use definitions)"
+
+
+def build(ctx: JobContext, params: dict[str, Any]) -> Action:
+    return TestShell(params)
+
+
+class TestShell(Action):
+    __test__ = False  # not a pytest test class
+    name = "lava-test-shell"
+    description = "run the test definitions of one test action on the DUT's shell"
+    summary = "test shell"
+
+    def validate(self, ctx: JobContext) -> list[str]:
+        if not any("boot" in item for item in ctx.job.get("actions") or []):
+            return ["a test action needs a boot action before it to reach a shell"]
+        return []
+
+    def run(self, ctx: JobContext) -> None:
+        if ctx.overlay is None or ctx.console is None:
+            raise InfrastructureError("lava-test-shell: no overlay or no console (deploy and boot must run first)")
+        stage = ctx.test_stage
+        ctx.test_stage += 1
+        delay = (ctx.device.get("character_delays") or {}).get("test")
+        ctx.console.character_delay = float(delay) / 1000 if delay else 0.0
+        ensure_overlay(ctx)
+        lava = ctx.overlay.dut_path
+        shell = ctx.constant("posix", "lava_test_sh_cmd", default="/bin/sh")
+        ctx.console.sendline(f"export SHELL={shell}; . {lava}/environment; {lava}/bin/lava-test-runner {lava}/{stage}")
+        reader = SignalReader(ctx.logger, ctx.overlay.runs, stage)
+        self._read(ctx, reader)
+        wait_for_prompt(ctx, self.name)
+
+    def _read(self, ctx: JobContext, reader: SignalReader) -> None:
+        console = ctx.console
+        while True:
+            if ctx.remaining() <= 0:
+                running = reader.current or "no test run started"
+                raise JobTimeout(f"lava-test-shell timed out after {hms(self.timeout)} ({running}; last console "
+                                 f"lines: {' | '.join(console.tail(3))})")
+            try:
+                line = console.readline(timeout=ctx.wait_timeout())
+            except ConsoleEOF:
+                reader.close_run()
+                raise closed_error(console, f"during the test shell ({reader.current or 'between runs'})") from None
+            if line is not None and reader.feed(line):
+                return
+
+
+def ensure_overlay(ctx: JobContext) -> None:
+    """Make /lava-<id> exist on the DUT: in the initramfs, on the overlay drive, or sent over."""
+    overlay = ctx.overlay
+    lava = overlay.dut_path
+    probe = f"[ -x {lava}/bin/lava-test-runner ] && echo DUTLAB_OVERLAY''=ok || echo DUTLAB_OVERLAY''=missing"
+    if overlay.image is not None and not overlay.in_ramdisk:
+        probe = f"{_mount_command(lava, overlay.label)}; {probe}"
+    found = shell_command(ctx, probe, OVERLAY_READY, "finding the test overlay").group(1)
+    wait_for_prompt(ctx, "finding the test overlay")
+    if found == "ok":
+        return
+    ctx.logger.info(f"no overlay drive on the DUT: sending {lava} over the serial console")
+    _send_over_console(ctx)
+
+
+def _mount_command(lava: str, label: str) -> str:
+    # The drive is found by its filesystem label (findfs), else by trying each disk for our tree.
+    candidates = "/dev/vd? /dev/sd? /dev/hd? /dev/xvd?"
+    return (f"mkdir -p {lava}; d=$(findfs LABEL={label} 2>/dev/null); "
+            f"for b in $d {candidates}; do [ -x {lava}/bin/lava-test-runner ] && break; "
+            f"[ -b \"$b\" ] || continue; mount -t ext2 \"$b\" {lava} 2>/dev/null || continue; "
+            f"[ -x {lava}/bin/lava-test-runner ] || umount {lava}; done")
+
+
+def _send_over_console(ctx: JobContext) -> None:
+    """Fallback for shells without a block device: a base64 tarball typed into a heredoc."""
+    overlay, console = ctx.overlay, ctx.console
+    lava = overlay.dut_path
+    encoded = base64.b64encode(_tarball(overlay.root)).decode()
+    console.sendline(f"mkdir -p {lava} && base64 -d > /tmp/dutlab-overlay.tgz << '{HEREDOC_END}'")
+    for start in range(0, len(encoded), B64_LINE):
+        chunk = encoded[start:start + B64_LINE]
+        console.sendline(chunk, log=False)
+        # Wait for the echo so neither side's tty buffer fills up while we type.
+        console.expect([_echo_pattern(chunk)], timeout=ctx.wait_timeout())
+    ctx.logger.input(f"[{len(encoded)} characters of base64 overlay]")
+    command = (f"{HEREDOC_END}\ntar -xzf /tmp/dutlab-overlay.tgz -C {shlex.quote(lava)} && rm /tmp/dutlab-overlay.tgz"
+               f" && echo DUTLAB_OVERLAY''=ok || echo DUTLAB_OVERLAY''=missing")
+    if shell_command(ctx, command, OVERLAY_READY, "unpacking the test overlay").group(1) != "ok":
+        raise InfrastructureError(f"the test overlay could not be unpacked in {lava} on the DUT "
+                                  "(needs base64 and tar -z on the DUT)")
+    wait_for_prompt(ctx, "unpacking the test overlay")
+
+
+def _echo_pattern(chunk: str) -> str:
+    return re.escape(chunk[-16:])
+
+
+def _tarball(root: Path) -> bytes:
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:gz") as archive:
+        archive.add(root, arcname=".")
+    return data.getvalue()

@@ -1,0 +1,97 @@
+"""JobContext: the typed state that actions share (who writes what is a grep away)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .console import Console
+    from .log import JobLogger
+
+DEFAULT_RESULTS_DIR = "/lava-%s"
+
+
+@dataclass
+class Overlay:
+    """The /lava-<id> tree built on the worker and how it reaches the DUT."""
+
+    #: the directory on the worker whose contents become /lava-<id> on the DUT
+    root: Path
+    #: /lava-<id> as the DUT sees it
+    dut_path: str
+    #: ext2 image attached to QEMU as an extra drive (None when inside the initramfs)
+    image: Path | None = None
+    #: filesystem label of the image, so the DUT finds the drive whatever its name
+    label: str = ""
+    #: the overlay was appended to the initramfs (``overlays: {lava: true}``)
+    in_ramdisk: bool = False
+    #: one list of test directories (``tests/<index>_<name>``) per test action
+    stages: list[list[str]] = field(default_factory=list)
+    #: per test definition directory: metadata logged with its ENDRUN result
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class JobContext:
+    job_id: int
+    job: dict[str, Any]
+    device: dict[str, Any]
+    logger: JobLogger
+    output_dir: Path
+    work_dir: Path
+    #: per-job scratch directory (downloads, overlay); removed by finalize
+    tmp_dir: Path
+    #: monotonic time the running action must end by (set by the pipeline runner)
+    deadline: float = math.inf
+    #: longest single wait for the DUT in the running action (set by the pipeline runner)
+    connection_timeout: float = math.inf
+    #: deploy: image name -> file on the worker, ready for QEMU
+    images: dict[str, Path] = field(default_factory=dict)
+    #: deploy: image_arg strings with {name} already replaced, in job order
+    image_args: list[str] = field(default_factory=list)
+    overlay: Overlay | None = None
+    #: boot: the connected serial console
+    console: Console | None = None
+    #: boot: regexes that mean "a shell is ready"
+    prompts: list[str] = field(default_factory=list)
+    #: test: index of the next test action (the overlay stage it runs)
+    test_stage: int = 0
+    #: command: device user commands whose "undo" finalize must run
+    undo_commands: list[str] = field(default_factory=list)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def wait_timeout(self) -> float:
+        """How long one wait for the DUT may take: connection timeout within the action's."""
+        return min(self.connection_timeout, self.remaining())
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return self.job.get("context") or {}
+
+    @property
+    def arch(self) -> str:
+        return str(self.context.get("arch") or self.device.get("arch") or "amd64")
+
+    def constant(self, *keys: str, default: Any = None) -> Any:
+        """A value from the device configuration's ``constants`` by path."""
+        node: Any = self.device.get("constants") or {}
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                return default
+            node = node[key]
+        return default if node is None else node
+
+    @property
+    def results_dir(self) -> str:
+        """/lava-<id> on the DUT (the device may change the pattern)."""
+        pattern = self.constant("posix", "lava_test_results_dir", default=DEFAULT_RESULTS_DIR)
+        return pattern % self.job_id if "%s" in pattern else pattern
+
+    def test_actions(self) -> list[dict[str, Any]]:
+        return [a["test"] for a in self.job.get("actions", []) if "test" in a]

@@ -1,0 +1,213 @@
+"""dutlab-run: run one job on one device and write an honest log and result.
+
+Standalone (an admin debugging a device)::
+
+    dutlab-run JOB.yaml --device DEVICE.yaml --output-dir DIR [--job-id N] [--work-dir DIR]
+
+Connected (started by dutlab-worker): add ``--server URL --job-token-file F``; the log is
+uploaded as it grows and the result is reported to the server at the end.
+
+Output files in DIR: ``output.yaml`` (the log, one record per line), ``description.yaml``
+(the pipeline, written after validation), ``result.yaml`` (``result``, ``error_type``,
+``error_msg``). Exit status 0 when the job passed, 1 when it failed, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import __version__, envfile, schema
+from .actions import build_actions
+from .actions.finalize import Finalize
+from .context import JobContext
+from .errors import ConfigurationError, DutlabError, InfrastructureError, JobCanceled, JobError
+from .log import JobLogger, read_log
+from .pipeline import Pipeline
+
+DEFAULT_WORK_DIR = Path("/var/lib/dutlab/worker")
+UPLOAD_CLOSE_TIMEOUT = 60.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="dutlab-run", description="Run one dutlab (LAVA) job on one device.")
+    p.add_argument("job", type=Path, help="job definition (YAML)")
+    p.add_argument("--device", type=Path, required=True, help="rendered device configuration (YAML)")
+    p.add_argument("--output-dir", type=Path, required=True, help="where output.yaml, description.yaml "
+                   "and result.yaml go")
+    p.add_argument("--job-id", type=int, default=0, help="job id (names /lava-<id> on the DUT; default 0)")
+    p.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
+                   help=f"download cache and scratch space (default {DEFAULT_WORK_DIR})")
+    p.add_argument("--env-file", type=Path, help="env.yaml (purge/removes/overrides) for this run")
+    p.add_argument("--server", help="lab server URL: upload the log and report the result there")
+    p.add_argument("--job-token-file", type=Path, help="file holding the job token (with --server)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print every log record on stderr")
+    args = p.parse_args(argv)
+    if args.server and not args.job_token_file:
+        p.error("--server needs --job-token-file")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Until the pipeline takes over, SIGTERM still ends the run with a Canceled result.
+    signal.signal(signal.SIGTERM, _cancel_early)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    logger = JobLogger(args.output_dir / "output.yaml", echo=sys.stderr if args.verbose else None)
+    token = args.job_token_file.read_text().strip() if args.job_token_file else ""
+    logger.add_secret(token)
+    uploader = _start_uploader(args, token)
+    started = time.monotonic()
+    result = _run_job(args, logger)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finishing anyway; let the report go out
+    (args.output_dir / "result.yaml").write_text(yaml.safe_dump(_result_file(result), sort_keys=False))
+    logger.close()
+    if uploader is not None:
+        _close_uploader(uploader, result)
+    _print_summary(args, result, time.monotonic() - started)
+    return 0 if result["result"] == "pass" else 1
+
+
+def _cancel_early(signum: int, frame: Any) -> None:
+    raise JobCanceled(f"the job was canceled ({signal.Signals(signum).name} received)")
+
+
+def _run_job(args: argparse.Namespace, logger: JobLogger) -> dict[str, Any]:
+    logger.info(f"dutlab-run {__version__}, job {args.job_id}, pid {os.getpid()}")
+    ctx: JobContext | None = None
+    try:
+        ctx = _prepare(args, logger)
+        actions = build_actions(ctx)
+        pipeline = Pipeline(ctx, actions, Finalize())
+        _write_description(args.output_dir, ctx, pipeline)
+        pipeline.validate()
+    except DutlabError as exc:
+        return _fail_before_start(logger, exc, ctx)
+    return pipeline.run()
+
+
+def _prepare(args: argparse.Namespace, logger: JobLogger) -> JobContext:
+    if args.env_file:
+        try:
+            env = envfile.build([envfile.load(args.env_file)], os.environ)
+        except envfile.EnvFileError as exc:
+            raise ConfigurationError(str(exc)) from None
+        os.environ.clear()
+        os.environ.update(env)
+    job = _load_job(args.job)
+    for secret in (job.get("secrets") or {}).values():
+        logger.add_secret(str(secret))
+    device = _load_device(args.device)
+    logger.info(f"job {job.get('job_name', '')!r} on device {device.get('hostname', args.device.name)}")
+    tmp_dir = _scratch_dir(args.work_dir, args.job_id)
+    return JobContext(job_id=args.job_id, job=job, device=device, logger=logger, output_dir=args.output_dir,
+                      work_dir=args.work_dir, tmp_dir=tmp_dir)
+
+
+def _load_job(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InfrastructureError(f"cannot read the job definition {path}: {exc}") from None
+    try:
+        return schema.parse_job(text)
+    except schema.JobDefinitionError as exc:
+        where = f"{exc.path}: " if exc.path else ""
+        raise JobError(f"invalid job definition: {where}{exc.message}") from None
+
+
+def _load_device(path: Path) -> dict[str, Any]:
+    try:
+        device = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"cannot read the device configuration {path}: {exc}") from None
+    if not isinstance(device, dict):
+        raise ConfigurationError(f"the device configuration {path} is not a mapping")
+    return device
+
+
+def _scratch_dir(work_dir: Path, job_id: int) -> Path:
+    try:
+        (work_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=work_dir / "tmp"))
+    except OSError as exc:
+        raise InfrastructureError(f"cannot create a scratch directory in {work_dir}: {exc} "
+                                  "(use --work-dir)") from None
+
+
+def _write_description(output_dir: Path, ctx: JobContext, pipeline: Pipeline) -> None:
+    description = {
+        "job": {"id": ctx.job_id, "name": ctx.job.get("job_name", ""),
+                "timeout": pipeline.job_timeout},
+        "device": {"hostname": ctx.device.get("hostname", ""), "devicetype": ctx.device.get("devicetype", "")},
+        "pipeline": pipeline.describe(),
+    }
+    (output_dir / "description.yaml").write_text(yaml.safe_dump(description, sort_keys=False))
+
+
+def _fail_before_start(logger: JobLogger, exc: DutlabError, ctx: JobContext | None) -> dict[str, Any]:
+    if ctx is not None:
+        shutil.rmtree(ctx.tmp_dir, ignore_errors=True)
+    logger.error(f"{exc.error_type} error: {exc}")
+    result = {"definition": "lava", "case": "job", "result": "fail", "error_type": exc.error_type,
+              "error_msg": str(exc)}
+    logger.results(result)
+    return result
+
+
+def _result_file(result: dict[str, Any]) -> dict[str, Any]:
+    return {key: result[key] for key in ("result", "error_type", "error_msg") if key in result}
+
+
+# -- connected mode -------------------------------------------------------------------------
+
+def _start_uploader(args: argparse.Namespace, token: str) -> Any:
+    if not args.server:
+        return None
+    from .upload import LogUploader  # only connected runs need the HTTP client
+
+    uploader = LogUploader(args.server, args.job_id, token, args.output_dir)
+    uploader.start()
+    return uploader
+
+
+def _close_uploader(uploader: Any, result: dict[str, Any]) -> None:
+    if not uploader.close(_result_file(result), UPLOAD_CLOSE_TIMEOUT):
+        print(f"dutlab-run: the server did not acknowledge the result within {UPLOAD_CLOSE_TIMEOUT:.0f} s; "
+              "the worker will report it", file=sys.stderr)
+
+
+# -- summary --------------------------------------------------------------------------------
+
+def _print_summary(args: argparse.Namespace, result: dict[str, Any], elapsed: float) -> None:
+    health = "Complete" if result["result"] == "pass" else (
+        "Canceled" if result.get("error_type") == "Canceled" else "Incomplete")
+    print(f"job {args.job_id}: {health} in {elapsed:.1f} s")
+    if result["result"] != "pass":
+        print(f"  {result.get('error_type')} error: {result.get('error_msg')}")
+    for suite, counts in _result_counts(args.output_dir / "output.yaml").items():
+        print(f"  {suite}: " + ", ".join(f"{n} {r}" for r, n in sorted(counts.items())))
+    print(f"  log: {args.output_dir / 'output.yaml'}")
+
+
+def _result_counts(path: Path) -> dict[str, Counter[str]]:
+    counts: dict[str, Counter[str]] = {}
+    for record in read_log(path):
+        msg = record.get("msg")
+        if record.get("lvl") == "results" and isinstance(msg, dict) and msg.get("definition") != "lava":
+            counts.setdefault(str(msg.get("definition")), Counter())[str(msg.get("result"))] += 1
+    return counts
+
+
+if __name__ == "__main__":
+    sys.exit(main())
