@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import timedelta
 
@@ -21,6 +22,16 @@ from . import Routes
 
 PROTOCOL = 1
 routes = Routes("/internal/v1")
+_waiting: dict[int, threading.BoundedSemaphore] = {}
+
+
+def waiting_slot(threads: int) -> threading.BoundedSemaphore:
+    """Long-polls may hold all but 8 server threads; past that they answer at once.
+
+    A worker then simply polls again, so a lab with more workers than threads degrades to
+    short polls instead of starving the API of threads.
+    """
+    return _waiting.setdefault(threads, threading.BoundedSemaphore(max(1, threads - 8)))
 
 
 def _settings():
@@ -70,20 +81,35 @@ def poll(name: str) -> dict:
         raise bad_request("'wait' must be a number of seconds", "wait") from None
     wait = min(wait, settings.longpoll_timeout, settings.worker_heartbeat_timeout / 2)
     heartbeat(worker, str(body.get("version", "")), protocol)
-    deadline = time.monotonic() + wait
-    seen = None
-    while True:
-        seq = Worker.select(Worker.wake_seq).where(Worker.id == worker.id).scalar()
-        if seq != seen:
-            seen = seq
-            answer = work_for(worker, running)
-            if answer["start"] or answer["cancel"] or answer["unknown"]:
-                break
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(settings.longpoll_interval)
+    answer = wait_for_work(worker, running, wait, settings.longpoll_interval, waiting_slot(settings.threads))
     Worker.update(last_ping=utcnow()).where(Worker.id == worker.id).execute()
     return {"protocol": PROTOCOL, **answer}
+
+
+def wait_for_work(worker: Worker, running: set[int], wait: float, interval: float,
+                  slot: threading.BoundedSemaphore) -> dict:
+    """Answer as soon as there is work: re-read only when the worker's wake counter moved."""
+    deadline = time.monotonic() + wait
+    seen = None
+    holding = False
+    try:
+        while True:
+            seq = Worker.select(Worker.wake_seq).where(Worker.id == worker.id).scalar()
+            if seq != seen:
+                seen = seq
+                answer = work_for(worker, running)
+                if answer["start"] or answer["cancel"] or answer["unknown"]:
+                    return answer
+            if time.monotonic() >= deadline:
+                return answer
+            if not holding:
+                holding = slot.acquire(blocking=False)
+                if not holding:
+                    return answer
+            time.sleep(interval)
+    finally:
+        if holding:
+            slot.release()
 
 
 def work_for(worker: Worker, running: set[int]) -> dict:
