@@ -15,7 +15,7 @@ APT_PACKAGES=(
   e2fsprogs                                       # mke2fs -d: the test overlay drive, built without root
   ser2net dnsmasq telnet tftp-hpa isc-dhcp-client # lab plumbing and its probes
   postgresql redis-server                         # the scale backends, tested in CI
-  git iproute2 systemd python3-apt make           # from: git tests, netns, systemd-analyze, Ansible apt
+  git iproute2 systemd python3-apt make curl      # from: git tests, netns, systemd-analyze, Ansible apt, demo
 )
 
 missing=()

@@ -212,6 +212,33 @@ class LabServer:
         else:
             self._spawn(name, name)
 
+    def start_worker(self, name: str = "worker1", token: str | None = None, *extra: str) -> Path:
+        """Register (when no token is given) and start a real dutlab-worker; return its work dir."""
+        if token is None:
+            token = self.manage("workers", "add", name).stdout.strip().split()[-1]
+        token_file = self.tmp / f"{name}.token"
+        token_file.write_text(token + "\n")
+        work = self.tmp / f"worker-{name}"
+        self.logs = self.tmp / "logs"
+        self.logs.mkdir(exist_ok=True)
+        out = open(self.logs / f"worker-{name}.log", "ab")
+        self.procs[f"worker-{name}"] = subprocess.Popen(
+            [str(BIN / "dutlab-worker"), "--url", self.url, "--name", name, "--token-file", str(token_file),
+             "--work-dir", str(work), "--poll-wait", "5", "--cancel-grace", "5", *extra],
+            stdout=out, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True,
+        )
+        return work
+
+    def add_qemu_device(self, hostname: str = "qemu01", worker: str = "worker1", dictionary: str | None = None,
+                        device_type: str = "qemu", health_checks: bool = False) -> None:
+        if self.api("GET", f"/api/v1/device-types/{device_type}").status == 404:
+            flags = [] if health_checks else ["--disable-health-checks"]
+            self.manage("device-types", "add", device_type, *flags)
+        path = self.tmp / f"{hostname}.jinja2"
+        path.write_text(dictionary or "{% extends 'qemu.jinja2' %}\n{% set memory = 512 %}\n")
+        self.manage("devices", "add", hostname, "--device-type", device_type, "--worker", worker,
+                    "--dictionary", str(path))
+
     def api(self, method: str, path: str, body=None, token: str | None = "admin", **kw) -> Response:
         if token == "admin":
             token = self.admin_token
