@@ -27,11 +27,12 @@ def test_wheel_installs_and_runs(tmp_path):
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     for script in ("dutlab-server", "dutlab-worker", "dutlab-run", "dutlab-coordinator"):
         assert script in entry_points
-    prefix = tmp_path / "prefix"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--prefix", str(prefix), str(wheel)],
-                   check=True, capture_output=True)
-    site = next(prefix.glob("lib/python*/site-packages"))
+    # unpack instead of `pip install`: pip would uninstall the checkout's editable install first
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
     env = dict(os.environ, PYTHONPATH=str(site))
-    out = subprocess.run([sys.executable, str(prefix / "bin" / "dutlab-server"), "--help"], env=env,
+    probe = "import dutlab.service.cli as c, sys; assert c.__file__.startswith(sys.argv[1]), c.__file__; c.main(sys.argv[2:])"
+    out = subprocess.run([sys.executable, "-c", probe, str(site), "--help"], env=env,
                          capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 0 and "manage" in out.stdout and "migrate" in out.stdout
+    assert out.returncode == 0, out.stderr
+    assert "manage" in out.stdout and "migrate" in out.stdout
