@@ -31,7 +31,8 @@ def test_wheel_installs_and_runs(tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     env = dict(os.environ, PYTHONPATH=str(site))
-    probe = "import dutlab.service.cli as c, sys; assert c.__file__.startswith(sys.argv[1]), c.__file__; c.main(sys.argv[2:])"
+    probe = ("import dutlab.service.cli as c, sys; assert c.__file__.startswith(sys.argv[1]), c.__file__; "
+             "c.main(sys.argv[2:])")
     out = subprocess.run([sys.executable, "-c", probe, str(site), "--help"], env=env,
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
