@@ -31,8 +31,9 @@ from .errors import InfrastructureError, JobError
 
 CHECKSUM_KEYS = {"md5sum": "md5", "sha256sum": "sha256", "sha512sum": "sha512"}
 COMPRESSIONS = ("gz", "xz", "bz2", "zstd", "zip")
+SUFFIXES = {"gz": (".gz",), "xz": (".xz",), "bz2": (".bz2",), "zstd": (".zst", ".zstd"), "zip": (".zip",)}
 CHUNK = 1 << 20
-PROGRESS_EVERY = 5.0  # seconds between progress lines when the size is unknown
+PROGRESS_EVERY = 1.0  # seconds between progress lines at least
 
 
 @dataclass
@@ -144,6 +145,8 @@ def _http_get(spec: ImageSpec, target: Path, log: Log, timeout: Callable[[], flo
         raise InfrastructureError(f"downloading {spec.url} failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, OSError) and reason.strerror:
+            reason = reason.strerror  # "Connection refused", not "[Errno 111] Connection refused"
         raise InfrastructureError(f"downloading {spec.url} failed: {reason}") from None
     with response:
         size = int(response.headers.get("Content-Length") or 0)
@@ -156,28 +159,40 @@ def _http_get(spec: ImageSpec, target: Path, log: Log, timeout: Callable[[], flo
 
 def _copy_with_progress(source: IO[bytes], target: Path, size: int, spec: ImageSpec, log: Log) -> dict[str, Any]:
     hashes = {algo: hashlib.new(algo) for algo in spec.checksums}
-    started = last_report = time.monotonic()
-    done, next_percent = 0, 10
+    progress = _Progress(size, log)
     with open(target, "wb") as out:
         try:
             for chunk in iter(lambda: source.read(CHUNK), b""):
                 out.write(chunk)
                 for h in hashes.values():
                     h.update(chunk)
-                done += len(chunk)
-                if size and done * 100 >= next_percent * size:
-                    log(f"progress {done * 100 // size:3d} % ({_mb(done)})")
-                    next_percent = done * 100 // size // 10 * 10 + 10
-                elif not size and time.monotonic() - last_report >= PROGRESS_EVERY:
-                    log(f"progress {_mb(done)}")
-                    last_report = time.monotonic()
+                progress.update(len(chunk))
         except OSError as exc:
-            raise InfrastructureError(f"downloading {spec.url} failed after {_mb(done)}: {exc}") from None
-    if size and done != size:
-        raise InfrastructureError(f"downloading {spec.url} failed: got {done} of {size} bytes")
-    elapsed = max(time.monotonic() - started, 1e-6)
-    log(f"downloaded {spec.url}: {_mb(done)} in {elapsed:.1f} s ({done / elapsed / 1e6:.1f} MB/s)")
+            raise InfrastructureError(f"downloading {spec.url} failed after {_mb(progress.done)}: {exc}") from None
+    if size and progress.done != size:
+        raise InfrastructureError(f"downloading {spec.url} failed: got {progress.done} of {size} bytes")
+    elapsed = max(time.monotonic() - progress.started, 1e-6)
+    log(f"downloaded {spec.url}: {_mb(progress.done)} in {elapsed:.1f} s ({progress.done / elapsed / 1e6:.1f} MB/s)")
     return {algo: h.hexdigest() for algo, h in hashes.items()}
+
+
+class _Progress:
+    """A progress line per 10 % (or per 10 MB when the size is unknown), at most one a second."""
+
+    def __init__(self, size: int, log: Log) -> None:
+        self.size, self.log = size, log
+        self.done = 0
+        self.started = self.last = time.monotonic()
+        self.reported_step = 0
+
+    def update(self, count: int) -> None:
+        self.done += count
+        step = self.done * 10 // self.size if self.size else self.done // 10_000_000
+        now = time.monotonic()
+        if step > self.reported_step and now - self.last >= PROGRESS_EVERY:
+            self.reported_step, self.last = step, now
+            percent = f"{self.done * 100 // self.size:3d} % " if self.size else ""
+            self.log(f"progress {percent}({_mb(self.done)})")
 
 
 def _digests(path: Path, checksums: dict[str, str]) -> dict[str, str]:
@@ -213,8 +228,8 @@ _OPENERS: dict[str, Callable[[Path], IO[bytes]]] = {
 def unpack(spec: ImageSpec, source: Path, dest_dir: Path) -> Path:
     """A private, uncompressed copy of ``source`` in ``dest_dir`` (QEMU may write to it)."""
     name = Path(urllib.parse.urlsplit(spec.url).path).name or spec.name
-    if spec.compression and name.endswith("." + spec.compression):
-        name = name[: -len(spec.compression) - 1]
+    for suffix in SUFFIXES.get(spec.compression or "", ()):
+        name = name.removesuffix(suffix)
     target = dest_dir / spec.name / name
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -83,8 +83,6 @@ class AutoLogin(Action):
         delay = (ctx.device.get("character_delays") or {}).get("boot")
         console.character_delay = float(delay) / 1000 if delay else 0.0
         login = self.params.get("auto_login") or {}
-        if login.get("password"):
-            ctx.logger.add_secret(str(login["password"]))
         _LoginDialog(ctx, console, login, self._errors(ctx)).run()
         for command in as_list(login.get("login_commands")):
             console.sendline(command)
