@@ -1,0 +1,164 @@
+"""scheduler.device_types.* over lab_devices; templates are files in the admin template folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .. import devicecfg, lab_devices
+from ..errors import ApiError
+from ..models import DeviceType
+from ..states import DeviceHealth, DeviceState
+from . import BAD_REQUEST, CONFLICT, NOT_FOUND, Call, Fault, binary, exposed, lava_message, string
+
+
+def _admin_template(call: Call, dtype: DeviceType) -> Path | None:
+    """Where `set_template` writes: the first admin folder (searched before the shipped ones)."""
+    dirs = call.settings.template_dirs
+    return Path(dirs[0]) / f"{devicecfg.template_name(dtype)}.jinja2" if dirs else None
+
+
+def _overridden(call: Call, dtype: DeviceType) -> bool:
+    name = f"{devicecfg.template_name(dtype)}.jinja2"
+    return any((Path(d) / name).is_file() for d in call.settings.template_dirs)
+
+
+@exposed("scheduler.device_types.list")
+def list_types(call: Call, show_all: bool = False) -> list:
+    """Device types with their device count; `show_all` adds hidden types and installed
+    templates that are not device types yet (installed: false)."""
+    rows = [{"name": t.name, "devices": t.devices.count(), "installed": True,
+             "template": devicecfg.template_text(t, call.settings) is not None}
+            for t in lab_devices.list_device_types(include_hidden=bool(show_all))]
+    if show_all:
+        known = {r["name"] for r in rows}
+        rows += [{"name": name, "devices": 0, "installed": False, "template": True}
+                 for name in lab_devices.available_templates(call.settings) if name not in known]
+    return sorted(rows, key=lambda r: r["name"])
+
+
+@exposed("scheduler.device_types.show")
+def show(call: Call, name: str) -> dict:
+    """Details of one device type."""
+    dtype = lab_devices.get_device_type(string(name, "name"))
+    info = lab_devices.device_type_json(dtype, call.settings)
+    return {
+        "name": dtype.name,
+        "description": info["description"],
+        "display": info["display"],
+        "health_disabled": info["disable_health_checks"],
+        "health_denominator": info["health_denominator"],
+        "health_frequency": info["health_frequency"],
+        "aliases": [],
+        "devices": info["devices"],
+        "default_template": not _overridden(call, dtype),
+        "permissions": [],
+    }
+
+
+def _fields(description: Any, display: Any, health_frequency: Any, health_denominator: Any,
+            health_disabled: Any = None) -> dict:
+    given = {"description": description, "display": display, "health_frequency": health_frequency,
+             "health_denominator": health_denominator, "disable_health_checks": health_disabled}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def _fault(exc: ApiError) -> Fault:
+    if exc.status == CONFLICT:  # LAVA answers a duplicate name with a 400
+        return Fault(BAD_REQUEST, f"Bad request: {exc.message}")
+    return Fault(exc.status, lava_message(exc.message))
+
+
+@exposed("scheduler.device_types.add")
+def add(call: Call, name: str, description: str | None = None, display: bool = True, owners_only: bool = False,
+        health_frequency: int = 24, health_denominator: str = "hours") -> None:
+    """Add a device type (its template is <name>.jinja2). `owners_only` is ignored: device
+    owners restrict devices in dutlab."""
+    call.require("lava_scheduler_app.add_devicetype")
+    try:
+        lab_devices.create_device_type({"name": string(name, "name"),
+                                        **_fields(description, display, health_frequency, health_denominator)})
+    except ApiError as exc:
+        raise _fault(exc) from None
+
+
+@exposed("scheduler.device_types.update")
+def update(call: Call, name: str, description: str | None = None, display: bool | None = None,
+           owners_only: bool | None = None, health_frequency: int | None = None,
+           health_denominator: str | None = None, health_disabled: bool | None = None) -> None:
+    """Change a device type; nil arguments stay as they are."""
+    call.require("lava_scheduler_app.change_devicetype")
+    try:
+        lab_devices.update_device_type(string(name, "name"), _fields(description, display, health_frequency,
+                                                                     health_denominator, health_disabled))
+    except ApiError as exc:
+        raise _fault(exc) from None
+
+
+@exposed("scheduler.device_types.devices")
+def devices(call: Call, name: str, health: str | None = None) -> list:
+    """[{hostname, health, state}] of the type's devices, optionally of one health."""
+    dtype = lab_devices.get_device_type(string(name, "name"))
+    rows = lab_devices.list_devices(device_type=dtype.name, health=health)
+    return [{"hostname": d.hostname, "health": DeviceHealth(d.health).label, "state": DeviceState(d.state).label}
+            for d in rows]
+
+
+@exposed("scheduler.device_types.aliases.list")
+def aliases_list(call: Call, name: str) -> list:
+    """Device-type aliases: dutlab has none, so always []."""
+    lab_devices.get_device_type(string(name, "name"))
+    return []
+
+
+@exposed("scheduler.device_types.get_template")
+def get_template(call: Call, name: str) -> Any:
+    """The jinja2 template devices of this type extend (admin override first)."""
+    dtype = lab_devices.get_device_type(string(name, "name"))
+    text = devicecfg.template_text(dtype, call.settings)
+    if text is None:
+        raise Fault(NOT_FOUND, f"Device-type '{name}' template was not found.")
+    return binary(text)
+
+
+@exposed("scheduler.device_types.set_template")
+def set_template(call: Call, name: str, config: str) -> None:
+    """Install a template override in the admin folder; an empty string removes the override
+    (the shipped template, if any, applies again)."""
+    call.require("lava_scheduler_app.change_devicetype")
+    dtype = lab_devices.get_device_type(string(name, "name"))
+    text = string(config, "config")
+    path = _admin_template(call, dtype)
+    if path is None:
+        raise Fault(BAD_REQUEST, "Bad request: the server has no admin template folder (template_dirs)")
+    try:
+        if not text.strip():
+            path.unlink(missing_ok=True)
+            return
+        jinja2.Environment(autoescape=False).parse(text)  # refuse a template no device could render  # nosec
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    except jinja2.TemplateSyntaxError as exc:
+        raise Fault(BAD_REQUEST, f"Bad request: the template is not valid jinja2: line {exc.lineno}: {exc}") from None
+    except OSError as exc:
+        raise Fault(BAD_REQUEST, f"Bad request: unable to write {path}: {exc.strerror}") from None
+
+
+@exposed("scheduler.device_types.get_health_check")
+def get_health_check(call: Call, name: str) -> Any:
+    """The health-check job definition of this type (its own, else the shipped file)."""
+    text, _source = lab_devices.health_check_text(string(name, "name"), call.settings)
+    if text is None:
+        raise Fault(NOT_FOUND, f"Device-type '{name}' health-check was not found.")
+    return binary(text)
+
+
+@exposed("scheduler.device_types.set_health_check")
+def set_health_check(call: Call, name: str, config: str) -> None:
+    """Store the type's health-check definition (validated like a job); empty: the shipped file."""
+    call.require("lava_scheduler_app.change_devicetype")
+    lab_devices.update_device_type(string(name, "name"), {"health_check": string(config, "config")})

@@ -1,0 +1,269 @@
+"""scheduler.jobs.*: submit, cancel, resubmit, show, list, queue, logs, definition, configuration."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from peewee import JOIN
+
+from .. import auth, jobs
+from ..errors import ApiError
+from ..logstore import JobFolder
+from ..models import Device, DeviceType, JobTag, Tag, TestJob, utcnow
+from ..states import JobHealth, JobState
+from . import BAD_REQUEST, FORBIDDEN, NOT_FOUND, Call, Fault, binary, exposed, string
+
+#: LAVA clamps list pages to 100 jobs
+MAX_LIMIT = 100
+STARTED = (JobState.RUNNING, JobState.CANCELING, JobState.FINISHED)
+
+
+def get_job(call: Call, job_id: Any) -> TestJob:
+    """The job by id (lavacli sends it as a string); 404 / 403 as LAVA words them."""
+    text = str(job_id).strip()
+    # "12.1" is a MultiNode sub-id in LAVA; dutlab has no MultiNode jobs yet, so it never exists
+    job = TestJob.get_or_none(TestJob.id == int(text)) if re.fullmatch(r"\d{1,18}", text) else None
+    if job is None:
+        raise Fault(NOT_FOUND, f"Job '{job_id}' was not found.")
+    if not auth.may_view_job(call.user, job):
+        raise Fault(FORBIDDEN, f"Job '{job_id}' not available to user '{call.username}'.")
+    return job
+
+
+def visibility_label(job: TestJob) -> str:
+    if job.visibility == "group":
+        return f"Group ({', '.join(vg.group.name for vg in job.viewing_groups)})"
+    return job.visibility.capitalize()
+
+
+def _hostname(device_id: int | None) -> str | None:
+    row = Device.get_or_none(Device.id == device_id) if device_id else None
+    return row.hostname if row else None
+
+
+def job_dict(job: TestJob) -> dict:
+    """LAVA's scheduler.jobs.show answer; times are datetimes (dateTime.iso8601 on the wire)."""
+    tags = [t.name for t in Tag.select(Tag.name).join(JobTag).where(JobTag.job == job).order_by(Tag.name)]
+    return {
+        "id": job.id,
+        "description": job.description,
+        "device": _hostname(job.actual_device_id),
+        "device_type": job.requested_device_type.name,
+        "health_check": job.health_check,
+        "pipeline": True,
+        "health": JobHealth(job.health).label,
+        "state": JobState(job.state).label,
+        "submitter": job.submitter.username,
+        "submit_time": job.submit_time,
+        "start_time": job.start_time,
+        "end_time": job.end_time,
+        "tags": tags,
+        "visibility": visibility_label(job),
+        "failure_comment": job.failure_comment or None,
+        "error_msg": job.error_msg or None,
+        "error_type": job.error_type or None,
+    }
+
+
+def _list_entry(job: TestJob, verbose: bool) -> dict:
+    out = {
+        "id": job.id,
+        "description": job.description,
+        "device_type": job.requested_device_type.name,
+        "health": JobHealth(job.health).label,
+        "state": JobState(job.state).label,
+        "submitter": job.submitter.username,
+    }
+    if verbose:
+        # LAVA sends these times as str(datetime), unlike jobs.show
+        out.update({
+            "actual_device": _hostname(job.actual_device_id),
+            "start_time": str(job.start_time) if job.start_time else None,
+            "end_time": str(job.end_time) if job.end_time else None,
+            "error_msg": job.error_msg or None,
+            "error_type": job.error_type or None,
+        })
+    return out
+
+
+def _int(value: Any, what: str, default: int, minimum: int = 0) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise Fault(BAD_REQUEST, f"Bad request: {what} must be an integer, not {value!r}") from None
+    return max(number, minimum)
+
+
+def _label(enum, value: Any, what: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return enum.parse(str(value))
+    except ValueError as exc:
+        raise Fault(BAD_REQUEST, f"Bad request: {what}: {exc}") from None
+
+
+def _visible(call: Call, query):
+    """Narrow in SQL what the caller may see; group visibility is checked per row."""
+    user = call.user
+    if user is None:
+        return query.where(TestJob.visibility == "public")
+    if user.is_superuser:
+        return query
+    return query.where((TestJob.visibility.in_(["public", "group"])) | (TestJob.submitter == user))
+
+
+def _page(call: Call, query, start: int, limit: int, keep=lambda job: True) -> list[TestJob]:
+    out: list[TestJob] = []
+    skipped = 0
+    for job in _visible(call, query).iterator():
+        if not auth.may_view_job(call.user, job) or not keep(job):
+            continue
+        if skipped < start:
+            skipped += 1
+            continue
+        out.append(job)
+        if len(out) >= limit:
+            break
+    return out
+
+
+@exposed("scheduler.jobs.list")
+def list_jobs(call: Call, state: str | None = None, health: str | None = None, start: int = 0, limit: int = 25,
+              since: int = 0, verbose: bool = False, duration_at_least: int | None = None) -> list:
+    """Jobs, newest first: filter by state, health, ended in the last `since` minutes, ran at
+    least `duration_at_least` minutes; at most 100 per call."""
+    query = TestJob.select().order_by(TestJob.id.desc())
+    wanted_state, wanted_health = _label(JobState, state, "state"), _label(JobHealth, health, "health")
+    if wanted_state is not None:
+        query = query.where(TestJob.state == wanted_state)
+    if wanted_health is not None:
+        query = query.where(TestJob.health == wanted_health)
+    now = utcnow()
+    minutes = _int(since, "since", 0)
+    if minutes:
+        query = query.where(TestJob.end_time >= now - dt.timedelta(minutes=minutes))
+    keep = lambda job: True  # noqa: E731
+    if duration_at_least not in (None, "", 0):
+        least = dt.timedelta(minutes=_int(duration_at_least, "duration_at_least", 0))
+        query = query.where(TestJob.start_time.is_null(False))
+        keep = lambda job: (job.end_time or now) - job.start_time >= least  # noqa: E731
+    rows = _page(call, query, _int(start, "start", 0), min(_int(limit, "limit", 25, 1), MAX_LIMIT), keep)
+    return [_list_entry(job, bool(verbose)) for job in rows]
+
+
+@exposed("scheduler.jobs.queue")
+def queue(call: Call, device_types: list | None = None, start: int = 0, limit: int = 25) -> list:
+    """Submitted jobs in scheduling order, optionally for some device types."""
+    query = (TestJob.select(TestJob).join(DeviceType, JOIN.INNER, on=(TestJob.requested_device_type == DeviceType.id))
+             .where(TestJob.state == JobState.SUBMITTED).order_by(TestJob.priority.desc(), TestJob.id))
+    if device_types:
+        if not isinstance(device_types, list):
+            device_types = [device_types]
+        query = query.where(DeviceType.name.in_([str(name) for name in device_types]))
+    rows = _page(call, query, _int(start, "start", 0), min(_int(limit, "limit", 25, 1), MAX_LIMIT))
+    return [{"id": job.id, "description": job.description, "requested_device_type": job.requested_device_type.name,
+             "submitter": job.submitter.username} for job in rows]
+
+
+@exposed("scheduler.jobs.show")
+def show(call: Call, job_id: str) -> dict:
+    """Details of one job; `state` is "Finished" once it is over (lavacli jobs wait polls it)."""
+    return job_dict(get_job(call, job_id))
+
+
+@exposed("scheduler.jobs.definition")
+def definition(call: Call, job_id: str) -> str:
+    """The job definition exactly as submitted."""
+    return get_job(call, job_id).original_definition
+
+
+@exposed("scheduler.jobs.logs")
+def logs(call: Call, job_id: str, start: int = 0, end: int | None = None) -> list:
+    """[finished, log lines start..end-1 as YAML]; lavacli follows a running job with it."""
+    job = get_job(call, job_id)
+    # read the state before the lines: a job reported finished has all its lines stored (the
+    # worker API refuses to finish a job before its log is complete), so none are skipped
+    finished = job.state == JobState.FINISHED
+    first = _int(start, "start", 0)
+    last = None if end is None else _int(end, "end", 0)
+    text = JobFolder(call.settings.output_dir, job.id).read_lines(first, last)
+    return [finished, binary(text or "[]")]
+
+
+@exposed("scheduler.jobs.configuration")
+def configuration(call: Call, job_id: str) -> list:
+    """[job definition, device configuration, dispatcher config, env, env-dut] (nil when absent)."""
+    job = get_job(call, job_id)
+    if job.state not in STARTED:
+        raise Fault(NOT_FOUND, f"Job '{job_id}' has not started yet")
+    folder = JobFolder(call.settings.output_dir, job.id)
+    # dutlab workers get no per-worker dispatcher.yaml / env files, hence the three nils
+    return [binary(folder.read("job.yaml") or job.original_definition), binary(folder.read("device.yaml")),
+            None, None, None]
+
+
+@exposed("scheduler.jobs.validate")
+def validate(call: Call, definition: str, strict: bool = False) -> dict:
+    """{} when the definition is valid, else {"path", "msg"} of the first problem.
+
+    dutlab always validates strictly (unknown keys are errors), so `strict` changes nothing.
+    """
+    from dutlab.dispatcher.schema import JobDefinitionError, parse_job, validate_job
+
+    try:
+        validate_job(parse_job(string(definition, "definition")))
+    except JobDefinitionError as exc:
+        return {"path": exc.path, "msg": exc.message}
+    return {}
+
+
+@exposed("scheduler.jobs.submit", "scheduler.submit_job")
+def submit(call: Call, definition: str) -> int:
+    """Submit a job definition (YAML or JSON); returns the job id."""
+    user = call.login()
+    try:
+        [job] = jobs.submit(user, string(definition, "definition"), call.settings)
+    except ApiError as exc:
+        raise submission_fault(exc) from None
+    return job.id
+
+
+@exposed("scheduler.jobs.resubmit", "scheduler.resubmit_job")
+def resubmit(call: Call, job_id: str) -> int:
+    """Submit the definition of an earlier job again; returns the new job id."""
+    user = call.login()
+    job = get_job(call, job_id)
+    try:
+        [new] = jobs.resubmit(user, job, call.settings)
+    except ApiError as exc:
+        raise submission_fault(exc) from None
+    return new.id
+
+
+@exposed("scheduler.jobs.cancel", "scheduler.cancel_job")
+def cancel(call: Call, job_id: str) -> bool:
+    """Cancel a job; finished jobs are left alone."""
+    user = call.login()
+    job = get_job(call, job_id)
+    if not auth.may_cancel_job(user, job):
+        raise Fault(FORBIDDEN, "Permission denied.")
+    jobs.cancel(user, job)
+    return True
+
+
+def submission_fault(exc: ApiError) -> Fault:
+    """LAVA's submission faults: 404 for an unknown device type, 400 'Device unavailable' when no
+    device can take the job, 400 'Problem with submitted job data' for the definition itself."""
+    where = f"{exc.path}: " if exc.path else ""
+    if exc.status == 400 and exc.path == "device_type" and "does not exist" in exc.message:
+        return Fault(NOT_FOUND, f"Specified device or device type not found: {exc.message}")
+    if exc.status == 400 and (exc.path == "device_type" or exc.path.startswith("tags")):
+        return Fault(BAD_REQUEST, f"Device unavailable: {exc.message}")
+    if exc.status == 400:
+        return Fault(BAD_REQUEST, f"Problem with submitted job data: {where}{exc.message}")
+    return Fault(exc.status, exc.message)
