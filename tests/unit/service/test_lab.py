@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import factories
 import pytest
 
+import factories
 from dutlab.service import auth, lab, lab_devices, lab_users
 from dutlab.service.errors import ApiError
 from dutlab.service.models import Device, HealthHistory, TestJob, Token, User, Worker, utcnow
@@ -406,7 +406,8 @@ def test_maintenance_dry_run_force(db, qemu_lab):
     factories.device("retired", dtype, worker, health=DeviceHealth.RETIRED)
     job = TestJob.create(submitter=factories.user(), original_definition="x", definition="{}",
                          requested_device_type=dtype, actual_device=device, state=JobState.RUNNING)
-    assert lab.maintenance(dry_run=True, force=True) == ["qemu01: Good → Maintenance", f"job {job.id}: Running → Canceling"]
+    assert lab.maintenance(dry_run=True, force=True) == [
+        "qemu01: Good → Maintenance", f"job {job.id}: Running → Canceling"]
     assert health("qemu01") == "Good"
     lab.maintenance(force=False)
     assert health("qemu01") == "Maintenance" and health("retired") == "Retired"
