@@ -131,8 +131,9 @@ class _LoginDialog:
                 self.waiting_for = "the shell prompt"
 
     def _next(self) -> str:
+        self.timeout = self.ctx.wait_timeout()
         try:
-            index = self.console.expect([p for _, p in self.steps], timeout=self.ctx.wait_timeout())
+            index = self.console.expect([p for _, p in self.steps], timeout=self.timeout)
         except ConsoleTimeout:
             raise JobTimeout(self._timeout_message()) from None
         except ConsoleEOF:
@@ -142,8 +143,8 @@ class _LoginDialog:
     def _timeout_message(self) -> str:
         wanted = [p for kind, p in self.steps if kind in ("prompt", "login", "password")]
         last = " | ".join(line for line in self.console.tail(3) if line.strip()) or "nothing"
-        return (f"auto-login-action: no {self.waiting_for} within {self.ctx.wait_timeout():.0f} s "
-                f"(waiting for {', '.join(map(repr, wanted))}; last console output: {last})")
+        return (f"auto-login-action: {self.waiting_for} did not appear within {self.timeout:.0f} s "
+                f"(matching {', '.join(map(repr, wanted))}; last console output: {last})")
 
     def _boot_error(self) -> None:
         line = self.console.match.group(0).strip()
