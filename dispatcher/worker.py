@@ -426,7 +426,8 @@ class Worker:
                 log.info("job %d: its dutlab-run never started; the server offers it again", job.id)
                 self._cleanup(job.id)
             else:
-                log.info("job %d: re-adopting dutlab-run (pid %s, %s)", job.id, run.job.pid, job.state)
+                if run.job.alive():
+                    log.info("job %d: re-adopting dutlab-run (pid %s, %s)", job.id, run.job.pid, job.state)
                 self._watch(run)
 
     def _recover_pid(self, run: Run) -> bool:
@@ -447,11 +448,10 @@ class Worker:
         except (AttributeError, OSError):
             run.pidfd = None  # no pidfd on this kernel: _check_unwatched polls instead
             return
+        self.sel.register(run.pidfd, selectors.EVENT_READ, run)
         # Checked after opening the pidfd, so the pid cannot be recycled in between.
         if run.popen is None and not run.job.alive():
             self._on_exit(run)
-            return
-        self.sel.register(run.pidfd, selectors.EVENT_READ, run)
 
     def _check_unwatched(self) -> None:
         for run in list(self.runs.values()):

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,11 +23,49 @@ import yaml
 from dutlab.dispatcher.client import Client
 from dutlab.dispatcher.jobsdb import JobsDB
 from dutlab.dispatcher.upload import LogUploader, sync_finished_job
-from labtools import BIN, REPO
+from labtools import BIN
 
 QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"
-ASSETS = Path(os.environ.get("DUTLAB_ASSETS") or Path.home() / ".cache" / "dutlab" / "assets")
-SMOKE_JOB = REPO / "examples" / "jobs" / "qemu-smoke.yaml"
+ASSETS = Path(os.environ.get("DUTLAB_ASSETS") or "/var/cache/dutlab/assets") / "amd64"
+# The health check's job (kernel + initramfs under TCG, a test shell), with a test that prints a
+# line every 0.2 s for `seconds`: long enough to restart things mid-job, short for a test.
+QEMU_JOB = """\
+device_type: qemu
+job_name: worker {name}
+visibility: public
+timeouts:
+  job: {{minutes: 6}}
+  action: {{minutes: 3}}
+context: {{arch: amd64}}
+actions:
+- deploy:
+    to: tmpfs
+    images:
+      kernel:
+        url: file://{assets}/vmlinuz
+        image_arg: -kernel {{kernel}} -append "console=ttyS0,115200"
+      initrd:
+        url: file://{assets}/initramfs.cpio.gz
+        image_arg: -initrd {{initrd}}
+        compression: gz
+        format: cpio.newc
+        overlays: {{lava: true}}
+- boot:
+    method: qemu
+    media: tmpfs
+    prompts: ['[~/][^\\r\\n]*# ']
+- test:
+    definitions:
+    - from: inline
+      name: ticks
+      path: inline/ticks.yaml
+      repository:
+        metadata: {{format: Lava-Test Test Definition 1.0, name: ticks}}
+        run:
+          steps:
+          - i=0; while [ $i -lt {ticks} ]; do echo tick $i; i=$((i+1)); sleep 0.2; done
+          - lava-test-case ticked --shell test $i -eq {ticks}
+"""
 # A job nobody runs: the uploader tests drive the worker API themselves.
 PLAIN_JOB = """\
 job_name: uploader
@@ -154,15 +193,17 @@ def test_uploader_rides_through_a_server_restart(lab, tmp_path):
 class WorkerProcess:
     """One dutlab-worker; remembers every job process group it saw, to end them all at teardown."""
 
-    def __init__(self, lab, tmp: Path, *extra: str) -> None:
+    def __init__(self, lab, tmp: Path) -> None:
         self.lab = lab
         self.work_dir = tmp / "work"
         self.log_file = tmp / "worker.log"
-        self.extra = extra
+        self.extra: tuple[str, ...] = ()
         self.proc: subprocess.Popen | None = None
         self.pgids: set[int] = set()
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
+        """Start the worker; `extra` options are kept for the next start."""
+        self.extra = extra or self.extra
         self.proc = subprocess.Popen(
             [str(BIN / "dutlab-worker"), "--url", self.lab.url, "--name", "w1",
              "--token-file", str(self.lab.token_file), "--work-dir", str(self.work_dir),
@@ -197,6 +238,13 @@ class WorkerProcess:
             time.sleep(0.05)
         raise AssertionError(f"the worker never started job {job_id}:\n{self.log()}")
 
+    def job_gone(self, job_id: int) -> bool:
+        db = JobsDB(self.work_dir / "worker.sqlite3")
+        try:
+            return db.get(job_id) is None
+        finally:
+            db.close()
+
     def output(self, job_id: int) -> Path:
         return self.work_dir / "jobs" / str(job_id) / "output"
 
@@ -229,17 +277,93 @@ def group_gone(pgid: int, timeout: float = 10) -> bool:
     return False
 
 
-def test_run_that_cannot_start_is_reported(lab, tmp_path):
-    w = WorkerProcess(lab, tmp_path, "--run-command", str(tmp_path / "no-such-dutlab-run"))
-    w.start()
-    try:
-        job = lab.wait_job(submit(lab, PLAIN_JOB), timeout=60)
-    finally:
-        assert w.stop() == 0
-        w.cleanup()
+def test_run_that_cannot_start_is_reported(lab, worker, tmp_path):
+    worker.start("--run-command", str(tmp_path / "no-such-dutlab-run"))
+    job = lab.wait_job(submit(lab, PLAIN_JOB), timeout=60)
+    assert worker.stop() == 0
     assert (job["health"], job["error_type"]) == ("Incomplete", "Infrastructure")
     assert "dutlab-run exited with status 127 without a result" in job["error_msg"]
     assert "no-such-dutlab-run" in job["error_msg"]
+
+
+# Runs that misbehave, played by small scripts in place of dutlab-run.
+
+def run_script(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "fake-run"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+def wait_state(lab, job_id: int, state: str) -> None:
+    wait_for(lambda: lab.api("GET", f"/api/v1/jobs/{job_id}").json()["state"] == state, 60, f"job {state}")
+
+
+def test_cancel_escalates_to_sigkill_after_the_grace(lab, worker, tmp_path):
+    worker.start("--run-command", run_script(tmp_path, "trap '' TERM\nsleep 120\n"), "--cancel-grace", "1")
+    job_id = submit(lab, PLAIN_JOB)
+    rec = worker.job(job_id)
+    wait_state(lab, job_id, "Running")
+    asked = time.monotonic()
+    assert lab.api("POST", f"/api/v1/jobs/{job_id}/cancel").status == 200
+    job = lab.wait_job(job_id, timeout=60)
+    assert job["health"] == "Canceled", job
+    assert time.monotonic() - asked >= 1
+    assert f"job {job_id}: still running 1s after SIGTERM; SIGKILL" in worker.log()
+    assert group_gone(rec.pgid)
+
+
+def test_run_that_ended_while_the_worker_was_away(lab, worker, tmp_path):
+    worker.start("--run-command", run_script(tmp_path, "sleep 120\n"))
+    job_id = submit(lab, PLAIN_JOB)
+    rec = worker.job(job_id)
+    wait_state(lab, job_id, "Running")
+    worker.stop(signal.SIGKILL)
+    os.killpg(rec.pgid, signal.SIGKILL)
+    worker.start()
+    job = lab.wait_job(job_id, timeout=30)
+    assert (job["health"], job["error_type"]) == ("Incomplete", "Infrastructure")
+    assert job["error_msg"].startswith(
+        "dutlab-run ended while the worker was restarting (exit status unknown) without a result")
+
+
+def test_report_survives_a_worker_restart_while_the_server_is_down(lab, worker, tmp_path):
+    worker.start("--run-command", run_script(tmp_path, "echo started; sleep 120\n"))
+    job_id = submit(lab, PLAIN_JOB)
+    rec = worker.job(job_id)
+    wait_state(lab, job_id, "Running")
+    lab.stop("serve")
+    os.killpg(rec.pgid, signal.SIGKILL)  # the worker sees the exit but cannot report it
+    wait_for(lambda: f"job {job_id}: dutlab-run ended (status -9)" in worker.log(), 10, "the exit")
+    worker.stop(signal.SIGKILL)
+    lab.restart("serve")
+    worker.start()
+    job = lab.wait_job(job_id, timeout=30)
+    assert (job["health"], job["error_type"]) == ("Incomplete", "Infrastructure")
+    # The exit status seen before the restart was kept in the worker's jobs DB.
+    assert job["error_msg"] == ("dutlab-run exited with status -9 (killed by SIGKILL) without a result; "
+                                "end of run.log:\nstarted")
+
+
+def test_job_the_server_forgot_is_killed_and_not_reported(lab, worker, tmp_path):
+    # This run reports its own end, then hangs: the server lists it as unknown in the next poll.
+    finish = ("import sys, time; from pathlib import Path; from dutlab.dispatcher.client import Client; "
+              "a = sys.argv; arg = lambda k: a[a.index(k) + 1]; "
+              "Client(arg('--server'), 'Job ' + Path(arg('--job-token-file')).read_text()).post("
+              "f\"/internal/v1/jobs/{arg('--job-id')}/finish\", {'result': 'pass'}); time.sleep(120)")
+    script = tmp_path / "finish-then-hang.py"
+    script.write_text(finish)
+    worker.start("--run-command", f"{sys.executable} {script}")
+    job_id = submit(lab, PLAIN_JOB)
+    rec = worker.job(job_id)
+    assert lab.wait_job(job_id, timeout=30)["health"] == "Complete"
+    wait_for(lambda: f"job {job_id}: the server no longer knows it; killing it" in worker.log(), 30,
+             "the worker to forget the job")
+    assert group_gone(rec.pgid)
+    wait_for(lambda: worker.job_gone(job_id), 10,
+             "the job to be forgotten")
+    assert "finished and reported" not in worker.log()
+    assert lab.wait_job(job_id)["health"] == "Complete"
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -264,3 +388,135 @@ def test_config_needs_url_and_token_file(tmp_path):
     proc = run_worker("--url", "http://127.0.0.1:9", "--token-file", str(tmp_path / "missing"),
                       "--work-dir", str(tmp_path))
     assert proc.returncode == 2 and "cannot read the worker token" in proc.stderr
+
+
+# -- real jobs: dutlab-run + QEMU ------------------------------------------------------------------
+
+qemu = pytest.mark.skipif(not (ASSETS / "vmlinuz").exists(),
+                          reason=f"no QEMU test assets in {ASSETS} (scripts/build-qemu-assets.sh builds them)")
+
+
+def qemu_job(name: str, seconds: float) -> str:
+    return QEMU_JOB.format(name=name, assets=ASSETS, ticks=int(seconds / 0.2))
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def local_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def wait_ticking(w: WorkerProcess, job_id: int, after: int = 1) -> Path:
+    """Wait until the job's test prints its ticks; return the local output.yaml."""
+    log = w.output(job_id) / "output.yaml"
+    wait_for(lambda: sum("tick " in line for line in local_lines(log)) >= after, 240,
+             f"job {job_id} to print 'tick {after}'")
+    return log
+
+
+def assert_same_log(lab, job_id: int, local: Path) -> None:
+    server = server_log(lab, job_id)
+    mine = local_lines(local)
+    assert len(server) == len(mine), f"server has {len(server)} lines, the run wrote {len(mine)}"
+    assert server == mine
+    assert len(set(mine)) == len(mine)  # every record has its own timestamp: a copy would show
+
+
+def assert_complete(lab, job_id: int) -> dict:
+    job = lab.wait_job(job_id, timeout=300)
+    assert (job["health"], job["error_msg"]) == ("Complete", ""), job
+    return job
+
+
+@pytest.mark.qemu
+@qemu
+def test_job_runs_and_reports_at_once(lab, worker):
+    worker.start()
+    job_id = submit(lab, qemu_job("basic", 1))
+    rec = worker.job(job_id)
+    job = assert_complete(lab, job_id)
+    assert_same_log(lab, job_id, worker.output(job_id) / "output.yaml")
+    assert any("tick 4" in line for line in server_log(lab, job_id))
+    assert group_gone(rec.pgid)
+    assert lab.api("GET", f"/api/v1/jobs/{job_id}/description").status == 200
+    assert job["start_time"] and job["end_time"]
+
+
+@pytest.mark.qemu
+@qemu
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_worker_restart_mid_job(lab, worker, sig):
+    worker.start()
+    job_id = submit(lab, qemu_job("worker restart", 8))
+    rec = worker.job(job_id)
+    log = wait_ticking(worker, job_id)
+    assert worker.stop(sig) == (0 if sig == signal.SIGTERM else -sig)
+    # Alone, the run goes on: it prints and uploads while no worker exists.
+    printed = len(local_lines(log))
+    time.sleep(1.5)
+    assert rec.alive() and len(local_lines(log)) > printed
+    worker.start()
+    wait_for(lambda: f"job {job_id}: re-adopting" in worker.log(), 30, "the re-adoption")
+    assert_complete(lab, job_id)
+    assert_same_log(lab, job_id, log)
+    assert group_gone(rec.pgid)
+    wait_for(lambda: f"job {job_id}: finished and reported" in worker.log(), 30, "the report")
+
+
+@pytest.mark.qemu
+@qemu
+def test_server_restart_mid_job(lab, worker):
+    worker.start()
+    job_id = submit(lab, qemu_job("server restart", 8))
+    log = wait_ticking(worker, job_id)
+    lab.stop("serve")
+    printed = len(local_lines(log))
+    time.sleep(2)
+    assert len(local_lines(log)) > printed  # the job goes on without a server
+    lab.restart("serve")
+    assert_complete(lab, job_id)
+    assert_same_log(lab, job_id, log)
+
+
+@pytest.mark.qemu
+@qemu
+def test_killed_run_is_incomplete_infrastructure_at_once(lab, worker):
+    worker.start()
+    job_id = submit(lab, qemu_job("killed", 30))
+    rec = worker.job(job_id)
+    log = wait_ticking(worker, job_id)
+    killed_at = time.time()
+    os.kill(rec.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while lab.api("GET", f"/api/v1/jobs/{job_id}").json()["state"] != "Finished":
+        assert time.monotonic() < deadline, "the server never heard of the killed run"
+        time.sleep(0.01)
+    latency = time.time() - killed_at
+    job = lab.wait_job(job_id)
+    assert (job["health"], job["error_type"]) == ("Incomplete", "Infrastructure")
+    assert job["error_msg"].startswith("dutlab-run exited with status -9 (killed by SIGKILL) without a result")
+    assert_same_log(lab, job_id, log)
+    assert group_gone(rec.pgid)  # QEMU went with it
+    print(f"run SIGKILLed -> server Finished: {latency * 1000:.0f} ms (polled every 10 ms)")
+    assert latency < 1.0
+
+
+@pytest.mark.qemu
+@qemu
+def test_cancel_ends_the_job_and_every_process(lab, worker):
+    worker.start()
+    job_id = submit(lab, qemu_job("cancel", 60))
+    rec = worker.job(job_id)
+    wait_ticking(worker, job_id)
+    r = lab.api("POST", f"/api/v1/jobs/{job_id}/cancel")
+    assert r.status == 200, r.text
+    job = lab.wait_job(job_id, timeout=60)
+    assert job["health"] == "Canceled", job
+    assert group_gone(rec.pgid)
+    assert "SIGKILL" not in worker.log()  # finalize ended it within the grace
