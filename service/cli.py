@@ -97,6 +97,40 @@ def cmd_manage(args: argparse.Namespace) -> int:
     return manage.run(args, settings)
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Write one archive; its path is the last line of stdout (playbooks read it)."""
+    from .backup import BackupError, create_backup
+    from .config import config_path
+    from .db import connection
+
+    settings = _settings(args)
+    _open(settings)
+    try:
+        with connection():
+            path = create_backup(settings, config_path(args.config), args.output)
+    except BackupError as exc:
+        sys.exit(f"dutlab-server backup: {exc}")
+    print(path)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from peewee import DatabaseError
+
+    from .backup import BackupError, restore
+    from .config import config_path
+
+    settings = _settings(args)
+    _open(settings, need_schema=False)
+    try:
+        restore(args.archive, settings, config_path(args.config), force=args.force)
+    except BackupError as exc:
+        sys.exit(f"dutlab-server restore: refused: {exc}")
+    except DatabaseError as exc:
+        sys.exit(f"dutlab-server restore: database {settings.database.split('@')[-1]}: {exc}")
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(__version__)
     return 0
@@ -124,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_consumer)
     sub.add_parser("migrate", help="apply pending database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("version", help="print the dutlab version").set_defaults(func=cmd_version)
+    p = sub.add_parser("backup", help="write one archive: database dump, settings, admin config, job outputs")
+    p.add_argument("--output", "-o", metavar="FILE",
+                   help="archive path (default DATA_DIR/backups/dutlab-backup-<UTC time>.tar.gz)")
+    p.set_defaults(func=cmd_backup)
+    p = sub.add_parser("restore", help="restore a backup into this (fresh, stopped) install")
+    p.add_argument("archive")
+    p.add_argument("--force", action="store_true",
+                   help="replace the data of a non-empty install (and skip the server-running check)")
+    p.set_defaults(func=cmd_restore)
     p = sub.add_parser("manage", help="admin commands: users, groups, tokens, devices, device-types, workers")
     try:
         from .manage import add_arguments
