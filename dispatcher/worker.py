@@ -371,16 +371,17 @@ class Worker:
                 "--output-dir", str(d / "output"), "--job-id", str(run.job.id),
                 "--work-dir", str(self.work_dir), "--server", self.cfg.url,
                 "--job-token-file", str(d / "token")]
-        with open(d / "run.log", "ab") as out:
-            try:
-                env = envfile.build([info.get("env"), self.env_spec], os.environ)
+        try:
+            env = envfile.build([info.get("env"), self.env_spec], os.environ)
+            with open(d / "run.log", "ab") as out:
                 popen = subprocess.Popen(argv, cwd=d, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-            except (OSError, envfile.EnvFileError) as exc:
-                out.write(f"cannot start {shlex.join(argv)}: {exc}\n".encode())
-                log.error("job %d: cannot start dutlab-run: %s", run.job.id, exc)
-                self._finished(run, 127)
-                return
+        except (OSError, envfile.EnvFileError) as exc:
+            with open(d / "run.log", "a") as out:
+                out.write(f"cannot start {shlex.join(argv)}: {exc}\n")
+            log.error("job %d: cannot start dutlab-run: %s", run.job.id, exc)
+            self._finished(run, 127)  # as a shell reports a command it cannot run
+            return
         run.popen = popen
         self.db.set_process(run.job.id, popen.pid, popen.pid, process_start_ticks(popen.pid))
         run.job = self._row(run.job.id)
