@@ -106,7 +106,11 @@ def load_settings(path: str | None) -> Settings:
         if isinstance(default, str) and not isinstance(value, str):
             raise ConfigError(f"{path}: {key}: expected a string, got {value!r}")
         values[name] = type(default)(value)
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{path}: log_level: use DEBUG, INFO, WARNING or ERROR")
+    settings.log_level = settings.log_level.upper()
+    return settings
 
 
 # -- group state -------------------------------------------------------------------------------------

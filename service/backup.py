@@ -350,12 +350,27 @@ def _move_tree(src: Path, dest: Path) -> int:
     return count
 
 
+def _replace_job_folders(src: Path, dest: Path) -> int:
+    """Move each archived job folder into `dest`, replacing a folder of the same job (after --force)."""
+    if not src.is_dir():
+        return 0
+    dest.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for folder in sorted(src.iterdir()):
+        target = dest / folder.name
+        if target.exists():
+            shutil.rmtree(target)  # a mix of two installs' files for one job id would be worse than either
+        shutil.move(folder, target)
+        count += 1
+    return count
+
+
 def restore_files(staging: Path, settings: Settings, config_file: str | None) -> list[str]:
     """Put the archived files where this install's settings say; return notes for the admin."""
     notes = []
     config = staging / "config"
-    jobs = _move_tree(staging / "jobs", Path(settings.output_dir))
-    notes.append(f"{jobs} job output files into {settings.output_dir}")
+    jobs = _replace_job_folders(staging / "jobs", Path(settings.output_dir))
+    notes.append(f"{jobs} job output folders into {settings.output_dir}")
     if (config / "secret_key").is_file():
         key = Path(settings.secret_key_file)
         key.parent.mkdir(parents=True, exist_ok=True)
