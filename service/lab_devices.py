@@ -228,7 +228,7 @@ def _owner_fields(data: Mapping[str, Any]) -> dict:
     fields: dict[str, Any] = {}
     for user_key, group_key in OWNER_PAIRS:
         user_name, group_name = data.get(user_key), data.get(group_key)
-        if user_name is not None and group_name is not None:
+        if user_name and group_name:
             raise bad_request(f"give '{user_key}' or '{group_key}', not both: a device has one of them",
                               group_key)
         if user_key in data:
