@@ -60,8 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Until the pipeline takes over, SIGTERM still ends the run with a Canceled result.
-    signal.signal(signal.SIGTERM, _cancel_early)
+    # Before the pipeline takes over (and after it hands back), SIGTERM is only noted: the
+    # pipeline turns it into JobCanceled inside actions, where finalize is sure to follow.
+    signal.signal(signal.SIGTERM, _note_cancel)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     logger = JobLogger(args.output_dir / "output.yaml", echo=sys.stderr if args.verbose else None)
     token = args.job_token_file.read_text().strip() if args.job_token_file else ""
@@ -69,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     uploader = _start_uploader(args, token)
     started = time.monotonic()
     result = _run_job(args, logger)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # finishing anyway; let the report go out
     (args.output_dir / "result.yaml").write_text(yaml.safe_dump(_result_file(result), sort_keys=False))
     logger.close()
     if uploader is not None:
@@ -78,8 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if result["result"] == "pass" else 1
 
 
-def _cancel_early(signum: int, frame: Any) -> None:
-    raise JobCanceled(f"the job was canceled ({signal.Signals(signum).name} received)")
+_CANCELED: list[str] = []
+
+
+def _note_cancel(signum: int, frame: Any) -> None:
+    _CANCELED.append(f"the job was canceled ({signal.Signals(signum).name} received)")
 
 
 def _run_job(args: argparse.Namespace, logger: JobLogger) -> dict[str, Any]:
@@ -89,8 +92,10 @@ def _run_job(args: argparse.Namespace, logger: JobLogger) -> dict[str, Any]:
         ctx = _prepare(args, logger)
         actions = build_actions(ctx)
         pipeline = Pipeline(ctx, actions, Finalize())
-        _write_description(args.output_dir, ctx, pipeline)
         pipeline.validate()
+        _write_description(args.output_dir, ctx, pipeline)
+        if _CANCELED:
+            raise JobCanceled(_CANCELED[0])
     except DutlabError as exc:
         return _fail_before_start(logger, exc, ctx)
     return pipeline.run()
