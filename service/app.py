@@ -13,7 +13,7 @@ from .plugins import AuthPlugin, DatabasePlugin, ErrorPlugin
 # Job definitions and log batches are larger than bottle's 100 kB default
 bottle.BaseRequest.MEMFILE_MAX = 64 * 1024 * 1024
 
-ROUTE_MODULES = ("system", "jobs", "devices", "device_types", "workers", "users", "tags", "internal",
+ROUTE_MODULES = ("system", "jobs", "devices", "device_types", "workers", "users", "tags", "internal", "playbook_runs",
                  "openapi", "rpc2", "dashboard")
 
 

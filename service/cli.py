@@ -13,10 +13,16 @@ from .config import ConfigError, Settings, load
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    import os
+
+    from .config import config_path
+
     try:
-        return load(args.config)
+        settings = load(args.config)
     except ConfigError as exc:
         sys.exit(f"dutlab-server: configuration error: {exc}")
+    os.environ["DUTLAB_CONFIG"] = config_path(args.config)  # child processes read the same file
+    return settings
 
 
 def _open(settings: Settings, *, need_schema: bool = True) -> None:
@@ -82,6 +88,7 @@ def cmd_consumer(args: argparse.Namespace) -> int:
 
     threading.Thread(target=sweep, name="sweep", daemon=True).start()
     tasks.schedule_pass("consumer start")
+    tasks.check_playbook_schedules()  # a schedule due right now runs now, not at the next minute
     try:
         consumer.run()
     finally:

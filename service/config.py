@@ -32,6 +32,19 @@ class EmailSettings:
 
 
 @dataclass
+class PlaybookSchedule:
+    """A playbook the server runs on a cron schedule (backups, health checks)."""
+
+    name: str = ""
+    playbook: str = ""  # relative to playbooks_dir, or absolute
+    cron: str = ""  # "minute hour day-of-month month day-of-week"
+    inventory: str = ""
+    limit: str = ""
+    extravars: dict = field(default_factory=dict)
+    timeout: int = 3600
+
+
+@dataclass
 class Settings:
     data_dir: str = "/var/lib/dutlab"
     #: peewee db_url: sqlite:////path (WAL mode) or postgresql://user:pw@host/db
@@ -62,6 +75,9 @@ class Settings:
     #: any active user may submit (LAVA's default); false: only holders of the "submit" permission
     open_submission: bool = True
     email: EmailSettings = field(default_factory=EmailSettings)
+    #: where playbooks named by schedules are found (default: the checkout's playbooks/)
+    playbooks_dir: str = ""
+    playbook_schedules: list[PlaybookSchedule] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         data = Path(self.data_dir)
@@ -103,8 +119,41 @@ def _check(cls: type, data: Any, prefix: str) -> dict[str, Any]:
         if isinstance(default, EmailSettings):
             out[key] = EmailSettings(**_check(EmailSettings, value, name + "."))
             continue
+        if key == "playbook_schedules":
+            out[key] = _schedules(value, name)
+            continue
         out[key] = _coerce(name, default, value)
     return out
+
+
+def _schedules(value: Any, name: str) -> list[PlaybookSchedule]:
+    from huey import crontab
+
+    if not isinstance(value, list):
+        raise ConfigError(f"{name}: expected a list of {{name, playbook, cron}} mappings")
+    out = []
+    for i, item in enumerate(value):
+        path = f"{name}[{i}]"
+        sched = PlaybookSchedule(**_check(PlaybookSchedule, item, path + "."))
+        for key in ("name", "playbook", "cron"):
+            if not getattr(sched, key):
+                raise ConfigError(f"{path}.{key}: required")
+        try:
+            crontab(*cron_fields(sched.cron))
+        except ValueError as exc:
+            raise ConfigError(f"{path}.cron: {exc}") from None
+        out.append(sched)
+    names = [s.name for s in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{name}: schedule names must be unique")
+    return out
+
+
+def cron_fields(text: str) -> list[str]:
+    parts = text.split()
+    if len(parts) != 5:
+        raise ValueError(f"'{text}' needs five fields: minute hour day-of-month month day-of-week")
+    return parts
 
 
 def _coerce(name: str, default: Any, value: Any) -> Any:
@@ -116,6 +165,10 @@ def _coerce(name: str, default: Any, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ConfigError(f"{name}: expected a number >= 0, got {value!r}")
         return type(default)(value)
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        return value
     if isinstance(default, list):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{name}: expected a list of strings, got {value!r}")

@@ -215,6 +215,30 @@ class TestCase(BaseModel):
     logged = DateTimeField(default=utcnow)
 
 
+class PlaybookRun(BaseModel):
+    """One ansible-playbook run started by the server (a schedule or an admin)."""
+
+    name = CharField(max_length=100, index=True)
+    playbook = CharField(max_length=300)
+    trigger = CharField(max_length=20, default="schedule")  # schedule | api
+    #: the minute a scheduled run was due (one run per schedule and minute)
+    scheduled_for = DateTimeField(null=True)
+    status = CharField(max_length=20, default="pending")  # pending running successful failed timeout canceled
+    rc = IntegerField(null=True)
+    created = DateTimeField(default=utcnow)
+    started = DateTimeField(null=True)
+    finished = DateTimeField(null=True)
+    #: per-host counts from ansible-runner's stats (JSON): ok, changed, failures, dark (unreachable)
+    stats = TextField(default="{}")
+    #: failed tasks: host, task, message (JSON list)
+    failures = TextField(default="[]")
+    artifacts = CharField(max_length=500, default="")
+    error = TextField(default="")
+
+    class Meta:
+        indexes = ((("name", "scheduled_for"), True),)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
     name = CharField(max_length=100)
@@ -239,3 +263,5 @@ MODELS = [
     TestSuite,
     TestCase,
 ]
+#: tables added by later migrations (m0002...)
+MODELS_LATER = [PlaybookRun]

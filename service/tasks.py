@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 
-from huey import crontab  # noqa: F401  (periodic playbook schedules use it)
+from huey import crontab
 from huey.signals import SIGNAL_ERROR
 
-from . import scheduler
+from . import playbooks, scheduler
 from .db import connection
 from .queue import huey, settings
 
@@ -24,6 +24,22 @@ def schedule_pass(reason: str = "") -> None:
     if report.scheduled or report.health_checks or report.timed_out or report.workers_offline:
         log.info("pass (%s): scheduled %s, health checks %s, timed out %s, offline %s", reason,
                  report.scheduled, report.health_checks, report.timed_out, report.workers_offline)
+
+
+@huey.periodic_task(crontab())
+def check_playbook_schedules() -> None:
+    """Every minute: record and start the scheduled playbooks that are due."""
+    with connection():
+        due = playbooks.record_due(settings())
+    for run in due:
+        run_playbook(run.id)
+
+
+@huey.task()
+def run_playbook(run_id: int) -> None:
+    with connection():
+        rc = playbooks.execute(run_id)
+    log.info("playbook run %s finished with status %s", run_id, rc)
 
 
 @huey.signal(SIGNAL_ERROR)
