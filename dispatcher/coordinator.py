@@ -264,7 +264,8 @@ class Coordinator:
             members = list(group.roles)
         if any(m not in senders for m in members):
             return WAIT
-        return {"response": "ack", "message": {m: senders[m] for m in members}}
+        # every sender's data, not only the role's: LAVA answers from the caller's whole mailbox too
+        return {"response": "ack", "message": dict(senders)}
 
     def _sync(self, group: Group, client: str, request: dict) -> dict:
         message_id = _text(request, "messageID")
