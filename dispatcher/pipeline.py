@@ -9,8 +9,8 @@ with child actions, then ``finalize``. The runner here is the only place that:
 * repeats a block ``failure_retry`` times;
 * classifies failures (a non-dutlab exception is a Bug) and always runs finalize.
 
-Signals only raise inside action code (``_Interrupts.interruptible``): the runner's own
-bookkeeping is never cut in half, so finalize always runs and the result is always written.
+Signals only raise inside action code (see interrupts.py): the runner's own bookkeeping is
+never cut in half, so finalize always runs and the result is always written.
 """
 
 from __future__ import annotations
@@ -20,20 +20,17 @@ import signal
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import schema
 from .errors import Bug, ConfigurationError, DutlabError, JobCanceled, JobError, JobTimeout
+from .interrupts import Expired, Interrupts
 
 if TYPE_CHECKING:
     from .context import JobContext
 
 ACTION_TIMEOUT = 30.0  # seconds, when neither the job nor the device says otherwise
 FINALIZE_TIMEOUT = 30.0
-# Deadlines are enforced by the action's own waits first (they know what they waited for);
-# the alarm fires this much later as a backstop for calls that cannot be bounded.
-ALARM_GRACE = 0.5
 
 
 def timeout_seconds(value: Any, where: str) -> float | None:
@@ -93,87 +90,6 @@ class Action:
         """Undo a failed attempt before a retry (finalize does the end-of-job cleanup)."""
 
 
-class _Expired(BaseException):
-    """A deadline passed; carries who owned it so the right frame reports it."""
-
-    def __init__(self, owner: object) -> None:
-        super().__init__(owner)
-        self.owner = owner
-
-
-class _Interrupts:
-    """SIGALRM deadlines and SIGTERM/SIGINT cancel, raised only inside action code."""
-
-    def __init__(self) -> None:
-        self.deadlines: list[tuple[float, object]] = []  # outermost first
-        self.canceled: str | None = None
-        self.active = False
-        self._saved: dict[int, Any] = {}
-
-    def install(self) -> None:
-        for signum, handler in ((signal.SIGALRM, self._on_alarm), (signal.SIGTERM, self._on_cancel),
-                                (signal.SIGINT, self._on_cancel)):
-            self._saved[signum] = signal.signal(signum, handler)
-
-    def uninstall(self) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        for signum, handler in self._saved.items():
-            signal.signal(signum, handler)
-        self._saved.clear()
-
-    @contextmanager
-    def limit(self, deadline: float, owner: object) -> Iterator[None]:
-        self.deadlines.append((deadline, owner))
-        self._arm()
-        try:
-            yield
-        finally:
-            self.deadlines.remove((deadline, owner))
-            self._arm()
-
-    @contextmanager
-    def interruptible(self) -> Iterator[None]:
-        self._raise_pending()
-        self.active = True
-        try:
-            yield
-        finally:
-            self.active = False
-
-    def _arm(self) -> None:
-        if not self.deadlines:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            return
-        nearest = min(d for d, _ in self.deadlines)
-        if math.isfinite(nearest):
-            signal.setitimer(signal.ITIMER_REAL, max(0.01, nearest + ALARM_GRACE - time.monotonic()))
-
-    def _expired_owner(self) -> object | None:
-        now = time.monotonic()
-        # The outermost expired deadline is the one that really ran out (children inherit it).
-        return next((owner for deadline, owner in self.deadlines if deadline + ALARM_GRACE <= now), None)
-
-    def _raise_pending(self) -> None:
-        if self.canceled:
-            raise JobCanceled(self.canceled)
-        owner = self._expired_owner()
-        if owner is not None:
-            raise _Expired(owner)
-
-    def _on_alarm(self, signum: int, frame: Any) -> None:
-        if self.active:
-            self.active = False
-            self._raise_pending()
-        self._arm()
-
-    def _on_cancel(self, signum: int, frame: Any) -> None:
-        if not self.canceled:
-            self.canceled = f"the job was canceled ({signal.Signals(signum).name} received)"
-        if self.active:
-            self.active = False
-            self._raise_pending()
-
-
 class Pipeline:
     """Builds levels and timeouts for the top-level actions, validates and runs them.
 
@@ -187,7 +103,7 @@ class Pipeline:
         self.finalize = finalize
         job_timeouts = ctx.job.get("timeouts") or {}
         self.job_timeout = timeout_seconds(job_timeouts.get("job"), "timeouts.job") or math.inf
-        self._interrupts = _Interrupts()
+        self._interrupts = Interrupts()
         self._current: Action | None = None
         for index, action in enumerate(actions, start=1):
             self._assign(action, str(index), action.params, top=True)
@@ -320,7 +236,7 @@ class Pipeline:
             for child in action.children:
                 self._run_action(child, deadline)
                 self._enter(action, deadline)
-        except _Expired as exc:
+        except Expired as exc:
             if exc.owner is not action:
                 raise
             raise JobTimeout(self._timeout_message(action)) from None
@@ -356,7 +272,7 @@ class Pipeline:
     def _classify(self, error: BaseException | None) -> DutlabError | None:
         if error is None:
             return None
-        if isinstance(error, _Expired):
+        if isinstance(error, Expired):
             inner = self._current.name if self._current else "the job"
             return JobTimeout(f"the job timed out after {hms(self.job_timeout)} (timeouts.job), in {inner}")
         if isinstance(error, DutlabError):
