@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pstats
+import re
 import shutil
 import signal
 import socket
@@ -295,7 +296,9 @@ class Lab:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tag = uuid.uuid4().hex[:6]
-        root.mkdir(parents=True, exist_ok=True)
+        # the data dir must exist before `migrate` when the database is not SQLite: the SQLite task queue
+        # inside it is not created otherwise ("unable to open database file")
+        (root / "data").mkdir(parents=True, exist_ok=True)
         data = {
             "data_dir": str(root / "data"),
             "database": database or f"sqlite:///{root / 'data' / 'dutlab.sqlite3'}",
@@ -318,7 +321,8 @@ class Lab:
         proc = subprocess.run([str(BIN / "dutlab-server"), "--config", str(self.config), "--log-level", "WARNING",
                                *args], capture_output=True, text=True, timeout=120)
         if proc.returncode:
-            raise RuntimeError(f"dutlab-server {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
+            last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["?"]
+            raise RuntimeError(f"dutlab-server {' '.join(args)} failed: {last[0]}\n{proc.stdout}{proc.stderr}")
         return proc.stdout
 
     def start(self, consumer: bool = True) -> Lab:
@@ -569,9 +573,8 @@ def top_frames(prof: cProfile.Profile, limit: int = 12, sort: str = "cumulative"
         if not line.strip():
             continue
         line = line.replace(str(REPO) + "/", "")
-        if "site-packages/" in line:
-            line = line[:line.index("/")] + line[line.index("site-packages/") + len("site-packages/"):] \
-                if line.index("/") < line.index("site-packages/") else line
+        line = re.sub(r"\S*/site-packages/", "", line)
+        line = re.sub(r"\S*/lib/python3\.\d+/", "", line)
         out.append(line.rstrip())
     return "\n".join(out)
 

@@ -1,0 +1,243 @@
+"""4. Scheduler scale: one `scheduler.run_pass` on synthetic labs, built in bulk (insert_many).
+
+Labs of 100 / 1,000 devices (10 device types, half with health checks, 0–3 tags each, 20% owned
+by a group, on 5–50 Online workers) with 1,000 / 10,000 queued jobs (50 submitters, priorities
+0–100, 30% with tags taken from devices of their type). Three passes per lab:
+  full pass      every device Idle: the pass assigns a job to each device it can;
+  nothing free   right after: every device Reserved, the queue still full;
+  one freed      one device back to Idle (a job just finished): the common event.
+Baseline: the bare SQL that any pass must run (all queued jobs, in order) on the same connection.
+The largest lab's full pass is then profiled with cProfile.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import random
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from benchlib import Ctx, Section, md_table, pg_available, pg_database, top_frames
+
+KEY = "scheduler"
+TITLE = "Scheduler scale"
+SIZES = [(100, 1_000), (1_000, 1_000), (100, 10_000), (1_000, 10_000)]
+
+
+def _open(url: str, root: Path):
+    from dutlab.service import migrations, queue
+    from dutlab.service.config import from_dict
+    from dutlab.service.db import open_database
+
+    root.mkdir(parents=True, exist_ok=True)
+    settings = from_dict({
+        "data_dir": str(root / "data"), "database": url, "queue": "memory:",
+        "template_dirs": [str(root / "etc" / "device-types")], "health_checks_dir": str(root / "etc" / "health-checks"),
+        "secret_key_file": str(root / "etc" / "secret_key"),
+    })
+    db = open_database(settings.database)
+    queue.configure(settings)
+    migrations.migrate()
+    return db, settings
+
+
+def _chunks(rows: list[dict], size: int = 400):
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
+
+
+def build(n_devices: int, n_jobs: int, seed: int = 1) -> dict:
+    """Fill the (empty, migrated) database; returns counts."""
+    from dutlab.service.db import database
+    from dutlab.service.models import (
+        Device,
+        DeviceTag,
+        DeviceType,
+        Group,
+        GroupMember,
+        JobTag,
+        Tag,
+        TestJob,
+        User,
+        Worker,
+        utcnow,
+    )
+    from dutlab.service.states import DeviceHealth, DeviceState, JobHealth, JobState, WorkerHealth, WorkerState
+
+    rng = random.Random(seed)
+    now = utcnow()
+    n_workers = max(5, n_devices // 20)
+    dictionary = "{% extends 'qemu.jinja2' %}\n{% set memory = 512 %}\n"
+    with database.atomic():
+        User.insert_many([{"id": i + 1, "username": f"user{i}"} for i in range(50)]).execute()
+        Group.insert_many([{"id": i + 1, "name": f"group{i}"} for i in range(5)]).execute()
+        GroupMember.insert_many([{"group": i % 5 + 1, "user": i + 1} for i in range(50)]).execute()
+        DeviceType.insert_many([{"id": i + 1, "name": f"type{i}", "template": "qemu", "health_frequency": 24,
+                                 "disable_health_checks": i % 2 == 0} for i in range(10)]).execute()
+        Tag.insert_many([{"id": i + 1, "name": f"tag{i}"} for i in range(20)]).execute()
+        Worker.insert_many([{"id": i + 1, "hostname": f"worker{i}", "state": WorkerState.ONLINE,
+                             "health": WorkerHealth.ACTIVE, "last_ping": now} for i in range(n_workers)]).execute()
+        devices, device_tags, type_tags = [], [], {t: set() for t in range(1, 11)}
+        for i in range(n_devices):
+            dtype = i % 10 + 1
+            devices.append({"id": i + 1, "hostname": f"dev{i:05d}", "device_type": dtype,
+                            "worker": i % n_workers + 1, "dictionary": dictionary, "state": DeviceState.IDLE,
+                            "health": DeviceHealth.GOOD, "owner_group": (i % 5 + 1) if i % 5 == 0 else None})
+            for tag in rng.sample(range(1, 21), rng.choice([0, 1, 2, 3])):
+                device_tags.append({"device": i + 1, "tag": tag})
+                type_tags[dtype].add(tag)
+        for chunk in _chunks(devices):
+            Device.insert_many(chunk).execute()
+        for chunk in _chunks(device_tags):
+            DeviceTag.insert_many(chunk).execute()
+        # a recent passed health check for every device whose type has health checks on
+        checks = [{"id": i + 1, "submitter": 1, "description": "health check", "original_definition": "{}",
+                   "definition": "{}", "requested_device_type": i % 10 + 1, "actual_device": i + 1,
+                   "health_check": True, "state": JobState.FINISHED, "health": JobHealth.COMPLETE,
+                   "submit_time": now - timedelta(minutes=5), "start_time": now - timedelta(minutes=5),
+                   "end_time": now - timedelta(minutes=4)}
+                  for i in range(n_devices) if (i % 10) % 2 == 1]
+        for chunk in _chunks(checks):
+            TestJob.insert_many(chunk).execute()
+        for check in checks:
+            Device.update(last_health_report_job=check["id"]).where(Device.id == check["actual_device"]).execute()
+        first = n_devices + 1
+        jobs, job_tags = [], []
+        for k in range(n_jobs):
+            job_id = first + k
+            dtype = rng.randint(1, 10)
+            jobs.append({"id": job_id, "submitter": rng.randint(1, 50), "description": f"job {k}",
+                         "original_definition": "{}", "definition": "{}", "requested_device_type": dtype,
+                         "priority": rng.choice([25, 50, 50, 50, 75, rng.randint(0, 100)]),
+                         "state": JobState.SUBMITTED, "submit_time": now - timedelta(milliseconds=n_jobs - k)})
+            r = rng.random()
+            if r < 0.3 and type_tags[dtype]:
+                for tag in rng.sample(sorted(type_tags[dtype]), 1 if r < 0.2 else min(2, len(type_tags[dtype]))):
+                    job_tags.append({"job": job_id, "tag": tag})
+        for chunk in _chunks(jobs, 200):
+            TestJob.insert_many(chunk).execute()
+        for chunk in _chunks(job_tags):
+            JobTag.insert_many(chunk).execute()
+    return {"devices": n_devices, "jobs": n_jobs, "workers": n_workers, "job_tags": len(job_tags),
+            "device_tags": len(device_tags)}
+
+
+def bare_select() -> float:
+    """The least any pass must do: read every queued job, best first (driver only, no ORM)."""
+    from dutlab.service.db import database
+
+    t0 = time.perf_counter()
+    cur = database.execute_sql("SELECT id, requested_device_type_id, submitter_id, requested_device_id FROM test_job "
+                               "WHERE state = 0 ORDER BY priority DESC, submit_time, id")
+    rows = cur.fetchall()
+    elapsed = time.perf_counter() - t0
+    assert rows is not None
+    return elapsed
+
+
+def reset(scheduled: list[int]) -> None:
+    from dutlab.service.db import database
+    from dutlab.service.models import Device, TestJob
+    from dutlab.service.states import DeviceState, JobState
+
+    with database.atomic():
+        Device.update(state=DeviceState.IDLE, current_job=None).execute()
+        TestJob.update(state=JobState.SUBMITTED, actual_device=None, worker=None, scheduled_time=None).where(
+            TestJob.id.in_(scheduled)).execute()
+
+
+def free_one() -> None:
+    from dutlab.service.models import Device, TestJob
+    from dutlab.service.states import DeviceState, JobState
+
+    device = Device.select().where(Device.state == DeviceState.RESERVED).order_by(Device.id).first()
+    if device is not None:
+        TestJob.update(state=JobState.FINISHED).where(TestJob.id == device.current_job_id).execute()
+        Device.update(state=DeviceState.IDLE, current_job=None).where(Device.id == device.id).execute()
+
+
+def measure(url: str, root: Path, n_devices: int, n_jobs: int, profile: bool) -> dict:
+    from dutlab.service import scheduler
+    from dutlab.service.db import database
+
+    db, settings = _open(url, root)
+    try:
+        t0 = time.perf_counter()
+        counts = build(n_devices, n_jobs)
+        build_s = time.perf_counter() - t0
+        bare = min(bare_select() for _ in range(3))
+        t0 = time.perf_counter()
+        report = scheduler.run_pass(settings)
+        full = time.perf_counter() - t0
+        assigned = len(report.scheduled)
+        t0 = time.perf_counter()
+        busy_report = scheduler.run_pass(settings)
+        busy = time.perf_counter() - t0
+        free_one()
+        t0 = time.perf_counter()
+        one_report = scheduler.run_pass(settings)
+        one = time.perf_counter() - t0
+        top = ""
+        if profile:
+            reset(report.scheduled + one_report.scheduled)
+            prof = cProfile.Profile()
+            prof.runcall(scheduler.run_pass, settings)
+            top = top_frames(prof, 25) + "\n\nby own time:\n" + top_frames(prof, 12, "tottime")
+        return {**counts, "build_s": build_s, "bare_select_s": bare, "full_pass_s": full, "assigned": assigned,
+                "busy_pass_s": busy, "busy_assigned": len(busy_report.scheduled), "one_freed_pass_s": one,
+                "one_freed_assigned": len(one_report.scheduled), "profile": top}
+    finally:
+        if not db.is_closed():
+            db.close()
+        database.initialize(None)
+
+
+def run(ctx: Ctx) -> Section:
+    sec = Section(KEY, TITLE)
+    sizes = SIZES[:1] + SIZES[-1:] if ctx.quick else SIZES
+    results = []
+    for i, (d, j) in enumerate(sizes):
+        root = ctx.work / f"sched-{d}-{j}"
+        url = f"sqlite:///{root / 'sched.sqlite3'}"
+        r = measure(url, root, d, j, profile=(i == len(sizes) - 1))
+        r["backend"] = "sqlite"
+        results.append(r)
+        print(f"    sqlite {d:5} devices {j:6} jobs: full pass {r['full_pass_s'] * 1000:7.1f} ms "
+              f"({r['assigned']} assigned), nothing free {r['busy_pass_s'] * 1000:6.1f} ms, one freed "
+              f"{r['one_freed_pass_s'] * 1000:6.1f} ms, bare select {r['bare_select_s'] * 1000:5.1f} ms", flush=True)
+    ok, why = pg_available()
+    if ok and not ctx.quick:
+        d, j = SIZES[-1]
+        with pg_database() as url:
+            r = measure(url, ctx.work / "sched-pg", d, j, profile=False)
+        r["backend"] = "postgresql"
+        results.append(r)
+        print(f"    postgresql {d} devices {j} jobs: full pass {r['full_pass_s'] * 1000:.1f} ms", flush=True)
+    elif not ok:
+        sec.note(f"PostgreSQL not measured: {why}")
+    smallest = results[0]
+    rows = []
+    for r in results:
+        rows.append([r["backend"], r["devices"], r["jobs"], r["full_pass_s"] * 1000, r["assigned"],
+                     r["assigned"] / r["full_pass_s"], r["full_pass_s"] / smallest["full_pass_s"],
+                     r["busy_pass_s"] * 1000, r["one_freed_pass_s"] * 1000, r["bare_select_s"] * 1000,
+                     r["busy_pass_s"] / r["bare_select_s"]])
+    sec.tables.append("Passes (ms) and growth (× the smallest lab's full pass):\n\n" + md_table(
+        ["backend", "devices", "queued", "full pass ms", "assigned", "assigned/s", "growth ×",
+         "nothing-free pass ms", "one-freed pass ms", "bare select ms", "nothing-free ÷ bare"], rows))
+    big = next((r for r in results if r["backend"] == "sqlite" and (r["devices"], r["jobs"]) == SIZES[-1]), None)
+    if big:
+        sec.add("full pass, 1,000 devices × 10,000 queued (sqlite)", big["full_pass_s"] * 1000, "ms", "<= 100")
+        sec.add("jobs assigned per second in that pass", big["assigned"] / big["full_pass_s"], "jobs/s")
+        sec.add("pass with nothing free, same lab", big["busy_pass_s"] * 1000, "ms")
+        sec.add("pass after one device freed, same lab", big["one_freed_pass_s"] * 1000, "ms")
+        sec.add("nothing-free pass ÷ bare SELECT of the queue", big["busy_pass_s"] / big["bare_select_s"], "×")
+        if big["profile"]:
+            sec.profiles.append("full run_pass, 1,000 devices × 10,000 queued, SQLite (cProfile inflates times)\n"
+                                + big["profile"])
+    pg = next((r for r in results if r["backend"] == "postgresql"), None)
+    if pg:
+        sec.add("full pass, 1,000 devices × 10,000 queued (postgresql)", pg["full_pass_s"] * 1000, "ms", "<= 100")
+    sec.data["runs"] = [{k: v for k, v in r.items() if k != "profile"} for r in results]
+    return sec

@@ -1,0 +1,213 @@
+"""3. Submission rate: jobs/s accepted over REST and XML-RPC by 1, 4 and 16 concurrent clients.
+
+The job is the standard QEMU job (full validation: schema, device type, tags, owners). Its device
+exists but its worker is offline, so jobs stay queued while the queue consumer runs the scheduling
+pass each submission triggers (as in production). Clients are separate processes (loadgen.py,
+keep-alive connections) on the same 2 cores as the server. Baseline: GET /api/v1/system/version
+through the same server, harness and concurrency — the local ceiling of the WSGI stack.
+Then one submission path is profiled in-process (cProfile, the app called through WSGI).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import time
+import xmlrpc.client
+from pathlib import Path
+
+from benchlib import (
+    BIN,
+    QEMU_DICTIONARY,
+    Ctx,
+    Lab,
+    RssSampler,
+    Section,
+    in_process_server,
+    md_table,
+    pct,
+    pg_available,
+    pg_database,
+    profile_top,
+    standard_job_text,
+)
+
+KEY = "submission"
+TITLE = "Submission rate"
+HERE = Path(__file__).resolve().parent
+
+
+def rpc_available(lab: Lab) -> tuple[bool, str]:
+    client = lab.client()
+    body = xmlrpc.client.dumps((), "system.listMethods")
+    try:
+        status, _, raw = client.request("POST", "/RPC2", body, ctype="text/xml", auth=_basic(lab), expect=())
+    finally:
+        client.close()
+    if status == 404:
+        return False, "/RPC2 is not served yet (api/rpc2.py is being written)"
+    if status != 200:
+        return False, f"/RPC2 answered HTTP {status}"
+    try:
+        methods = xmlrpc.client.loads(raw)[0][0]
+    except (xmlrpc.client.Fault, xmlrpc.client.ResponseError, IndexError) as exc:
+        return False, f"/RPC2 system.listMethods failed: {exc}"
+    if "scheduler.jobs.submit" not in methods:
+        return False, "/RPC2 has no scheduler.jobs.submit yet"
+    return True, ""
+
+
+def _basic(lab: Lab) -> str:
+    return "Basic " + base64.b64encode(f"admin:{lab.token}".encode()).decode()
+
+
+def measure(ctx: Ctx, lab: Lab, mode: str, clients: int, duration: float, body: Path | None) -> dict:
+    nproc = min(clients, 4)
+    per = clients // nproc
+    start_at = time.time() + 1.5
+    names = []
+    for i in range(nproc):
+        name = f"loadgen-{mode}-{clients}-{i}-{lab.tag}"
+        argv = [sys.executable, str(HERE / "loadgen.py"), "--url", lab.url, "--mode", mode, "--threads", str(per),
+                "--start-at", str(start_at), "--duration", str(duration),
+                "--auth", _basic(lab) if mode == "rpc" else f"Token {lab.token}"]
+        if body:
+            argv += ["--body-file", str(body)]
+        ctx.procs.spawn(name, argv, lab.root / f"{name}.out")
+        names.append(name)
+    count = errors = 0
+    lat: list[float] = []
+    sample = []
+    for name in names:
+        proc = ctx.procs.procs[name]
+        proc.wait(duration + 90)
+        ctx.procs.stop(name)
+        text = (lab.root / f"{name}.out").read_text().strip().splitlines()
+        out = json.loads(text[-1]) if text else {"count": 0, "errors": 0, "latencies": [], "error_sample": []}
+        count += out["count"]
+        errors += out["errors"]
+        lat += out["latencies"]
+        sample += out["error_sample"]
+    return {"mode": mode, "clients": clients, "rate": count / duration, "count": count, "errors": errors,
+            "p50_ms": pct(lat, 50) * 1000 if lat else None, "p99_ms": pct(lat, 99) * 1000 if lat else None,
+            "error_sample": sample[:1]}
+
+
+def queue_backlog(lab: Lab) -> int | None:
+    """Tasks waiting in the SqliteHuey queue (scheduling passes the consumer has not run yet)."""
+    import sqlite3
+
+    path = lab.root / "data" / "queue.sqlite3"
+    if not path.exists():
+        return None
+    try:
+        with sqlite3.connect(path, timeout=5) as conn:
+            return conn.execute("SELECT COUNT(*) FROM task").fetchone()[0]
+    except sqlite3.Error:
+        return None
+
+
+def run_backend(ctx: Ctx, sec: Section, backend: str, database: str, clients: list[int],
+                duration: float, job_file: Path) -> list[dict]:
+    lab = ctx.lab(f"submit-{backend}", database=database).start()
+    results = []
+    try:
+        lab.add_device_type("qemu", disable_health_checks=True)
+        lab.add_worker("w1")  # never started: jobs stay queued
+        lab.add_device("qemu01", "qemu", "w1", QEMU_DICTIONARY, health="Good")
+        rpc, why = rpc_available(lab)
+        if not rpc:
+            sec.note(f"XML-RPC on {backend} not measured: {why}")
+        modes = ["version", "rest"] + (["rpc"] if rpc else [])
+        with RssSampler(lambda: {"serve": lab.pid("serve"), "consumer": lab.pid("consumer")}) as rss:
+            for c in clients:
+                for mode in modes:
+                    r = measure(ctx, lab, mode, c, duration, None if mode == "version" else job_file)
+                    r["backend"] = backend
+                    r["backlog_after"] = queue_backlog(lab)
+                    results.append(r)
+                    print(f"    {backend} {mode:7} {c:2} clients: {r['rate']:7.1f}/s  errors {r['errors']}"
+                          f"  p50 {r['p50_ms'] or 0:.1f} ms  backlog {r['backlog_after']}", flush=True)
+                    if r["errors"]:
+                        sec.note(f"{backend} {mode} × {c}: {r['errors']} errors, e.g. {r['error_sample']}")
+        ctx.shared.setdefault("server_peak_kb", {})[f"submission ({backend})"] = rss.peak
+    finally:
+        lab.stop()
+    if backend == "sqlite":
+        ctx.shared["submit_lab_config"] = lab.config
+    return results
+
+
+def profile_submissions(ctx: Ctx, config: Path, text: str, n: int) -> tuple[float, str]:
+    """cProfile of `n` submissions through the app in this process (no HTTP, no other process)."""
+    from dutlab.service.auth import create_token
+    from dutlab.service.models import User
+
+    with in_process_server(config) as call:
+        user = User.get(User.username == "admin")
+        _, secret = create_token(user, "bench-profile")
+        body = text.encode()
+        call("POST", "/api/v1/jobs", body, "application/yaml", f"Token {secret}")  # warm caches
+
+        def go() -> float:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                status, out = call("POST", "/api/v1/jobs", body, "application/yaml", f"Token {secret}")
+                if not status.startswith("201"):
+                    raise RuntimeError(f"in-process submit: {status} {out[:200]!r}")
+            return time.perf_counter() - t0
+
+        plain = go()
+        _, top = profile_top(go, limit=18)
+    return n / plain, top
+
+
+def run(ctx: Ctx) -> Section:
+    sec = Section(KEY, TITLE)
+    clients = [1, 4] if ctx.quick else [1, 4, 16]
+    duration = 1.0 if ctx.quick else 2.5
+    text, origin = standard_job_text()
+    job_file = ctx.work / "submit-job.yaml"
+    job_file.parent.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(text)
+    sec.note(f"job: {origin} ({len(text)} bytes); {duration:.1f} s per measurement; "
+             f"client processes: min(clients, 4), {BIN.name}/python")
+    rows, results = [], []
+    results += run_backend(ctx, sec, "sqlite", "", clients, duration, job_file)
+    ok, why = pg_available()
+    if ok:
+        with pg_database() as url:
+            results += run_backend(ctx, sec, "postgresql", url, clients, duration, job_file)
+    else:
+        sec.note(f"PostgreSQL not measured: {why}")
+    base = {(r["backend"], r["clients"]): r["rate"] for r in results if r["mode"] == "version"}
+    for r in results:
+        ceiling = base.get((r["backend"], r["clients"]))
+        r["ratio_to_version"] = r["rate"] / ceiling if ceiling and r["mode"] != "version" else None
+        rows.append([r["backend"], {"version": "GET version (ceiling)", "rest": "REST submit",
+                                    "rpc": "XML-RPC submit"}[r["mode"]], r["clients"], r["rate"],
+                     r["ratio_to_version"] if r["ratio_to_version"] is not None else "—",
+                     r["p50_ms"] or "—", r["p99_ms"] or "—", r["errors"], r["backlog_after"]])
+    for backend in ("sqlite", "postgresql"):
+        for mode, label in (("rest", "REST"), ("rpc", "XML-RPC")):
+            one = [r for r in results if r["backend"] == backend and r["mode"] == mode and r["clients"] == 1]
+            if not one:
+                continue
+            sec.add(f"{label} submit, 1 client, {backend}", one[0]["rate"], "jobs/s", ">= 600")
+            best = max((r for r in results if r["backend"] == backend and r["mode"] == mode), key=lambda r: r["rate"])
+            sec.add(f"{label} submit, best ({best['clients']} clients), {backend}", best["rate"], "jobs/s")
+            sec.add(f"{label} submit / GET version, 1 client, {backend}", one[0]["ratio_to_version"], "×")
+        ceiling = base.get((backend, 1))
+        if ceiling:
+            sec.add(f"GET version (local ceiling), 1 client, {backend}", ceiling, "req/s")
+    sec.tables.append("All runs:\n\n" + md_table(
+        ["backend", "request", "clients", "per s", "÷ ceiling", "p50 ms", "p99 ms", "errors",
+         "passes queued after"], rows))
+    sec.data["runs"] = results
+    config = ctx.shared.get("submit_lab_config")
+    if config:
+        rate, top = profile_submissions(ctx, config, text, 50 if ctx.quick else 200)
+        sec.add("in-process submit rate (app only, no HTTP, no other process), sqlite", rate, "jobs/s")
+        sec.profiles.append(f"POST /api/v1/jobs in-process, SQLite (cumulative)\n{top}")
+    return sec
