@@ -1,0 +1,419 @@
+"""lavacli 3.1.0, run unchanged as a subprocess, against a live dutlab server over /RPC2.
+
+The test plays the worker itself through /internal/v1 (docs/worker-api.md) so a job can be
+Running and stream its log while lavacli follows it; no device is needed. The expected output
+is what lavacli prints for LAVA's answers in the same situation (lava-interfaces.md §1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labtools import LabServer, http
+
+LAVACLI = Path(sys.executable).parent / "lavacli"
+QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"
+JOB = """\
+job_name: lavacli job
+device_type: qemu
+visibility: public
+timeouts:
+  job: {minutes: 5}
+context: {arch: amd64}
+actions:
+- boot: {method: qemu, media: tmpfs, prompts: ['# ']}
+"""
+
+
+# Helpers ##########################################################################
+
+
+@dataclass
+class Lavacli:
+    """lavacli with its own XDG_CONFIG_HOME; identity `dutlab` is the lab's admin."""
+
+    lab: LabServer
+    home: Path
+    env: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # unbuffered: a following `jobs logs` must show lines as they arrive, not when it exits
+        self.env = {**os.environ, "XDG_CONFIG_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        self.env.pop("FORCE_COLOR", None)
+
+    def identity(self, name: str, username: str | None = None, token: str | None = None) -> None:
+        extra = ["--username", username, "--token", token] if username else []
+        self.run("identities", "add", name, "--uri", f"{self.lab.url}/RPC2", *extra, identity=None)
+
+    def cmd(self, args: tuple[str, ...], identity: str | None) -> list[str]:
+        return [str(LAVACLI), *(["-i", identity] if identity else []), *args]
+
+    def run(self, *args: str, identity: str | None = "dutlab", ok: bool | None = True,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.cmd(args, identity), capture_output=True, text=True, env=self.env,
+                              timeout=timeout)
+        if ok is not None and (proc.returncode == 0) != ok:
+            raise AssertionError(f"lavacli {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n"
+                                 f"{proc.stderr}\n{self.lab.log('serve')}")
+        return proc
+
+    def fails(self, *args: str, identity: str | None = "dutlab") -> str:
+        """stderr of a command that must fail (lavacli exits 1 and prints the fault)."""
+        proc = self.run(*args, identity=identity, ok=False)
+        assert proc.returncode == 1
+        return proc.stderr.strip()
+
+    def popen(self, *args: str, identity: str = "dutlab") -> Follower:
+        return Follower(subprocess.Popen(self.cmd(args, identity), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True, env=self.env))
+
+
+class Follower:
+    """A running lavacli whose output is read as it comes, character by character (`jobs wait`
+    prints the state name without a newline)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.text = ""
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while char := self.proc.stdout.read(1):
+            with self.lock:
+                self.text += char
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.text:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"lavacli did not print {text!r}; so far: {self.text!r}")
+            time.sleep(0.05)
+
+    def finish(self, timeout: float = 60) -> tuple[int, list[str], str]:
+        code = self.proc.wait(timeout)
+        self.reader.join(10)
+        return code, self.text.splitlines(), self.proc.stderr.read()
+
+
+def record(msg: object, lvl: str = "target") -> str:
+    return json.dumps({"dt": dt.datetime.now(dt.UTC).isoformat(), "lvl": lvl, "msg": msg})
+
+
+class FakeWorker:
+    """The worker side of docs/worker-api.md, driven by the test."""
+
+    def __init__(self, lab: LabServer, name: str, token: str) -> None:
+        self.lab, self.name, self.token = lab, name, token
+        self.job_tokens: dict[int, str] = {}
+        self.lines: dict[int, int] = {}
+
+    def poll(self, wait: float = 0) -> dict:
+        r = http("POST", f"{self.lab.url}/internal/v1/workers/{self.name}/poll",
+                 {"protocol": 1, "version": "fake", "running": list(self.job_tokens), "wait": wait},
+                 auth=f"Worker {self.token}")
+        assert r.status == 200, r.text
+        return r.json()
+
+    def start(self, tries: int = 30) -> int:
+        """Take the next job, fetch it and report it Running; return its id."""
+        for _ in range(tries):
+            offers = self.poll(wait=1)["start"]
+            if offers:
+                [offer] = offers
+                job_id = offer["id"]
+                self.job_tokens[job_id] = offer["token"]
+                assert self.call(job_id, "GET", "").status == 200
+                assert self.call(job_id, "POST", "/state", {"state": "Running"}).status == 200
+                self.lines[job_id] = 0
+                return job_id
+        raise AssertionError(f"no job offered:\n{self.lab.log('serve')}\n{self.lab.log('consumer')}")
+
+    def call(self, job_id: int, method: str, suffix: str, body=None):
+        return http(method, f"{self.lab.url}/internal/v1/jobs/{job_id}{suffix}", body,
+                    auth=f"Job {self.job_tokens[job_id]}")
+
+    def log(self, job_id: int, *records: str) -> None:
+        r = self.call(job_id, "POST", "/logs", {"index": self.lines[job_id], "lines": list(records)})
+        assert r.status == 200, r.text
+        self.lines[job_id] = r.json()["line_count"]
+
+    def finish(self, job_id: int, result: str = "pass", error_type: str = "", error_msg: str = "") -> None:
+        r = self.call(job_id, "POST", "/finish", {"result": result, "error_type": error_type,
+                                                   "error_msg": error_msg, "log_line_count": self.lines[job_id]})
+        assert r.status == 200, r.text
+        del self.job_tokens[job_id]
+
+
+@pytest.fixture
+def cli(lab_server, tmp_path) -> Lavacli:
+    cli = Lavacli(lab_server, tmp_path / "xdg")
+    cli.identity("dutlab", "admin", lab_server.admin_token)
+    cli.identity("anonymous")
+    return cli
+
+
+@pytest.fixture
+def lab(lab_server, tmp_path) -> LabServer:
+    """A qemu device on worker w1, which the test drives as `lab.worker`."""
+    lab_server.manage("device-types", "add", "qemu", "--disable-health-checks")
+    token = lab_server.manage("workers", "add", "w1").stdout.strip().split()[-1]
+    path = tmp_path / "qemu01.jinja2"
+    path.write_text(QEMU_DICT)
+    lab_server.manage("devices", "add", "qemu01", "--device-type", "qemu", "--worker", "w1", "--dictionary", str(path))
+    # Offline until the test polls as the worker: jobs stay Submitted until then
+    lab_server.worker = FakeWorker(lab_server, "w1", token)
+    return lab_server
+
+
+def job_file(tmp_path: Path, text: str = JOB, name: str = "job.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def submit(cli: Lavacli, tmp_path: Path, text: str = JOB) -> int:
+    return int(cli.run("jobs", "submit", job_file(tmp_path, text)).stdout.strip())
+
+
+# Identities, system ###############################################################
+
+
+def test_identities_version_whoami(cli, lab_server):
+    config = yaml.safe_load((cli.home / "lavacli.yaml").read_text())
+    assert config["dutlab"] == {"uri": f"{lab_server.url}/RPC2", "username": "admin",
+                                "token": lab_server.admin_token}
+    assert config["anonymous"] == {"uri": f"{lab_server.url}/RPC2"}
+    assert cli.run("system", "version").stdout == "2025.12\n"
+    assert cli.run("system", "api").stdout == "2\n"
+    assert cli.run("system", "whoami").stdout == "admin\n"
+    assert cli.run("system", "whoami", identity="anonymous").stdout == "<AnonymousUser>\n"
+    # --uri works without any identity, as against LAVA
+    out = cli.run("--uri", f"{lab_server.url}/RPC2/", "system", "version", identity=None).stdout
+    assert out == "2025.12\n"
+
+
+def test_wrong_token_is_an_http_401(cli, lab_server):
+    cli.identity("wrong", "admin", "not-the-token")
+    err = cli.fails("system", "version", identity="wrong")
+    assert err.startswith("Unable to connect: 401 Client Error: Unauthorized for url:"), err
+    # a valid token of another user is wrong too: the username must match
+    bob = lab_server.add_user("bob")
+    cli.identity("mixed", "admin", bob)
+    assert "401" in cli.fails("system", "whoami", identity="mixed")
+
+
+# Jobs #############################################################################
+
+
+def test_submit_show_list_definition_cancel_resubmit(cli, lab, tmp_path):
+    job_id = submit(cli, tmp_path)
+    url = cli.run("jobs", "submit", "--url", job_file(tmp_path)).stdout.strip()
+    assert url == f"http://127.0.0.1:{lab.port}/scheduler/job/{job_id + 1}"
+    assert http("GET", url).json()["id"] == job_id + 1  # the link leads to the job
+
+    show = cli.run("jobs", "show", str(job_id)).stdout.splitlines()
+    assert len(show) == 14 and show[11].startswith("submit time : 20")
+    assert show[:11] + show[12:] == [
+        f"id          : {job_id}", "description : lavacli job", "submitter   : admin", "device-type : qemu",
+        "device      : None", "health-check: False", "state       : Submitted", "Health      : Unknown",
+        "pipeline    : True", "tags        : []", "visibility  : Public", "start time  : None", "end time    : None"]
+
+    data = json.loads(cli.run("jobs", "show", str(job_id), "--json").stdout)
+    assert set(data) == {"id", "description", "device", "device_type", "health_check", "pipeline", "health",
+                         "state", "submitter", "submit_time", "start_time", "end_time", "tags", "visibility",
+                         "failure_comment", "error_msg", "error_type"}
+    assert data["submit_time"].startswith("20") and "T" in data["submit_time"] and data["end_time"] is None
+    assert yaml.safe_load(cli.run("jobs", "show", str(job_id), "--yaml").stdout)["state"] == "Submitted"
+
+    assert cli.run("jobs", "definition", str(job_id)).stdout == JOB + "\n"
+    queue_out = cli.run("jobs", "queue", "qemu").stdout.splitlines()
+    assert queue_out[0] == "Jobs (from 1 to 25):" and f"* {job_id}: admin (lavacli job) - qemu" in queue_out
+
+    assert cli.run("jobs", "cancel", str(job_id + 1)).stdout == ""
+    listed = cli.run("jobs", "list").stdout.splitlines()
+    assert listed == ["Jobs (from 1 to 25):", f"* {job_id + 1}: Finished,Canceled [admin] (lavacli job) - qemu",
+                      f"* {job_id}: Submitted,Unknown [admin] (lavacli job) - qemu"]
+    assert cli.run("jobs", "list", "--state", "FINISHED", "--health", "CANCELED").stdout.splitlines()[1:] == \
+        [f"* {job_id + 1}: Finished,Canceled [admin] (lavacli job) - qemu"]
+    assert cli.run("jobs", "list", "--state", "RUNNING").stdout.splitlines() == ["Jobs (from 1 to 25):"]
+    verbose = json.loads(cli.run("jobs", "list", "--verbose", "--json", "--limit", "1").stdout)
+    assert [set(j) for j in verbose] == [{"id", "description", "device_type", "health", "state", "submitter",
+                                          "actual_device", "start_time", "end_time", "error_msg", "error_type"}]
+    assert cli.run("jobs", "cancel", str(job_id + 1)).returncode == 0  # finished: silently ignored
+
+    new = int(cli.run("jobs", "resubmit", str(job_id + 1)).stdout.strip())
+    assert new == job_id + 2
+    assert cli.run("jobs", "definition", str(new)).stdout == JOB + "\n"
+    # the configuration exists once a job has started
+    err = cli.fails("jobs", "config", str(job_id))
+    assert err == f"Unable to call 'jobs.config': <Fault 404: \"Job '{job_id}' has not started yet\">"
+
+
+def test_follow_streams_a_running_job_until_it_finishes(cli, lab, tmp_path):
+    follower = cli.popen("jobs", "submit", job_file(tmp_path), "--follow", "--polling", "1")
+    worker = lab.worker
+    job_id = worker.start()
+    worker.log(job_id, *(record(f"boot line {i}") for i in range(5)))
+    follower.wait_for("boot line 4")  # printed while the job still runs
+    assert follower.proc.poll() is None
+    wait = cli.popen("jobs", "wait", str(job_id), "--polling", "1")
+    wait.wait_for("Running")
+    worker.log(job_id, record("start: 1 test", "info"),
+               record({"definition": "0_smoke", "case": "ok", "result": "pass"}, "results"),
+               record({"definition": "0_smoke", "case": "speed", "result": "pass", "measurement": 12.5,
+                       "units": "MB/s"}, "results"),
+               record({"definition": "0_smoke", "case": "bad", "result": "fail"}, "results"))
+    follower.wait_for("'case': 'bad'")
+    worker.log(job_id, record({"definition": "lava", "case": "job", "result": "fail"}, "results"),
+               record("the end", "error"))
+    worker.finish(job_id, "fail", "Test", "a test failed")
+    code, lines, err = follower.finish()
+    assert code == 0, err
+    boot = [line for line in lines if "boot line" in line]
+    assert [b.split(" ", 1)[1] for b in boot] == [f"boot line {i}" for i in range(5)]  # once each, in order
+    assert lines[-2].endswith(" the end")
+    assert lines[-1].endswith(" [lavacli] Failure comment: a test failed")
+    code, waited, _ = wait.finish()
+    assert code == 0 and waited[0].startswith("Running")
+
+    # the whole log again, and slices of it by line number
+    everything = cli.run("jobs", "logs", str(job_id)).stdout.splitlines()
+    assert everything[:-1] == lines[:-1] and len(everything) == 12  # the comment line has a new time
+    part = cli.run("jobs", "logs", str(job_id), "--start", "2", "--end", "4", "--polling", "1").stdout.splitlines()
+    assert [p.split(" ", 1)[1] for p in part[:2]] == ["boot line 2", "boot line 3"]
+    assert len(part) == 3 and "Failure comment" in part[2]  # printed once the job is finished
+    results = cli.run("jobs", "logs", str(job_id), "--filters", "results", "--no-follow").stdout.splitlines()
+    assert len(results) == 4 and all("'definition'" in r for r in results)
+    raw = yaml.safe_load(cli.run("jobs", "logs", str(job_id), "--raw", "--start", "10").stdout)
+    assert raw[0] == {"dt": raw[0]["dt"], "lvl": "error", "msg": "the end"} and len(raw) == 2
+
+    show = json.loads(cli.run("jobs", "show", str(job_id), "--json").stdout)
+    assert (show["state"], show["health"], show["device"]) == ("Finished", "Incomplete", "qemu01")
+    assert (show["failure_comment"], show["error_type"], show["error_msg"]) == ("a test failed", "Test",
+                                                                                 "a test failed")
+    assert cli.run("jobs", "wait", str(job_id)).stdout == ""  # already finished: returns at once
+    assert cli.run("jobs", "list", "--health", "INCOMPLETE").stdout.splitlines()[1:] == \
+        [f"* {job_id}: Finished,Incomplete [admin] (lavacli job) - qemu"]
+
+    dest = tmp_path / "config"
+    cli.run("jobs", "config", str(job_id), "--dest", str(dest))
+    assert sorted(p.name for p in dest.iterdir()) == ["definition.yaml", "device.yaml"]
+    assert "qemu-system-x86_64" in (dest / "device.yaml").read_text()
+
+    # results, as lavacli prints them from LAVA's export dicts
+    assert cli.run("results", str(job_id)).stdout.splitlines() == [
+        "Results:", "* 0_smoke.ok [pass]", "* 0_smoke.speed [pass]", "* 0_smoke.bad [fail]", "* lava.job [fail]"]
+    assert cli.run("results", str(job_id), "0_smoke").stdout.splitlines()[1:] == [
+        "* 0_smoke.ok [pass]", "* 0_smoke.speed [pass]", "* 0_smoke.bad [fail]"]
+    assert cli.run("results", str(job_id), "0_smoke", "bad").stdout == "fail\n"
+    [speed] = yaml.safe_load(cli.run("results", str(job_id), "0_smoke", "speed", "--yaml").stdout)
+    assert set(speed) == {"name", "job", "suite", "result", "measurement", "unit", "level", "url", "id", "logged",
+                          "log_start_line", "log_end_line", "metadata"}
+    assert (float(speed["measurement"]), speed["unit"], speed["job"]) == (12.5, "MB/s", str(job_id))
+    assert json.loads(cli.run("results", str(job_id), "lava", "--json").stdout)[0]["name"] == "job"
+    err = cli.fails("results", str(job_id), "nope")
+    assert err.startswith("Unable to call 'results': <Fault 404:"), err
+
+
+def test_logs_no_follow_on_a_running_job_and_wait_timeout(cli, lab, tmp_path):
+    job_id = submit(cli, tmp_path)
+    worker = lab.worker
+    assert worker.start() == job_id
+    # nothing logged yet: nothing printed, and --no-follow returns at once
+    assert cli.run("jobs", "logs", str(job_id), "--no-follow").stdout == ""
+    worker.log(job_id, record("hello"))
+    out = cli.run("jobs", "logs", str(job_id), "--no-follow").stdout.splitlines()
+    assert len(out) == 1 and out[0].endswith(" hello")
+    proc = cli.run("jobs", "wait", str(job_id), "--polling", "1", "--timeout", "1", ok=False)
+    assert proc.returncode == 1 and proc.stdout.startswith("Running") and proc.stdout.endswith("timeout!\n")
+    worker.finish(job_id)
+    assert json.loads(cli.run("jobs", "show", str(job_id), "--json").stdout)["health"] == "Complete"
+
+
+def test_validate_and_unsupported_actions(cli, lab, tmp_path):
+    assert cli.run("jobs", "validate", job_file(tmp_path)).stdout == ""
+    bad = JOB.replace("method: qemu", "method: u-boot")
+    proc = cli.run("jobs", "validate", job_file(tmp_path, bad, "bad.yaml"), ok=False)
+    assert proc.stdout.splitlines()[0] == "key: actions[0].boot.method"
+    assert proc.stdout.splitlines()[1].startswith("msg: The boot method 'u-boot' is a LAVA method dutlab does not")
+    assert "qemu" in proc.stdout and "minimal" in proc.stdout  # what is supported
+    err = cli.fails("jobs", "submit", job_file(tmp_path, bad, "bad.yaml"))
+    assert err.startswith(f"Unable to submit {tmp_path}/bad.yaml: <Fault 400: \"Problem with submitted job data: "
+                          "actions[0].boot.method: The boot method 'u-boot'"), err
+    missing = JOB.replace("device_type: qemu", "device_type: beagle")
+    err = cli.fails("jobs", "submit", job_file(tmp_path, missing, "missing.yaml"))
+    assert "<Fault 404: \"Specified device or device type not found" in err
+    # the definition is checked before anything is stored
+    assert cli.run("jobs", "list").stdout.splitlines() == ["Jobs (from 1 to 25):"]
+
+
+def test_errors_lavacli_prints_as_against_lava(cli, lab, tmp_path):
+    err = cli.fails("jobs", "show", "999")
+    assert err == "Unable to call 'jobs.show': <Fault 404: \"Job '999' was not found.\">"
+    assert cli.fails("jobs", "logs", "nope").endswith("<Fault 404: \"Job 'nope' was not found.\">")
+    err = cli.fails("jobs", "submit", job_file(tmp_path), identity="anonymous")
+    assert err.endswith("<Fault 401: 'Authentication with user and token required for this API.'>"), err
+    assert "<Fault 401:" in cli.fails("results", "1", identity="anonymous")
+
+    bob = lab.add_user("bob")
+    cli.identity("bob", "bob", bob)
+    err = cli.fails("devices", "add", "qemu09", "--type", "qemu", "--worker", "w1", identity="bob")
+    assert err == ("Unable to call 'devices.add': <Fault 403: \"User 'bob' is missing permission "
+                   "lava_scheduler_app.add_device.\">")
+    # a device restricted to its owner: bob may neither read its dictionary nor submit to it
+    lab.manage("devices", "update", "qemu01", "--owner", "admin")
+    err = cli.fails("devices", "dict", "get", "qemu01", identity="bob")
+    assert err.startswith("Unable to call 'devices.dict': <Fault 403:"), err
+    err = cli.fails("jobs", "submit", job_file(tmp_path), identity="bob")
+    assert "<Fault 403:" in err and "restricted" in err
+    # bob may not cancel the admin's job
+    job_id = submit(cli, tmp_path)
+    err = cli.fails("jobs", "cancel", str(job_id), identity="bob")
+    assert err == f"Unable to cancel job {job_id}: <Fault 403: 'Permission denied.'>"
+    # a private job is not shown to others
+    private = JOB.replace("visibility: public", "visibility: personal")
+    job_id = submit(cli, tmp_path, private)
+    err = cli.fails("jobs", "show", str(job_id), identity="bob")
+    assert err == f"Unable to call 'jobs.show': <Fault 403: \"Job '{job_id}' not available to user 'bob'.\">"
+    assert f"* {job_id}:" not in cli.run("jobs", "list", identity="bob").stdout
+    assert f"* {job_id}:" in cli.run("jobs", "list").stdout
+
+
+# The reference's QEMU jobs ########################################################
+
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "lava-interfaces.md"
+
+
+def reference_job(section: str) -> str:
+    """The YAML block of §5.7 / §5.8 in the reference, verbatim."""
+    text = REFERENCE.read_text()
+    start = text.index(f"### {section}")
+    block = text[text.index("```yaml\n", start) + 8:]
+    return block[:block.index("```")]
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="the LAVA reference is not next to this checkout")
+@pytest.mark.parametrize("section", ["5.7", "5.8"])
+def test_reference_qemu_jobs_are_accepted(cli, lab, tmp_path, section):
+    text = reference_job(section)
+    # only the URLs change: the image server of the lab instead of LAVA's
+    text = text.replace("http://images.validation.linaro.org/", "http://images.lab.example/")
+    assert "images.lab.example" in text
+    path = job_file(tmp_path, text, f"{section}.yaml")
+    assert cli.run("jobs", "validate", path).stdout == ""
+    job_id = int(cli.run("jobs", "submit", path).stdout.strip())
+    assert cli.run("jobs", "definition", str(job_id)).stdout == text + "\n"
