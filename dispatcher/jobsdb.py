@@ -87,28 +87,36 @@ class JobsDB:
     def close(self) -> None:
         self._db.close()
 
+    # Each change returns the job as stored now, so callers never hold a stale copy.
+
     def add(self, job_id: int, token: str, job_dir: Path) -> Job:
         now = time.time()
         self._db.execute(
             "INSERT OR REPLACE INTO jobs (id, token, job_dir, state, created, updated)"
             " VALUES (?, ?, ?, ?, ?, ?)", (job_id, token, str(job_dir), RUNNING, now, now))
-        job = self.get(job_id)
-        assert job is not None
-        return job
+        return self._get(job_id)
 
-    def set_process(self, job_id: int, pid: int, pgid: int, start_ticks: int | None) -> None:
+    def set_process(self, job_id: int, pid: int, pgid: int, start_ticks: int | None) -> Job:
         self._db.execute("UPDATE jobs SET pid = ?, pgid = ?, start_ticks = ?, updated = ? WHERE id = ?",
                          (pid, pgid, start_ticks, time.time(), job_id))
+        return self._get(job_id)
 
-    def set_state(self, job_id: int, state: str, exit_status: int | None = None) -> None:
+    def set_state(self, job_id: int, state: str, exit_status: int | None = None) -> Job:
         if state not in STATES:
             raise ValueError(f"job state must be one of {', '.join(STATES)}, not '{state}'")
         self._db.execute("UPDATE jobs SET state = ?, exit_status = COALESCE(?, exit_status), updated = ?"
                          " WHERE id = ?", (state, exit_status, time.time(), job_id))
+        return self._get(job_id)
 
     def get(self, job_id: int) -> Job | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job(*row) if row else None
+
+    def _get(self, job_id: int) -> Job:
+        job = self.get(job_id)
+        if job is None:
+            raise KeyError(f"job {job_id} is not in the worker's jobs DB")
+        return job
 
     def all(self) -> list[Job]:
         return [Job(*row) for row in self._db.execute(f"SELECT {_COLUMNS} FROM jobs ORDER BY id")]

@@ -302,7 +302,7 @@ class Worker:
         future, self._poll = self._poll, None
         try:
             reply = future.result()
-        except (ServerUnreachable, ApiError) as exc:
+        except Exception as exc:  # whatever went wrong, the next poll is the retry
             self._poll_failed(exc)
             return
         if self._poll_failing_since:
@@ -383,8 +383,7 @@ class Worker:
             self._finished(run, 127)  # as a shell reports a command it cannot run
             return
         run.popen = popen
-        self.db.set_process(run.job.id, popen.pid, popen.pid, process_start_ticks(popen.pid))
-        run.job = self._row(run.job.id)
+        run.job = self.db.set_process(run.job.id, popen.pid, popen.pid, process_start_ticks(popen.pid))
         log.info("job %d: started dutlab-run (pid %d)", run.job.id, popen.pid)
         self._watch(run)
 
@@ -394,8 +393,7 @@ class Worker:
             return  # not ours, or already canceling: the grace deadline is running
         log.info("job %d: canceling (SIGTERM to process group %s)", job_id, run.job.pgid)
         _kill_group(run.job, signal.SIGTERM)
-        self.db.set_state(job_id, CANCELING)
-        run.job = self._row(job_id)
+        run.job = self.db.set_state(job_id, CANCELING)
 
     def _enforce_grace(self) -> None:
         for run in self.runs.values():
@@ -412,8 +410,7 @@ class Worker:
             return
         log.warning("job %d: the server no longer knows it; killing it", job_id)
         _kill_group(run.job, signal.SIGKILL)
-        self.db.set_state(job_id, FORGOTTEN)
-        run.job = self._row(job_id)
+        run.job = self.db.set_state(job_id, FORGOTTEN)
 
     # watching processes
 
@@ -435,8 +432,7 @@ class Worker:
         pid = _find_spawned(Path(run.job.job_dir))
         if pid is None:
             return False
-        self.db.set_process(run.job.id, pid, pid, process_start_ticks(pid))
-        run.job = self._row(run.job.id)
+        run.job = self.db.set_process(run.job.id, pid, pid, process_start_ticks(pid))
         return True
 
     def _watch(self, run: Run) -> None:
@@ -481,8 +477,7 @@ class Worker:
         if run.job.state == FORGOTTEN:
             self._cleanup(run.job.id)
             return
-        self.db.set_state(run.job.id, FINISHED, status)
-        run.job = self._row(run.job.id)
+        run.job = self.db.set_state(run.job.id, FINISHED, status)
         self._report(run)
 
     # reporting
@@ -513,11 +508,6 @@ class Worker:
         if run is not None and not self.cfg.keep_jobs:
             shutil.rmtree(run.job.job_dir, ignore_errors=True)
         self.db.remove(job_id)
-
-    def _row(self, job_id: int) -> Job:
-        job = self.db.get(job_id)
-        assert job is not None
-        return job
 
 
 def _resolve(command: str) -> list[str]:
