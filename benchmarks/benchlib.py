@@ -386,7 +386,7 @@ class Lab:
         self.api("POST", "/api/v1/devices", {"hostname": hostname, "device_type": device_type, "worker": worker,
                                              "dictionary": dictionary, **fields})
 
-    def start_worker(self, name: str) -> subprocess.Popen:
+    def start_worker(self, name: str, *extra: str) -> subprocess.Popen:
         """The real dutlab-worker for `name` (documented CLI, docs/worker.md)."""
         token_file = self.root / f"{name}.token"
         token_file.write_text(self.workers[name] + "\n")
@@ -395,7 +395,20 @@ class Lab:
         self.names.append(key)
         return self.procs.spawn(key, [str(BIN / "dutlab-worker"), "--url", self.url, "--name", name,
                                       "--token-file", str(token_file), "--work-dir", str(self.root / f"w-{name}"),
-                                      "--level", "WARNING"], self.root / f"worker-{name}.log")
+                                      "--level", "WARNING", *extra], self.root / f"worker-{name}.log")
+
+    def stop_worker(self, name: str) -> None:
+        key = f"worker-{name}-{self.tag}"
+        self.procs.stop(key)
+        if key in self.names:
+            self.names.remove(key)
+
+    def wait_worker_online(self, name: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while self.api("GET", f"/api/v1/workers/{name}")["state"] != "Online":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dutlab-worker {name} did not come online:\n{self.log('worker-' + name)}")
+            time.sleep(0.05)
 
     def worker_pid(self, name: str) -> int:
         return self.procs.pid(f"worker-{name}-{self.tag}")
@@ -560,7 +573,12 @@ def profile_top(fn: Callable[[], Any], limit: int = 12, sort: str = "cumulative"
     return result, top_frames(prof, limit, sort)
 
 
-def top_frames(prof: cProfile.Profile, limit: int = 12, sort: str = "cumulative") -> str:
+def file_frames(path: Path, limit: int = 12, sort: str = "cumulative") -> str:
+    """top_frames of a profile saved with `python -m cProfile -o`."""
+    return top_frames(str(path), limit, sort)
+
+
+def top_frames(prof: cProfile.Profile | str, limit: int = 12, sort: str = "cumulative") -> str:
     buf = io.StringIO()
     stats = pstats.Stats(prof, stream=buf)
     stats.sort_stats(sort).print_stats(limit)
@@ -682,6 +700,42 @@ def machine_info() -> dict[str, Any]:
     import sqlite3
     info["sqlite"] = sqlite3.sqlite_version
     return info
+
+
+def calibrate() -> dict[str, float]:
+    """How fast this machine is right now: a fixed pure-Python loop and 200 SQLite commits (ms, best of 3).
+
+    Taken at the start and the end of a run: when they differ, the load on the machine changed
+    while the benchmarks ran, and figures from different sections compare less well.
+    """
+    import sqlite3
+    import tempfile
+
+    def loop() -> float:
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(300_000):
+            total += i * i % 7
+        return (time.perf_counter() - t0) * 1000
+
+    def commits() -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            conn = sqlite3.connect(Path(tmp) / "c.sqlite3", isolation_level=None)
+            conn.execute("PRAGMA journal_mode=wal")
+            conn.execute("PRAGMA synchronous=normal")
+            conn.execute("CREATE TABLE t (x INTEGER)")
+            t0 = time.perf_counter()
+            for i in range(200):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO t VALUES (?)", (i,))
+                conn.execute("COMMIT")
+            elapsed = (time.perf_counter() - t0) * 1000
+            conn.close()
+        return elapsed
+
+    return {"python_loop_ms": round(min(loop() for _ in range(3)), 1),
+            "sqlite_200_commits_ms": round(min(commits() for _ in range(3)), 1),
+            "loadavg_1min": round(os.getloadavg()[0], 2)}
 
 
 def _pg_version() -> str:

@@ -13,6 +13,7 @@ import json
 import re
 import shlex
 import statistics
+import sys
 import time
 
 import pexpect
@@ -22,6 +23,7 @@ from benchlib import (
     Ctx,
     Section,
     epoch,
+    file_frames,
     md_table,
     qemu_available,
     qemu_lab,
@@ -149,6 +151,19 @@ def dutlab_run(lab, text: str, expected_cases: int) -> dict:
     }
 
 
+def profiled_job(lab, text: str, expected_cases: int) -> str:
+    """One more job with dutlab-run under cProfile (the worker restarted with --run-command)."""
+    prof = lab.root / "dutlab-run.prof"
+    lab.stop_worker("w1")
+    lab.start_worker("w1", "--run-command", f"{sys.executable} -m cProfile -o {prof} -m dutlab.dispatcher.run")
+    lab.wait_worker_online("w1")
+    run = dutlab_run(lab, text, expected_cases)
+    if not prof.exists():
+        return "dutlab-run under cProfile\n(no profile was written)"
+    return (f"one dutlab-run under cProfile, main thread, wall-clock (job total {run['total']:.2f} s; "
+            "waits on the console show as cumulative time)\n" + file_frames(prof, 25))
+
+
 def run(ctx: Ctx) -> Section:
     sec = Section(KEY, TITLE)
     runs = 1 if ctx.quick else 5
@@ -181,6 +196,8 @@ def run(ctx: Ctx) -> Section:
             job_runs.append(dutlab_run(lab, text, len(commands)))
             if not ctx.quick:
                 plain_runs.append(raw_run(plain_argv, prompt, commands))
+        if not ctx.quick:
+            sec.profiles.append(profiled_job(lab, text, len(commands)))
     finally:
         lab.stop()
 

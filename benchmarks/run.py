@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print("machine:", flush=True)
     machine = benchlib.machine_info()
+    machine["calibration_start"] = benchlib.calibrate()
     for k, v in machine.items():
         print(f"  {k}: {v}")
     sections: list[Section] = []
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if pg_started:
             benchlib.stop_postgres(pg_started)
     machine["loadavg_end"] = os.getloadavg()
+    machine["calibration_end"] = benchlib.calibrate()
     machine["total_seconds"] = round(time.monotonic() - started, 1)
     machine["quick"] = args.quick
     write_report(out, machine, sections)
@@ -122,7 +124,8 @@ def write_report(out: Path, machine: dict, sections: list[Section]) -> None:
     lines.append("| machine | |")
     lines.append("|---|---|")
     for key in ("nproc", "memory_mb", "cpu_model", "kernel", "python", "dutlab_version", "git_commit", "git_dirty",
-                "sqlite", "postgresql", "peewee", "qemu", "loadavg_start", "loadavg_end", "calibration"):
+                "sqlite", "postgresql", "peewee", "qemu", "loadavg_start", "loadavg_end", "calibration_start",
+                "calibration_end"):
         if key in machine:
             lines.append(f"| {key} | {machine[key]} |")
     lines += ["", "## Summary", ""]

@@ -134,39 +134,48 @@ def run_backend(ctx: Ctx, sec: Section, backend: str, database: str, clients: li
         ctx.shared.setdefault("server_peak_kb", {})[f"submission ({backend})"] = rss.peak
     finally:
         lab.stop()
-    if backend == "sqlite":
-        ctx.shared["submit_lab_config"] = lab.config
+    prof = profile_backend(lab.config, job_file.read_text(), 20 if ctx.quick else 50)
+    sec.add(f"in-process submit rate (the app alone: no HTTP, no other process), {backend}", prof["submit"], "jobs/s")
+    sec.add(f"in-process GET version rate, {backend}", prof["version"], "req/s")
+    sec.profiles.append(f"POST /api/v1/jobs in-process, {backend}\n{prof['submit_profile']}")
+    if backend != "sqlite":
+        sec.profiles.append(f"GET /api/v1/system/version in-process, {backend}\n{prof['version_profile']}")
     return results
 
 
-def profile_submissions(ctx: Ctx, config: Path, text: str, n: int) -> tuple[float, str]:
-    """cProfile of `n` submissions through the app in this process (no HTTP, no other process)."""
+def profile_backend(config: Path, text: str, n: int) -> dict:
+    """cProfile of `n` submissions and `n` GET version through the app in this process (no HTTP)."""
     from dutlab.service.auth import create_token
     from dutlab.service.models import User
 
+    out = {}
     with in_process_server(config) as call:
         user = User.get(User.username == "admin")
         _, secret = create_token(user, "bench-profile")
         body = text.encode()
-        call("POST", "/api/v1/jobs", body, "application/yaml", f"Token {secret}")  # warm caches
+        for key, method, path, payload, ok in (("submit", "POST", "/api/v1/jobs", body, "201"),
+                                              ("version", "GET", "/api/v1/system/version", b"", "200")):
+            call(method, path, payload, "application/yaml", f"Token {secret}")  # warm caches
 
-        def go() -> float:
-            t0 = time.perf_counter()
-            for _ in range(n):
-                status, out = call("POST", "/api/v1/jobs", body, "application/yaml", f"Token {secret}")
-                if not status.startswith("201"):
-                    raise RuntimeError(f"in-process submit: {status} {out[:200]!r}")
-            return time.perf_counter() - t0
+            def go(method=method, path=path, payload=payload, ok=ok) -> float:
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    status, answer = call(method, path, payload, "application/yaml", f"Token {secret}")
+                    if not status.startswith(ok):
+                        raise RuntimeError(f"in-process {method} {path}: {status} {answer[:200]!r}")
+                return time.perf_counter() - t0
 
-        plain = go()
-        _, top = profile_top(go, limit=18)
-    return n / plain, top
+            out[key] = n / go()
+            _, cumulative = profile_top(go, limit=30)
+            _, own = profile_top(go, limit=12, sort="tottime")
+            out[key + "_profile"] = cumulative + "\n\nby own time:\n" + own
+    return out
 
 
 def run(ctx: Ctx) -> Section:
     sec = Section(KEY, TITLE)
     clients = [1, 4] if ctx.quick else [1, 4, 16]
-    duration = 1.0 if ctx.quick else 2.5
+    duration = 1.0 if ctx.quick else 2.0
     text, origin = standard_job_text()
     job_file = ctx.work / "submit-job.yaml"
     job_file.parent.mkdir(parents=True, exist_ok=True)
@@ -205,9 +214,4 @@ def run(ctx: Ctx) -> Section:
         ["backend", "request", "clients", "per s", "÷ ceiling", "p50 ms", "p99 ms", "errors",
          "passes queued after"], rows))
     sec.data["runs"] = results
-    config = ctx.shared.get("submit_lab_config")
-    if config:
-        rate, top = profile_submissions(ctx, config, text, 50 if ctx.quick else 200)
-        sec.add("in-process submit rate (app only, no HTTP, no other process), sqlite", rate, "jobs/s")
-        sec.profiles.append(f"POST /api/v1/jobs in-process, SQLite (cumulative)\n{top}")
     return sec
