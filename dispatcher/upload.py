@@ -149,7 +149,8 @@ class LogUploader:
                 else:
                     self._pause(self.interval)
                     continue
-            except (ServerUnreachable, ApiError) as exc:
+            except (ServerUnreachable, ApiError, KeyError, TypeError, ValueError) as exc:
+                # (KeyError..ValueError: an answer without a usable line_count; worth a retry)
                 if self._handle_error(exc):
                     continue
                 self._note_failure(exc, delay)

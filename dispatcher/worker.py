@@ -490,8 +490,14 @@ class Worker:
         job_dir = Path(job.job_dir)
         result = final_result(job_dir, job.exit_status)
         # Retried until the server has it: a stopped worker reports again from jobsdb when it starts.
-        while not sync_finished_job(self.cfg.url, job.id, job.token, job_dir / "output", result,
-                                    timeout=REPORT_ATTEMPT):
+        while True:
+            try:
+                if sync_finished_job(self.cfg.url, job.id, job.token, job_dir / "output", result,
+                                     timeout=REPORT_ATTEMPT):
+                    break
+            except OSError as exc:  # the job folder itself is unreadable
+                log.error("job %d: cannot report it: %s; retrying", job.id, exc)
+                time.sleep(POLL_BACKOFF_CAP)
             if self._stop:
                 return
         self._reported.put(job.id)
