@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from huey import Huey
 from huey.storage import MemoryStorage, PriorityRedisStorage, SqliteStorage
 
@@ -20,8 +22,9 @@ def configure(settings: Settings) -> Huey:
     global _settings
     url = settings.queue
     if url.startswith("sqlite:"):
-        path = url.split(":", 1)[1].lstrip("/")
-        huey.storage_class, huey.storage_kwargs = SqliteStorage, {"filename": "/" + path, "timeout": 30}
+        path = Path("/" + url.split(":", 1)[1].lstrip("/"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        huey.storage_class, huey.storage_kwargs = SqliteStorage, {"filename": str(path), "timeout": 30}
     elif url.startswith("redis:"):
         huey.storage_class, huey.storage_kwargs = PriorityRedisStorage, {"url": url}
     else:
