@@ -42,6 +42,9 @@ POLL_REFUSED_RETRY = 30.0
 LIVENESS_INTERVAL = 0.2
 REPORT_ATTEMPT = 60.0
 RUN_LOG_TAIL = 2000
+#: after an offer could not be started, wait this long before polling again (no tight loop)
+START_FAILED_DELAY = 1.0
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -95,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--poll-wait", type=float, help="seconds the server may hold a poll (default 20)")
     p.add_argument("--env-file", help="env.yaml (purge/removes/overrides) for dutlab-run")
     p.add_argument("--log-file", help="log here instead of stderr")
-    p.add_argument("--level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (INFO)")
+    p.add_argument("--level", choices=LEVELS, help="log level (INFO)")
     p.add_argument("--cancel-grace", type=float, help="seconds from SIGTERM to SIGKILL on cancel (30)")
     p.add_argument("--keep-jobs", action="store_true", default=None, help="keep job folders when done")
     p.add_argument("--run-command", help="program that runs one job (default dutlab-run)")
@@ -118,8 +121,13 @@ def _check(cfg: Config) -> None:
     if not cfg.url.startswith(("http://", "https://")):
         raise ConfigError(f"url '{cfg.url}' must start with http:// or https://")
     for key in ("poll_wait", "cancel_grace"):
-        if not isinstance(getattr(cfg, key), (int, float)) or getattr(cfg, key) < 0:
-            raise ConfigError(f"{key} must be a number of seconds, not {getattr(cfg, key)!r}")
+        value = getattr(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{key} must be a number of seconds, not {value!r}")
+    if not isinstance(cfg.keep_jobs, bool):
+        raise ConfigError(f"keep_jobs must be true or false, not {cfg.keep_jobs!r}")
+    if cfg.level not in LEVELS:
+        raise ConfigError(f"level must be one of {', '.join(LEVELS)}, not {cfg.level!r}")
 
 
 # -- one job -------------------------------------------------------------------------------------
@@ -341,12 +349,14 @@ class Worker:
             info = job_client.get(f"/internal/v1/jobs/{job_id}")
         except (ServerUnreachable, ApiError) as exc:
             log.error("job %d: cannot fetch it (%s); the server offers it again", job_id, exc)
+            self._poll_after = time.monotonic() + START_FAILED_DELAY
             return
         job_dir = self.work_dir / "jobs" / str(job_id)
         try:
             self._prepare(job_dir, info, token)
         except OSError as exc:
             log.error("job %d: cannot write its folder %s: %s", job_id, job_dir, exc)
+            self._poll_after = time.monotonic() + START_FAILED_DELAY
             return
         run = Run(self.db.add(job_id, token, job_dir))
         self.runs[job_id] = run

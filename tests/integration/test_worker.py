@@ -372,12 +372,18 @@ def run_worker(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "dutlab-worker"), *args], capture_output=True, text=True, timeout=30)
 
 
-def test_config_refuses_unknown_keys(tmp_path):
+@pytest.mark.parametrize(("extra", "says"), [
+    ({"poll-wiat": 3}, "unknown key 'poll-wiat'"),
+    ({"level": "LOUD"}, "level must be one of DEBUG, INFO, WARNING, ERROR, not 'LOUD'"),
+    ({"keep_jobs": "yes"}, "keep_jobs must be true or false"),
+    ({"cancel-grace": "30s"}, "cancel_grace must be a number of seconds, not '30s'"),
+])
+def test_config_file_is_checked(tmp_path, extra, says):
     cfg = tmp_path / "worker.yaml"
-    cfg.write_text(yaml.safe_dump({"url": "http://x:1", "token_file": "t", "poll-wiat": 3}))
+    cfg.write_text(yaml.safe_dump({"url": "http://x:1", "token_file": "t", **extra}))
     proc = run_worker("--config", str(cfg))
     assert proc.returncode == 2
-    assert "unknown key 'poll-wiat'" in proc.stderr
+    assert says in proc.stderr
 
 
 def test_config_needs_url_and_token_file(tmp_path):
