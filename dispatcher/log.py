@@ -61,6 +61,10 @@ class JobLogger:
         if secret:
             self._secrets += (secret,)
 
+    def mask(self, value: Any) -> Any:
+        """``value`` as the log would show it (secrets replaced)."""
+        return _clean(value, self._secrets)
+
     def log(self, lvl: str, msg: Any) -> int:
         """Write one record and return its 0-based line index."""
         if lvl not in LEVELS:

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.add_secret(token)
     uploader = _start_uploader(args, token)
     started = time.monotonic()
-    result = _run_job(args, logger)
+    result = logger.mask(_run_job(args, logger))  # result.yaml and the server get no secrets either
     (args.output_dir / "result.yaml").write_text(yaml.safe_dump(_result_file(result), sort_keys=False))
     logger.close()
     if uploader is not None:
