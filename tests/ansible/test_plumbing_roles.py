@@ -1,0 +1,239 @@
+"""The lab plumbing roles (ser2net, dhcp, tftp, coordinator, backup), converged on this host.
+
+Each role goes through what an admin relies on: a first converge changes the host, a second one
+changes nothing, `--check --diff` on the converged host changes nothing, and the daemon does its
+job for a real client: a telnet client gets a QEMU guest's shell through ser2net, a DHCP client
+in a network namespace gets its static lease from dnsmasq, a TFTP client there fetches a file,
+`dutlab-coordinator status-check` passes. Every daemon, QEMU, namespace and veth a test starts is
+stopped or removed by the test, whatever the outcome.
+
+Network: consoles and the coordinator listen on free loopback ports; DHCP and TFTP are served
+on the host end of a veth pair whose other end lives in a namespace made for the test
+(10.231.N.0/24, N random, on the veth only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pexpect
+import pytest
+import yaml
+from ansible_harness import REPO, TARGET_PYTHON, play
+
+from labtools import BIN, free_port
+
+pytestmark = pytest.mark.ansible
+
+ROLES = REPO / "collection" / "roles"
+PLUMBING_ROLES = ("ser2net", "dhcp", "tftp", "coordinator", "backup")
+ASSETS = Path(os.environ.get("DUTLAB_ASSETS") or "/var/cache/dutlab/assets") / "amd64"
+
+
+# -- helpers shared with test_plumbing_playbooks.py --------------------------------------------------
+
+def role_play(role: str, variables: dict, *, gather_facts: bool = False) -> list:
+    return [{"name": f"converge {role}", "hosts": "localhost", "gather_facts": gather_facts,
+             "roles": [{"role": f"dutlab.lab.{role}", "vars": variables}]}]
+
+
+def converge_idempotent(plays: list, tmp_path: Path, **kwargs):
+    """Converge, converge again (nothing changes), then --check --diff (nothing would change)."""
+    first = play(plays, tmp_path, cmdline="--diff", **kwargs)
+    assert first.changed, "the first converge changed nothing"
+    second = play(plays, tmp_path, **kwargs)
+    assert second.changed == {}, f"second converge changed: {second.changed_tasks()}"
+    check = play(plays, tmp_path, cmdline="--check --diff", **kwargs)
+    assert check.changed == {}, f"--check on a converged host would change: {check.changed_tasks()}"
+    return first
+
+
+def service(name: str, action: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["service", name, action], capture_output=True, text=True, timeout=60)
+
+
+def pid_of(pidfile: str | Path) -> int | None:
+    try:
+        pid = int(Path(pidfile).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
+@contextlib.contextmanager
+def kept_file(path: str | Path):
+    """Put `path` back as it was (or remove it) when the block ends."""
+    path = Path(path)
+    saved = path.read_bytes() if path.exists() else None
+    try:
+        yield path
+    finally:
+        if saved is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(saved)
+
+
+@contextlib.contextmanager
+def qemu_on_pty(tmp_path: Path):
+    """A QEMU guest whose serial port is a pty: yields the pty's path, kills QEMU at the end."""
+    manifest_file = ASSETS / "manifest.json"
+    if not manifest_file.exists():
+        pytest.skip(f"no QEMU assets in {ASSETS}: run scripts/build-qemu-assets.sh --arch amd64")
+    manifest = json.loads(manifest_file.read_text())
+    if shutil.which(manifest["qemu_binary"]) is None:
+        pytest.skip(f"{manifest['qemu_binary']} is not installed (apt-get install {manifest['qemu_package']})")
+    log = tmp_path / "qemu.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [manifest["qemu_binary"], "-m", "256", "-nodefaults", "-no-reboot",
+             "-kernel", str(ASSETS / "vmlinuz"), "-initrd", str(ASSETS / "initramfs.cpio.gz"),
+             "-append", manifest["kernel_args"], "-serial", "pty", "-monitor", "none", "-display", "none"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r"char device redirected to (/dev/pts/\d+)", log.read_text())):
+            assert proc.poll() is None, f"QEMU exited with {proc.returncode}: {log.read_text()}"
+            assert time.monotonic() < deadline, f"QEMU named no pty in 30 s: {log.read_text()}"
+            time.sleep(0.1)
+        yield found.group(1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+def console_shell(port: int, prompt: str, log: Path) -> pexpect.spawn:
+    """telnet to a console and wait for the guest's shell prompt (it may still be booting)."""
+    client = pexpect.spawn("telnet", ["127.0.0.1", str(port)], encoding="utf-8", timeout=10,
+                           codec_errors="replace", logfile=open(log, "a"))  # noqa: SIM115
+    client.expect("Escape character")
+    deadline = time.monotonic() + 120
+    while True:
+        client.sendline("")
+        try:
+            client.expect_exact(prompt, timeout=3)
+            return client
+        except pexpect.TIMEOUT:
+            assert time.monotonic() < deadline, f"no prompt {prompt!r} on port {port}; see {log}"
+
+
+@contextlib.contextmanager
+def lab_netns():
+    """A namespace with one end of a veth pair; the host end gets 10.231.N.1/24.
+
+    Yields (namespace, host interface, client interface, prefix) where prefix is "10.231.N".
+    """
+    tag = uuid.uuid4().hex[:6]
+    ns, host_if, client_if = f"dlt-{tag}", f"dlh{tag}", f"dlc{tag}"
+    prefix = f"10.231.{random.randint(1, 254)}"
+
+    def ip(*args: str, check: bool = True) -> None:
+        subprocess.run(["ip", *args], check=check, capture_output=True, timeout=30)
+
+    try:
+        ip("netns", "add", ns)
+        ip("link", "add", host_if, "type", "veth", "peer", "name", client_if)
+        ip("link", "set", client_if, "netns", ns)
+        ip("addr", "add", f"{prefix}.1/24", "dev", host_if)
+        ip("link", "set", host_if, "up")
+        ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", ns, "link", "set", client_if, "up")
+        yield ns, host_if, client_if, prefix
+    finally:
+        ip("link", "del", host_if, check=False)
+        ip("netns", "del", ns, check=False)
+
+
+# -- argument specs and lint -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("role", PLUMBING_ROLES)
+def test_argument_specs_match_defaults(role):
+    """meta/argument_specs.yml documents exactly the variables of defaults/main.yml, with the same values."""
+    defaults = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text()) or {}
+    spec = yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())
+    options = spec["argument_specs"]["main"]["options"]
+    optional = {name: opt for name, opt in options.items() if not opt.get("required")}
+    assert sorted(optional) == sorted(defaults), f"{role}: argument_specs and defaults name different variables"
+    for name, opt in optional.items():
+        assert opt.get("default") == defaults[name], f"{role}: {name}: spec default {opt.get('default')!r} " \
+                                                     f"!= defaults/main.yml {defaults[name]!r}"
+    assert all(name.startswith(f"dutlab_{role}_") for name in options), f"{role}: variables must be dutlab_{role}_*"
+
+
+def test_ansible_lint_production():
+    lint = shutil.which("ansible-lint", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if lint is None:
+        pytest.skip("ansible-lint is not installed (pip install ansible-lint)")
+    paths = [f"collection/roles/{role}" for role in PLUMBING_ROLES] + [
+        f"playbooks/{name}.yml" for name in ("plumbing", "backup", "restore", "health-checks", "upgrade")]
+    proc = subprocess.run([lint, "--profile", "production", "--nocolor", *paths], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- ser2net ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def system_ser2net():
+    """This host's ser2net service and /etc/ser2net.yaml, put back as they were afterwards."""
+    if shutil.which("ser2net") is None:
+        pytest.skip("ser2net is not installed (apt-get install ser2net)")
+    with kept_file("/etc/ser2net.yaml"):
+        try:
+            yield
+        finally:
+            service("ser2net", "stop")
+
+
+def ser2net_vars(tmp_path: Path, boards: list) -> dict:
+    return {"dutlab_ser2net_boards": boards, "dutlab_ser2net_trace_dir": str(tmp_path / "trace")}
+
+
+def test_ser2net_console_of_a_qemu_board(system_ser2net, tmp_path):
+    port = free_port()
+    with qemu_on_pty(tmp_path) as pty:
+        board = {"name": "qemu-board-01", "device": pty, "port": port, "trace": True}
+        plays = role_play("ser2net", ser2net_vars(tmp_path, [board]))
+        converge_idempotent(plays, tmp_path)
+        config = yaml.safe_load(Path("/etc/ser2net.yaml").read_text().replace("&qemu-board-01", ""))
+        assert config["connection"]["accepter"] == f"telnet(rfc2217),tcp,127.0.0.1,{port}"
+        assert config["connection"]["connector"] == f"serialdev,{pty},115200n81,local"
+
+        pid = pid_of("/run/ser2net.pid")
+        assert pid, "ser2net is not running after the converge"
+        console = console_shell(port, "dutlab:~# ", tmp_path / "console.log")
+        console.sendline("echo hi-from-$((6*7))")
+        console.expect_exact("hi-from-42")
+        console.expect_exact("dutlab:~# ")
+        console.close()
+        trace = (tmp_path / "trace" / "qemu-board-01.log").read_text(errors="replace")
+        assert "hi-from-42" in trace
+
+        # the config changes (a second board) -> the handler restarts ser2net once
+        other = {"name": "qemu-board-02", "device": "/dev/ttyS3", "port": free_port(), "baud": 9600,
+                 "parity": "e", "max_connections": 2}
+        changed = play(role_play("ser2net", ser2net_vars(tmp_path, [board, other])), tmp_path)
+        assert changed.changed_tasks() == ["Configure | ser2net connections", "Restart ser2net"]
+        assert pid_of("/run/ser2net.pid") not in (None, pid), "ser2net was not restarted"
+        assert "serialdev,/dev/ttyS3,9600e81,local" in Path("/etc/ser2net.yaml").read_text()
+        console = console_shell(port, "dutlab:~# ", tmp_path / "console.log")
+        console.close()
+
+
+def test_ser2net_refuses_shared_ports(tmp_path):
+    boards = [{"name": "b1", "device": "/dev/ttyUSB0", "port": 7001},
+              {"name": "b2", "device": "/dev/ttyUSB1", "port": 7002},
+              {"name": "b3", "device": "/dev/ttyUSB2", "port": 7001}]
+    run = play(role_play("ser2net", ser2net_vars(tmp_path, boards)), tmp_path, expect="failed")
+    msg = run["Preflight | Every console port is used by one board only"]["msg"]
+    assert "port 7001: b1, b3" in msg and "b2" not in msg, msg
