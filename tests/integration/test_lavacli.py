@@ -417,3 +417,84 @@ def test_reference_qemu_jobs_are_accepted(cli, lab, tmp_path, section):
     assert cli.run("jobs", "validate", path).stdout == ""
     job_id = int(cli.run("jobs", "submit", path).stdout.strip())
     assert cli.run("jobs", "definition", str(job_id)).stdout == text + "\n"
+
+
+# End to end: a real dutlab-worker boots QEMU while lavacli follows ##############
+
+E2E_JOB = """\
+device_type: qemu
+job_name: lavacli arm64 kernel+initrd
+
+timeouts:
+  job:
+    minutes: 5
+  action:
+    minutes: 3
+priority: medium
+visibility: public
+context:
+  arch: arm64
+  machine: virt
+  cpu: cortex-a57
+
+metadata:
+  source: dutlab tests
+  path: tests/integration/test_lavacli.py
+
+actions:
+- deploy:
+    timeout:
+      minutes: 2
+    to: tmpfs
+    images:
+      kernel:
+        image_arg: -kernel {kernel}
+        url: file://ASSETS/vmlinuz
+      initrd:
+        image_arg: -initrd {initrd}
+        url: file://ASSETS/initramfs.cpio.gz
+
+- boot:
+    timeout:
+      minutes: 3
+    method: qemu
+    media: tmpfs
+    prompts:
+    - 'PROMPT'
+
+- test:
+    timeout:
+      minutes: 2
+    definitions:
+    - from: inline
+      name: arch
+      path: inline/arch.yaml
+      repository:
+        metadata:
+          format: Lava-Test Test Definition 1.0
+          name: arch
+        run:
+          steps:
+          - lava-test-case machine --shell 'uname -m | grep -qx aarch64'
+"""
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_follow_a_real_qemu_job_end_to_end(cli, lab_server, tmp_path):
+    from dispatcher_fixtures import PROMPT, assets_for
+
+    text = E2E_JOB.replace("ASSETS", str(assets_for("arm64"))).replace("PROMPT", PROMPT)
+    lab_server.start_worker()
+    lab_server.add_qemu_device()
+    path = job_file(tmp_path, text)
+    assert cli.run("jobs", "validate", path).stdout == ""
+    proc = cli.run("jobs", "submit", path, "--follow", "--polling", "1", timeout=600)
+    out = proc.stdout
+    assert "qemu-system-aarch64" in out and "'case': 'machine'" in out, out[-3000:]
+    job_id = json.loads(cli.run("jobs", "list", "--json", "--limit", "1").stdout)[0]["id"]
+    show = json.loads(cli.run("jobs", "show", str(job_id), "--json").stdout)
+    assert (show["state"], show["health"], show["device"]) == ("Finished", "Complete", "qemu01"), out[-3000:]
+    results = cli.run("results", str(job_id)).stdout.splitlines()
+    assert any(line.endswith(".machine [pass]") for line in results), results
+    assert "* lava.job [pass]" in results
