@@ -14,7 +14,7 @@ description:
   - Add, change or remove a device (a board or an emulator) on a dutlab server.
   - Only the options you give are compared and changed; the others keep the server's value.
 author:
-  - dutlab maintainers
+  - dutlab maintainers (@dutlab)
 extends_documentation_fragment:
   - dutlab.lab._server
   - dutlab.lab._server.ACTIONGROUP

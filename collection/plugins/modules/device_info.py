@@ -13,7 +13,7 @@ version_added: 0.1.0
 description:
   - List the devices of a dutlab server, or read one, with state, health, owners and tags.
 author:
-  - dutlab maintainers
+  - dutlab maintainers (@dutlab)
 extends_documentation_fragment:
   - dutlab.lab._server
   - dutlab.lab._server.ACTIONGROUP

@@ -14,7 +14,7 @@ description:
   - Add, change or remove a device type on a dutlab server, with its template and health check.
   - Only the options you give are compared and changed.
 author:
-  - dutlab maintainers
+  - dutlab maintainers (@dutlab)
 extends_documentation_fragment:
   - dutlab.lab._server
   - dutlab.lab._server.ACTIONGROUP

@@ -14,7 +14,7 @@ description:
   - Add, change or remove a group on a dutlab server, with its permissions and members.
   - Groups own devices (only members may submit to them) and hold permissions.
 author:
-  - dutlab maintainers
+  - dutlab maintainers (@dutlab)
 extends_documentation_fragment:
   - dutlab.lab._server
   - dutlab.lab._server.ACTIONGROUP
@@ -41,7 +41,7 @@ options:
   members:
     description:
       - User names; the list replaces the group's members. The users must exist.
-      - The O(ignore:dutlab.lab.user#module:groups) option of M(dutlab.lab.user) changes the same memberships
+      - The O(dutlab.lab.user#module:groups) option of M(dutlab.lab.user) changes the same memberships
         from the user's side; use one or the other for a group.
     type: list
     elements: str

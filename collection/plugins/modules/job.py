@@ -17,7 +17,7 @@ description:
   - In check mode the definition is only validated by the server (C(POST /api/v1/jobs/validate)); an
     invalid definition fails the task with the server's message and the path into the document.
 author:
-  - dutlab maintainers
+  - dutlab maintainers (@dutlab)
 extends_documentation_fragment:
   - dutlab.lab._server
   - dutlab.lab._server.ACTIONGROUP
@@ -205,9 +205,8 @@ def run(module, client):
         result["results"] = client.request("GET", "jobs/%d/results" % job_ids[0], query={"format": "json"}) or []
         bad = [j for j in jobs if j["health"] != "Complete"]
         if bad and module.params["fail_on_incomplete"]:
-            module.fail_json(msg="job %d finished %s: %s" % (bad[0]["id"], bad[0]["health"],
-                                                              bad[0].get("failure_comment") or "no failure comment"),
-                             **result)
+            comment = bad[0].get("failure_comment") or "no failure comment"
+            module.fail_json(msg="job %d finished %s: %s" % (bad[0]["id"], bad[0]["health"], comment), **result)
     module.exit_json(**result)
 
 

@@ -14,7 +14,7 @@ description:
   - Read one job of a dutlab server with its results, or list jobs, newest first.
   - Only jobs the token's user may see are returned.
 author:
-  - dutlab maintainers
+  - dutlab maintainers (@dutlab)
 extends_documentation_fragment:
   - dutlab.lab._server
   - dutlab.lab._server.ACTIONGROUP
@@ -42,7 +42,7 @@ options:
     type: int
     default: 50
   results:
-    description: Also return each job's test results (as RV(jobs[].results)).
+    description: Also return each job's test results, under the key C(results) of each job.
     type: bool
     default: false
 """

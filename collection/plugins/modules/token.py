@@ -16,7 +16,7 @@ description:
     and this module returns it then as RV(secret). Run the task with C(no_log) and store the secret at once.
   - Admins manage the tokens of every user; other users only their own.
 author:
-  - dutlab maintainers
+  - dutlab maintainers (@dutlab)
 extends_documentation_fragment:
   - dutlab.lab._server
   - dutlab.lab._server.ACTIONGROUP

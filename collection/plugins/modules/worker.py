@@ -16,7 +16,7 @@ description:
     O(regenerate_token=true)); this module returns it then as RV(token). Store it on the worker host
     right away (the C(dutlab.lab.worker) role writes it to C(/etc/dutlab/worker-token)).
 author:
-  - dutlab maintainers
+  - dutlab maintainers (@dutlab)
 extends_documentation_fragment:
   - dutlab.lab._server
   - dutlab.lab._server.ACTIONGROUP
