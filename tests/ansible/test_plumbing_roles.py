@@ -237,3 +237,82 @@ def test_ser2net_refuses_shared_ports(tmp_path):
     run = play(role_play("ser2net", ser2net_vars(tmp_path, boards)), tmp_path, expect="failed")
     msg = run["Preflight | Every console port is used by one board only"]["msg"]
     assert "port 7001: b1, b3" in msg and "b2" not in msg, msg
+
+
+# -- dhcp and tftp (one dnsmasq instance, dutlab-dnsmasq) ---------------------------------------------
+
+DNSMASQ_FILES = ("/etc/dutlab/dnsmasq.conf", "/etc/dutlab/dnsmasq.d", "/etc/init.d/dutlab-dnsmasq",
+                 "/etc/systemd/system/dutlab-dnsmasq.service", "/var/lib/dutlab/dnsmasq")
+
+
+@pytest.fixture
+def dnsmasq_instance():
+    """dutlab-dnsmasq as the roles install it; stopped and removed afterwards."""
+    if shutil.which("dnsmasq") is None:
+        pytest.skip("dnsmasq is not installed (apt-get install dnsmasq-base)")
+    try:
+        yield
+    finally:
+        if Path("/etc/init.d/dutlab-dnsmasq").exists():
+            service("dutlab-dnsmasq", "stop")
+        subprocess.run(["update-rc.d", "-f", "dutlab-dnsmasq", "remove"], capture_output=True, timeout=60)
+        for path in map(Path, DNSMASQ_FILES):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def dhcp_client(ns: str, interface: str, tmp_path: Path) -> dict:
+    """One DHCP exchange with busybox udhcpc in the namespace; the lease's options as a dict."""
+    script = tmp_path / "udhcpc.sh"
+    env_file = tmp_path / "lease.env"
+    script.write_text(f'#!/bin/sh\n[ "$1" = bound ] && env > {env_file}\nexit 0\n')
+    script.chmod(0o755)
+    proc = subprocess.run(["ip", "netns", "exec", ns, "busybox", "udhcpc", "-i", interface, "-n", "-q",
+                           "-t", "5", "-T", "2", "-O", "bootfile", "-s", str(script)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and env_file.exists(), f"no lease: {proc.stdout}{proc.stderr}"
+    return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+
+
+def test_dhcp_static_lease_in_a_namespace(dnsmasq_instance, tmp_path):
+    with lab_netns() as (ns, host_if, client_if, prefix):
+        mac = "02:00:5e:10:00:42"
+        subprocess.run(["ip", "-n", ns, "link", "set", client_if, "address", mac], check=True)
+        variables = {
+            "dutlab_dhcp_interface": host_if,
+            "dutlab_dhcp_range_start": f"{prefix}.100", "dutlab_dhcp_range_end": f"{prefix}.150",
+            "dutlab_dhcp_router": "none",
+            "dutlab_dhcp_boot_file": "pxelinux.0",
+            "dutlab_dhcp_hosts": [
+                {"name": "rpi4-01", "mac": mac.upper(), "ip": f"{prefix}.42", "boot_file": "rpi4-01/u-boot.bin"},
+                {"name": "bbb-01", "mac": "02:00:5e:10:00:43", "ip": f"{prefix}.43"},
+            ],
+        }
+        converge_idempotent(role_play("dhcp", variables), tmp_path)
+        assert service("dutlab-dnsmasq", "status").returncode == 0
+        listening = subprocess.run(["ss", "-Hlunp"], capture_output=True, text=True).stdout
+        dhcp_sockets = [line for line in listening.splitlines() if "dnsmasq" in line and ":67 " in line]
+        assert dhcp_sockets and all(f"%{host_if}:67" in line for line in dhcp_sockets), listening
+
+        lease = dhcp_client(ns, client_if, tmp_path)
+        assert lease["ip"] == f"{prefix}.42"
+        assert lease["hostname"] == "rpi4-01"
+        assert lease["bootfile"] == "rpi4-01/u-boot.bin"
+        assert lease["siaddr"] == f"{prefix}.1"
+        assert "router" not in lease and "dns" not in lease
+        leases = Path("/var/lib/dutlab/dnsmasq/leases").read_text()
+        assert f"{mac} {prefix}.42 rpi4-01" in leases
+
+
+def test_dhcp_refuses_clashing_leases(tmp_path):
+    variables = {
+        "dutlab_dhcp_interface": "lo", "dutlab_dhcp_range_start": "10.231.0.100",
+        "dutlab_dhcp_range_end": "10.231.0.150",
+        "dutlab_dhcp_hosts": [{"name": "b1", "mac": "02:00:00:00:00:01", "ip": "10.231.0.5"},
+                              {"name": "b2", "mac": "02:00:00:00:00:02", "ip": "10.231.0.5"},
+                              {"name": "b3", "mac": "02-00-00-00-00-03", "ip": "10.231.0.7"}]}
+    run = play(role_play("dhcp", variables), tmp_path, expect="failed")
+    msg = run["Preflight | Static leases have a unique name, MAC and address each"]["msg"]
+    assert "ip 10.231.0.5 is used by b1, b2" in msg and "b3: mac 02-00-00-00-00-03" in msg, msg
