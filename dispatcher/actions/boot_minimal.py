@@ -60,6 +60,7 @@ class ConnectDevice(Action):
             ctx.console = Console.spawn(argv, ctx.logger, name=shlex.join(argv))
         except Exception as exc:  # noqa: BLE001 - pexpect raises plain exceptions for a missing program
             raise InfrastructureError(f"cannot start the connection command {shlex.join(argv)}: {exc}") from None
+        ctx.logger.info(f"console connected, pid {ctx.console.pid}")
 
 
 def _connect_command(ctx: JobContext) -> str:

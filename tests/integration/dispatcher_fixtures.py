@@ -101,8 +101,9 @@ class Outcome:
         return [r["msg"] for r in self.records if r["lvl"] == lvl]
 
     def qemu_pid(self) -> int | None:
+        """The pid of the console process dutlab-run started (QEMU, or the connect command)."""
         for msg in self.messages("info"):
-            if msg.startswith("QEMU started, pid "):
+            if msg.startswith(("QEMU started, pid ", "console connected, pid ")):
                 return int(msg.rsplit(" ", 1)[1])
         return None
 

@@ -220,3 +220,26 @@ def test_overlay_over_the_serial_console_without_a_usable_drive(dutlab_run: Dutl
 
 def test_prompt_constant_matches_the_assets() -> None:
     assert manifest("amd64")["prompt"] == PROMPT
+
+
+def test_minimal_boot_on_a_connect_command_with_user_commands(dutlab_run: DutlabRun, tmp_path: Path) -> None:
+    # A "board" whose console is a command (here QEMU itself, as ser2net's telnet would be).
+    assets = assets_for("amd64")
+    marker = tmp_path / "relay-on"
+    device = render_device("amd64")
+    device["commands"] = {
+        "connect": f"qemu-system-x86_64 -cpu max -nographic -m 256 -monitor none -kernel {assets}/vmlinuz "
+                   f"-initrd {assets}/initramfs.cpio.gz -append console=ttyS0",
+        "users": {"relay": {"do": f"touch {marker}", "undo": f"rm {marker}"}},
+    }
+    job = qemu_job("amd64", [inline_definition("board", ["lava-test-case console --result pass"])])
+    job["actions"][1] = {"boot": {"method": "minimal", "prompts": [PROMPT], "timeout": {"seconds": 60}}}
+    job["actions"].insert(0, {"command": {"name": "relay"}})
+    proc, output_dir = dutlab_run.start(job, device)
+    wait_for_log(output_dir, "connecting: qemu-system-x86_64")
+    assert marker.exists()  # the user command ran before the boot
+    out = dutlab_run.finish(proc, output_dir)
+    assert out.returncode == 0, out.stdout
+    assert cases(out.suite("0_board")) == [("console", "pass", None, None)]
+    assert not marker.exists()  # finalize ran the undo
+    assert any(m.startswith("qemu-system-x86_64 ") and "stopped" in m for m in out.messages("info"))
