@@ -47,9 +47,14 @@ class TestShell(Action):
     summary = "test shell"
 
     def validate(self, ctx: JobContext) -> list[str]:
-        if not any("boot" in item for item in ctx.job.get("actions") or []):
-            return ["a test action needs a boot action before it to reach a shell"]
-        return []
+        kinds = [next(iter(item)) for item in ctx.job.get("actions") or []]
+        before = kinds[:kinds.index("test")] if "test" in kinds else kinds
+        problems = []
+        if "deploy" not in before:
+            problems.append("a test action needs a deploy action before it (deploy builds the test overlay)")
+        if "boot" not in kinds:
+            problems.append("a test action needs a boot action before it to reach a shell")
+        return problems
 
     def run(self, ctx: JobContext) -> None:
         if ctx.overlay is None or ctx.console is None:

@@ -85,7 +85,8 @@ def test_every_problem_is_reported_before_anything_runs(tmp_path: Path) -> None:
     proc, out = run(tmp_path, doc)
     msg = yaml.safe_load((out / "result.yaml").read_text())["error_msg"]
     assert msg == ("invalid job: 1 user-command: the device has no user command 'relay-on' (it has: none); "
-                   "2 lava-test-shell: a test action needs a boot action before it to reach a shell")
+                   "2 lava-test-shell: a test action needs a deploy action before it (deploy builds the test "
+                   "overlay); 2 lava-test-shell: a test action needs a boot action before it to reach a shell")
     assert not any(r["msg"].startswith("start: ") for r in records(out) if isinstance(r["msg"], str))
 
 
