@@ -52,7 +52,7 @@ class TestShell(Action):
         problems = []
         if "deploy" not in before:
             problems.append("a test action needs a deploy action before it (deploy builds the test overlay)")
-        if "boot" not in kinds:
+        if "boot" not in before:
             problems.append("a test action needs a boot action before it to reach a shell")
         return problems
 
