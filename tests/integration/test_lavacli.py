@@ -254,6 +254,7 @@ def test_submit_show_list_definition_cancel_resubmit(cli, lab, tmp_path):
     assert [set(j) for j in verbose] == [{"id", "description", "device_type", "health", "state", "submitter",
                                           "actual_device", "start_time", "end_time", "error_msg", "error_type"}]
     assert cli.run("jobs", "cancel", str(job_id + 1)).returncode == 0  # finished: silently ignored
+    assert cli.run("jobs", "autocancel", "--duration", "1", "--dry-run").stdout == ""  # nothing is running
 
     new = int(cli.run("jobs", "resubmit", str(job_id + 1)).stdout.strip())
     assert new == job_id + 2
@@ -308,6 +309,11 @@ def test_follow_streams_a_running_job_until_it_finishes(cli, lab, tmp_path):
     assert cli.run("jobs", "wait", str(job_id)).stdout == ""  # already finished: returns at once
     assert cli.run("jobs", "list", "--health", "INCOMPLETE").stdout.splitlines()[1:] == \
         [f"* {job_id}: Finished,Incomplete [admin] (lavacli job) - qemu"]
+
+    errors = cli.run("jobs", "find-errors", "--limit", "5").stdout
+    assert "[1] a test failed (Devices: qemu01)" in errors
+    quiet = cli.run("jobs", "logs", str(job_id), "--quiet").stdout  # labels actions from jobs.definition
+    assert "'case': 'bad'" in quiet or "bad" in quiet
 
     dest = tmp_path / "config"
     cli.run("jobs", "config", str(job_id), "--dest", str(dest))

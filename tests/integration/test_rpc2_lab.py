@@ -116,6 +116,8 @@ def test_devices_dictionaries_and_tags(admin, lab_server, tmp_path):
     assert lavacli.run("devices", "dict", "get", "qemu01", field, "--render", "--context", "arch: amd64").stdout == \
         "qemu-system-x86_64\n"
     assert "device-dict : True" in lavacli.run("devices", "show", "qemu01").stdout
+    assert lavacli.run("device-types", "devices", "qemu").stdout == "Devices:\n* qemu01 : Idle,Unknown\n"
+    assert lavacli.run("device-types", "devices", "qemu", "--health", "GOOD").stdout == "Devices:\n"
     path.write_text("{% extends 'qemu.jinja2' %}\n{% set memory = %}\n")
     assert "<Fault 400:" in lavacli.fails("devices", "dict", "set", "qemu01", str(path))
     lavacli.run("devices", "dict", "delete", "qemu01")
@@ -183,7 +185,7 @@ def test_workers_and_system_maintenance(admin, lab_server, tmp_path):
     path.write_text(QEMU_DICT)
     lavacli.run("devices", "add", "qemu01", "--type", "qemu", "--worker", "w1", "--health", "GOOD")
     lavacli.run("devices", "dict", "set", "qemu01", str(path))
-    job_id = submit(cli, tmp_path)
+    job_id = submit(lavacli, tmp_path)
     assert worker.start() == job_id
     data = json.loads(lavacli.run("workers", "show", "w1", "--json").stdout)
     assert (data["state"], data["version"], data["devices"]) == ("Online", "fake", ["qemu01"])
