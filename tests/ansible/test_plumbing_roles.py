@@ -276,7 +276,37 @@ def dhcp_client(ns: str, interface: str, tmp_path: Path) -> dict:
     return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
 
 
-def test_dhcp_static_lease_in_a_namespace(dnsmasq_instance, tmp_path):
+@pytest.fixture
+def served_dirs():
+    """Folders dnsmasq (user dnsmasq) can read: not under pytest's 0700 tmp; removed afterwards."""
+    base = Path(f"/var/tmp/dutlab-test-{uuid.uuid4().hex[:8]}")
+    base.mkdir(mode=0o755)
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def tftp_get(ns: str, server: str, name: str, dest: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", ns, "tftp", "-m", "binary", server, "-c", "get", name, str(dest)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def worker_scratch(base: Path) -> Path:
+    """A job scratch folder as dutlab-run leaves it, made readable as a TFTP deploy must."""
+    kernel = base / "worker" / "tmp" / "job-42-abcd1234" / "images" / "kernel" / "zImage"
+    kernel.parent.mkdir(parents=True)
+    kernel.write_bytes(os.urandom(200_000))
+    for path in [base / "worker", *(base / "worker").rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return kernel
+
+
+def test_dhcp_and_tftp_network_boot(dnsmasq_instance, served_dirs, tmp_path):
+    """dhcp + tftp on one host: one dnsmasq gives the static lease and serves its boot file."""
+    boot = tmp_path / "u-boot.bin"
+    boot.write_bytes(os.urandom(50_000))
     with lab_netns() as (ns, host_if, client_if, prefix):
         mac = "02:00:5e:10:00:42"
         subprocess.run(["ip", "-n", ns, "link", "set", client_if, "address", mac], check=True)
@@ -289,12 +319,23 @@ def test_dhcp_static_lease_in_a_namespace(dnsmasq_instance, tmp_path):
                 {"name": "rpi4-01", "mac": mac.upper(), "ip": f"{prefix}.42", "boot_file": "rpi4-01/u-boot.bin"},
                 {"name": "bbb-01", "mac": "02:00:5e:10:00:43", "ip": f"{prefix}.43"},
             ],
+            "dutlab_tftp_interface": host_if,
+            "dutlab_tftp_root": str(served_dirs / "tftp"),
+            "dutlab_tftp_worker_dir": "",
+            "dutlab_tftp_files": [{"src": str(boot), "dest": "rpi4-01/u-boot.bin"}],
         }
-        converge_idempotent(role_play("dhcp", variables), tmp_path)
+        plays = [{"name": "network boot", "hosts": "localhost", "gather_facts": False,
+                  "roles": [{"role": "dutlab.lab.dhcp"}, {"role": "dutlab.lab.tftp"}], "vars": variables}]
+        converge_idempotent(plays, tmp_path)
         assert service("dutlab-dnsmasq", "status").returncode == 0
+        dnsmasqs = [pid for pid in os.listdir("/proc") if pid.isdigit()
+                    and "--conf-file=/etc/dutlab/dnsmasq.conf" in _cmdline(pid)]
+        assert len(dnsmasqs) == 1, f"one dutlab-dnsmasq serves DHCP and TFTP, found {dnsmasqs}"
         listening = subprocess.run(["ss", "-Hlunp"], capture_output=True, text=True).stdout
-        dhcp_sockets = [line for line in listening.splitlines() if "dnsmasq" in line and ":67 " in line]
-        assert dhcp_sockets and all(f"%{host_if}:67" in line for line in dhcp_sockets), listening
+        ours = [line for line in listening.splitlines() if f'pid={dnsmasqs[0]},' in line]
+        assert any(f"%{host_if}:67 " in line for line in ours), listening
+        assert any(f"{prefix}.1:69 " in line for line in ours), listening
+        assert all(f"%{host_if}:" in line or f"{prefix}.1:" in line for line in ours), ours
 
         lease = dhcp_client(ns, client_if, tmp_path)
         assert lease["ip"] == f"{prefix}.42"
@@ -304,6 +345,46 @@ def test_dhcp_static_lease_in_a_namespace(dnsmasq_instance, tmp_path):
         assert "router" not in lease and "dns" not in lease
         leases = Path("/var/lib/dutlab/dnsmasq/leases").read_text()
         assert f"{mac} {prefix}.42 rpi4-01" in leases
+
+        # the client takes its address and fetches its boot file from siaddr
+        subprocess.run(["ip", "-n", ns, "addr", "add", f"{lease['ip']}/24", "dev", client_if], check=True)
+        got = tmp_path / "fetched-u-boot.bin"
+        fetch = tftp_get(ns, lease["siaddr"], lease["bootfile"], got)
+        assert got.exists() and got.read_bytes() == boot.read_bytes(), fetch.stdout + fetch.stderr
+
+
+def _cmdline(pid: str) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def test_tftp_serves_the_root_and_the_job_folders(dnsmasq_instance, served_dirs, tmp_path):
+    kernel = worker_scratch(served_dirs)
+    loader = tmp_path / "pxelinux.0"
+    loader.write_bytes(b"not really pxelinux\n")
+    with lab_netns() as (ns, host_if, client_if, prefix):
+        subprocess.run(["ip", "-n", ns, "addr", "add", f"{prefix}.2/24", "dev", client_if], check=True)
+        variables = {
+            "dutlab_tftp_interface": host_if,
+            "dutlab_tftp_root": str(served_dirs / "tftp"),
+            "dutlab_tftp_worker_dir": str(served_dirs / "worker"),
+            "dutlab_tftp_files": [{"src": str(loader), "dest": "pxelinux.0"}],
+        }
+        converge_idempotent(role_play("tftp", variables), tmp_path)
+        assert (served_dirs / "tftp" / "jobs").readlink() == served_dirs / "worker" / "tmp"
+        assert "dhcp-range" not in Path("/etc/dutlab/dnsmasq.d/tftp.conf").read_text()
+
+        got = tmp_path / "got"
+        fetch = tftp_get(ns, f"{prefix}.1", "pxelinux.0", got)
+        assert got.read_bytes() == loader.read_bytes(), fetch.stdout + fetch.stderr
+        fetch = tftp_get(ns, f"{prefix}.1", "jobs/job-42-abcd1234/images/kernel/zImage", got)
+        assert got.read_bytes() == kernel.read_bytes(), fetch.stdout + fetch.stderr
+        # nothing outside the root (and its links) is served
+        got.unlink()
+        fetch = tftp_get(ns, f"{prefix}.1", "../../../etc/passwd", got)
+        assert not got.exists() or got.stat().st_size == 0, "TFTP served a file outside its root"
 
 
 def test_dhcp_refuses_clashing_leases(tmp_path):
