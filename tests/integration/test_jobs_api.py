@@ -66,7 +66,8 @@ def test_raw_yaml_body_and_validate(lab):
     assert lab.api("GET", f"/api/v1/jobs/{job_id}/definition").text == JOB.format(visibility="public")
     ok = lab.api("POST", "/api/v1/jobs/validate", {"definition": JOB.format(visibility="public")}).json()
     assert ok["valid"] is True
-    bad = lab.api("POST", "/api/v1/jobs/validate", {"definition": JOB.format(visibility="public").replace("qemu, media", "qemuu, media")})
+    typo = JOB.format(visibility="public").replace("qemu, media", "qemuu, media")
+    bad = lab.api("POST", "/api/v1/jobs/validate", {"definition": typo})
     assert bad.status == 200 and bad.json()["valid"] is False and bad.json()["path"] == "actions[0].boot.method"
 
 
