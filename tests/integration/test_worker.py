@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -426,6 +427,12 @@ def wait_ticking(w: WorkerProcess, job_id: int, after: int = 1) -> Path:
     return log
 
 
+def log_time(text: str, needle: str) -> float:
+    """Epoch time of the first worker log line containing `needle` (logging's default clock format)."""
+    line = next(line for line in text.splitlines() if needle in line)
+    return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
 def assert_same_log(lab, job_id: int, local: Path) -> None:
     server = server_log(lab, job_id)
     mine = local_lines(local)
@@ -509,7 +516,10 @@ def test_killed_run_is_incomplete_infrastructure_at_once(lab, worker):
     assert job["error_msg"].startswith("dutlab-run exited with status -9 (killed by SIGKILL) without a result")
     assert_same_log(lab, job_id, log)
     assert group_gone(rec.pgid)  # QEMU went with it
-    print(f"run SIGKILLed -> server Finished: {latency * 1000:.0f} ms (polled every 10 ms)")
+    noticed = log_time(worker.log(), f"job {job_id}: dutlab-run ended") - killed_at
+    ended = datetime.fromisoformat(job["end_time"].replace("Z", "+00:00")).timestamp() - killed_at
+    print(f"run SIGKILLed -> worker noticed {noticed * 1000:.0f} ms, server end_time {ended * 1000:.0f} ms, "
+          f"seen Finished over REST {latency * 1000:.0f} ms")
     assert latency < 1.0
 
 
