@@ -185,7 +185,7 @@ def print_results(lab: Lab, job_id: int) -> None:
     print(f"\nresults of job {job_id}:")
     print(f"  {'suite':<20} {'case':<28} {'result':<8} measurement")
     for c in cases:
-        m = "" if c["measurement"] == "None" else f"{c['measurement']} {c['unit']}".strip()
+        m = "" if c["measurement"] == "None" else f"{float(c['measurement']):g} {c['unit']}".strip()
         print(f"  {c['suite']:<20} {c['name']:<28} {c['result']:<8} {m}")
 
 

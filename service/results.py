@@ -102,7 +102,8 @@ def export_case(tc: TestCase, job_id: int) -> dict:
 
 
 def _number(value: float) -> str:
-    return f"{value:.10f}".rstrip("0").rstrip(".") if value != int(value) else f"{value:.10f}"
+    # LAVA stores measurements as DECIMAL(30, 10) and exports str() of it: always ten decimals
+    return f"{value:.10f}"
 
 
 def as_json(job: TestJob, rows: list[TestCase]) -> list[dict]:
