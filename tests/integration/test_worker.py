@@ -24,7 +24,7 @@ import yaml
 from dutlab.dispatcher.client import Client
 from dutlab.dispatcher.jobsdb import JobsDB
 from dutlab.dispatcher.upload import LogUploader, sync_finished_job
-from labtools import BIN
+from labtools import BIN, start_lab
 
 QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"
 ASSETS = Path(os.environ.get("DUTLAB_ASSETS") or "/var/cache/dutlab/assets") / "amd64"
@@ -103,17 +103,25 @@ def submit(lab, definition: str) -> int:
 
 
 @pytest.fixture
-def lab(lab_server, tmp_path):
-    """The server with device type qemu, worker w1 (token in `lab.token_file`) and device qemu01."""
-    lab_server.manage("device-types", "add", "qemu", "--disable-health-checks")
-    token = lab_server.manage("workers", "add", "w1").stdout.strip().split()[-1]
-    d = tmp_path / "qemu01.jinja2"
-    d.write_text(QEMU_DICT)
-    lab_server.manage("devices", "add", "qemu01", "--device-type", "qemu", "--worker", "w1", "--dictionary", str(d))
-    lab_server.token_file = tmp_path / "worker.token"
-    lab_server.token_file.write_text(token + "\n")
-    lab_server.worker_token = token
-    return lab_server
+def lab(tmp_path):
+    """The server with device type qemu, worker w1 (token in `lab.token_file`) and device qemu01.
+
+    The server is stopped for seconds in some tests: a long offline grace keeps the server's own
+    sweep from ending the job meanwhile, which would hide what the worker reports.
+    """
+    lab, stop = start_lab(tmp_path, worker_offline_grace=600)
+    try:
+        lab.manage("device-types", "add", "qemu", "--disable-health-checks")
+        token = lab.manage("workers", "add", "w1").stdout.strip().split()[-1]
+        d = tmp_path / "qemu01.jinja2"
+        d.write_text(QEMU_DICT)
+        lab.manage("devices", "add", "qemu01", "--device-type", "qemu", "--worker", "w1", "--dictionary", str(d))
+        lab.token_file = tmp_path / "worker.token"
+        lab.token_file.write_text(token + "\n")
+        lab.worker_token = token
+        yield lab
+    finally:
+        stop()
 
 
 def offer(lab, job_id: int) -> str:
