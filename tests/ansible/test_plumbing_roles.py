@@ -29,7 +29,8 @@ from pathlib import Path
 import pexpect
 import pytest
 import yaml
-from ansible_harness import REPO, TARGET_PYTHON, play
+from ansible_harness import REPO, play
+from lab_hosts import build_wheel
 
 from labtools import BIN, free_port
 
@@ -397,3 +398,99 @@ def test_dhcp_refuses_clashing_leases(tmp_path):
     run = play(role_play("dhcp", variables), tmp_path, expect="failed")
     msg = run["Preflight | Static leases have a unique name, MAC and address each"]["msg"]
     assert "ip 10.231.0.5 is used by b1, b2" in msg and "b3: mac 02-00-00-00-00-03" in msg, msg
+
+
+# -- coordinator -------------------------------------------------------------------------------------
+
+def systemd_verify(*units: Path) -> None:
+    """`systemd-analyze verify`; unknown keys and bad values only warn, so any output fails."""
+    out = subprocess.run(["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and not out.stderr.strip(), out.stderr
+
+
+@pytest.fixture(scope="session")
+def dutlab_wheel(tmp_path_factory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+@contextlib.contextmanager
+def coordinator_host(base: Path, wheel: Path):
+    """Variables for a coordinator whose files live under `base`, under a unique service name."""
+    tag = uuid.uuid4().hex[:6]
+    name, user = f"dutlab-coordinator-{tag}", "dutlab-coordinator"
+    user_existed = subprocess.run(["id", user], capture_output=True).returncode == 0
+    variables = {
+        # a virtualenv of Debian's Python, as on a lab host (the project's venv lives under /root)
+        "dutlab_coordinator_source": str(wheel),
+        "dutlab_coordinator_venv": str(base / "venv"),
+        "dutlab_coordinator_port": free_port(),
+        "dutlab_coordinator_config_dir": str(base / "etc"),
+        "dutlab_coordinator_log_dir": str(base / "log"),
+        "dutlab_coordinator_systemd_dir": str(base / "systemd"),
+        "dutlab_coordinator_service_name": name,
+    }
+    try:
+        yield variables
+    finally:
+        script = Path("/etc/init.d") / name
+        if script.exists():
+            subprocess.run([str(script), "stop"], capture_output=True, timeout=60)
+            subprocess.run(["update-rc.d", "-f", name, "remove"], capture_output=True, timeout=60)
+            script.unlink()
+        if not user_existed:
+            subprocess.run(["userdel", user], capture_output=True, timeout=60)
+            subprocess.run(["groupdel", user], capture_output=True, timeout=60)
+
+
+def status_check(variables: dict, *extra: str) -> subprocess.CompletedProcess:
+    binary = variables["dutlab_coordinator_venv"] + "/bin/dutlab-coordinator"
+    port = str(variables["dutlab_coordinator_port"])
+    return subprocess.run([binary, "status-check", "--host", "127.0.0.1", "--port", port, "--timeout", "20", *extra],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_coordinator_converges_and_passes_its_status_check(served_dirs, dutlab_wheel, tmp_path):
+    with coordinator_host(served_dirs, dutlab_wheel) as variables:
+        variables["dutlab_coordinator_secret"] = "s3cret-for-the-test"
+        variables["dutlab_coordinator_settings"] = {"max_groups": 50, "group_idle_timeout": 3600}
+        first = converge_idempotent(role_play("coordinator", variables), tmp_path)
+        assert "s3cret-for-the-test" not in first.stdout
+
+        etc = served_dirs / "etc"
+        config = yaml.safe_load((etc / "coordinator.yaml").read_text())
+        assert config == {"host": "127.0.0.1", "port": variables["dutlab_coordinator_port"],
+                          "secret_file": str(etc / "coordinator.secret"), "max_groups": 50,
+                          "group_idle_timeout": 3600, "log_file": str(served_dirs / "log" / "coordinator.log"),
+                          "log_level": "INFO"}
+        secret = etc / "coordinator.secret"
+        assert secret.read_text() == "s3cret-for-the-test\n"
+        assert oct(secret.stat().st_mode & 0o777) == "0o600"
+        assert secret.owner() == "dutlab-coordinator"
+
+        name = variables["dutlab_coordinator_service_name"]
+        assert service(name, "status").returncode == 0
+        pid = pid_of(f"/run/{name}.pid")
+        assert pid and Path(f"/proc/{pid}").owner() == "dutlab-coordinator"
+        checked = status_check(variables, "--secret-file", str(secret))
+        assert checked.returncode == 0 and "status check complete. No errors" in checked.stdout, checked
+        assert status_check(variables).returncode == 1, "the coordinator answered a request without the secret"
+        systemd_verify(served_dirs / "systemd" / f"{name}.service")
+
+        # the secret goes away: the config changes, the handler restarts the daemon, no secret needed
+        del variables["dutlab_coordinator_secret"]
+        changed = play(role_play("coordinator", variables), tmp_path)
+        assert "Restart dutlab coordinator" in changed.changed_tasks()
+        assert not secret.exists()
+        assert pid_of(f"/run/{name}.pid") not in (None, pid)
+        checked = status_check(variables)
+        assert checked.returncode == 0 and "status check complete. No errors" in checked.stdout, checked
+
+        # a setting the daemon does not know fails the converge before the file is replaced
+        before = (etc / "coordinator.yaml").read_text()
+        variables["dutlab_coordinator_settings"] = {"max_groupz": 5}
+        refused = play(role_play("coordinator", variables), tmp_path, expect="failed")
+        result = refused["Configure | coordinator.yaml"]
+        assert "max_groupz: unknown setting" in result["msg"] + result.get("stderr", ""), result
+        assert (etc / "coordinator.yaml").read_text() == before
+
