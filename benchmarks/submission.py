@@ -11,6 +11,7 @@ Then one submission path is profiled in-process (cProfile, the app called throug
 from __future__ import annotations
 
 import base64
+import cProfile
 import json
 import sys
 import time
@@ -29,8 +30,8 @@ from benchlib import (
     pct,
     pg_available,
     pg_database,
-    profile_top,
     standard_job_text,
+    top_frames,
 )
 
 KEY = "submission"
@@ -135,40 +136,50 @@ def run_backend(ctx: Ctx, sec: Section, backend: str, database: str, clients: li
     finally:
         lab.stop()
     prof = profile_backend(lab.config, job_file.read_text(), 20 if ctx.quick else 50)
-    sec.add(f"in-process submit rate (the app alone: no HTTP, no other process), {backend}", prof["submit"], "jobs/s")
-    sec.add(f"in-process GET version rate, {backend}", prof["version"], "req/s")
+    prof["backend"] = backend
+    ctx.shared.setdefault("submission_inprocess", []).append(prof)
     sec.profiles.append(f"POST /api/v1/jobs in-process, {backend}\n{prof['submit_profile']}")
     if backend != "sqlite":
-        sec.profiles.append(f"GET /api/v1/system/version in-process, {backend}\n{prof['version_profile']}")
+        sec.profiles.append(f"GET /api/v1/system/version in-process, connection per request, {backend}\n"
+                            f"{prof['version_profile']}")
     return results
 
 
 def profile_backend(config: Path, text: str, n: int) -> dict:
-    """cProfile of `n` submissions and `n` GET version through the app in this process (no HTTP)."""
+    """The app in this process (no HTTP, no other process): GET version with a connection per request
+    (as served: DatabasePlugin opens and closes one) and with one kept connection, then submissions;
+    each timed, then profiled once (cumulative and own-time views of the same profile)."""
     from dutlab.service.auth import create_token
+    from dutlab.service.db import database
     from dutlab.service.models import User
 
-    out = {}
+    out: dict = {}
     with in_process_server(config) as call:
         user = User.get(User.username == "admin")
         _, secret = create_token(user, "bench-profile")
-        body = text.encode()
-        for key, method, path, payload, ok in (("submit", "POST", "/api/v1/jobs", body, "201"),
-                                              ("version", "GET", "/api/v1/system/version", b"", "200")):
-            call(method, path, payload, "application/yaml", f"Token {secret}")  # warm caches
+        auth = f"Token {secret}"
 
-            def go(method=method, path=path, payload=payload, ok=ok) -> float:
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    status, answer = call(method, path, payload, "application/yaml", f"Token {secret}")
-                    if not status.startswith(ok):
-                        raise RuntimeError(f"in-process {method} {path}: {status} {answer[:200]!r}")
-                return time.perf_counter() - t0
+        def loop(method: str, path: str, payload: bytes, ok: str) -> float:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                status, answer = call(method, path, payload, "application/yaml", auth)
+                if not status.startswith(ok):
+                    raise RuntimeError(f"in-process {method} {path}: {status} {answer[:200]!r}")
+            return time.perf_counter() - t0
 
-            out[key] = n / go()
-            _, cumulative = profile_top(go, limit=30)
-            _, own = profile_top(go, limit=12, sort="tottime")
-            out[key + "_profile"] = cumulative + "\n\nby own time:\n" + own
+        def measured(key: str, method: str, path: str, payload: bytes, ok: str) -> None:
+            call(method, path, payload, "application/yaml", auth)  # warm caches
+            out[key] = n / loop(method, path, payload, ok)
+            prof = cProfile.Profile()
+            prof.runcall(loop, method, path, payload, ok)
+            out[key + "_profile"] = top_frames(prof, 30) + "\n\nby own time:\n" + top_frames(prof, 12, "tottime")
+
+        database.close()  # from here on each request opens and closes its own connection, as served
+        measured("version", "GET", "/api/v1/system/version", b"", "200")
+        database.connect()  # kept open: the plugin reuses it and leaves it open
+        out["version_kept"] = n / loop("GET", "/api/v1/system/version", b"", "200")
+        database.close()
+        measured("submit", "POST", "/api/v1/jobs", text.encode(), "201")
     return out
 
 
@@ -213,5 +224,12 @@ def run(ctx: Ctx) -> Section:
     sec.tables.append("All runs:\n\n" + md_table(
         ["backend", "request", "clients", "per s", "÷ ceiling", "p50 ms", "p99 ms", "errors",
          "passes queued after"], rows))
+    for prof in ctx.shared.pop("submission_inprocess", []):
+        backend = prof["backend"]
+        sec.add(f"in-process submit (the app alone: no HTTP, no other process), {backend}", prof["submit"], "jobs/s")
+        sec.add(f"in-process GET version, a connection per request (as served; no other open), {backend}",
+                prof["version"], "req/s")
+        sec.add(f"in-process GET version, one kept connection, {backend}", prof["version_kept"], "req/s",
+                note=f"{prof['version_kept'] / prof['version']:.1f}× the per-request-connection rate")
     sec.data["runs"] = results
     return sec
