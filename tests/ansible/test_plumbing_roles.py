@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
 import uuid
 from pathlib import Path
@@ -494,3 +495,53 @@ def test_coordinator_converges_and_passes_its_status_check(served_dirs, dutlab_w
         assert "max_groupz: unknown setting" in result["msg"] + result.get("stderr", ""), result
         assert (etc / "coordinator.yaml").read_text() == before
 
+
+
+# -- backup ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def cron_service():
+    """cron as the role leaves it: stopped again afterwards when it was not running before."""
+    was_running = shutil.which("crontab") is not None and service("cron", "status").returncode == 0
+    yield
+    if not was_running and Path("/etc/init.d/cron").exists():
+        service("cron", "stop")
+
+
+def test_backup_schedule_and_retention(lab_server, cron_service, tmp_path):
+    tag = uuid.uuid4().hex[:6]
+    script, cron_file = Path(f"/usr/local/sbin/dutlab-backup-{tag}"), Path(f"/etc/cron.d/dutlab-backup-{tag}")
+    archives = tmp_path / "backups"
+    variables = {
+        "dutlab_backup_dir": str(archives), "dutlab_backup_keep": 2,
+        "dutlab_backup_minute": "*/30", "dutlab_backup_hour": "1-5", "dutlab_backup_weekday": "1",
+        "dutlab_backup_server_venv": str(BIN.parent), "dutlab_backup_server_config": str(lab_server.config),
+        "dutlab_backup_user": "root", "dutlab_backup_script": str(script),
+        "dutlab_backup_cron_file": cron_file.name,
+    }
+    try:
+        converge_idempotent(role_play("backup", variables), tmp_path)
+        assert f"*/30 1-5 * * 1 root {script} >> {archives}/backup.log 2>&1" in cron_file.read_text()
+        assert oct(archives.stat().st_mode & 0o777) == "0o700"
+        assert service("cron", "status").returncode == 0
+
+        made = []
+        for _ in range(3):
+            run = subprocess.run([str(script)], capture_output=True, text=True, timeout=120,
+                                 env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
+            assert run.returncode == 0, run.stderr
+            made.append(Path(run.stdout.strip().splitlines()[-1]))
+            time.sleep(1.1)  # archive names carry the second
+        kept = sorted(archives.glob("dutlab-backup-*.tar.gz"))
+        assert kept == sorted(made[1:]), f"made {made}, kept {kept}"
+        assert all(oct(path.stat().st_mode & 0o777) == "0o600" for path in kept)
+        assert f"removed {made[0]} (keeping the 2 newest)" in run.stderr, run.stderr
+        with tarfile.open(made[-1]) as archive:
+            assert archive.getnames()[-1] == "MANIFEST.json"
+
+        # switched off: the entry stays, commented out
+        play(role_play("backup", {**variables, "dutlab_backup_enabled": False}), tmp_path)
+        assert f"#*/30 1-5 * * 1 root {script}" in cron_file.read_text()
+    finally:
+        script.unlink(missing_ok=True)
+        cron_file.unlink(missing_ok=True)
