@@ -503,6 +503,9 @@ def test_server_restart_mid_job(lab, worker):
     lab.restart("serve")
     assert_complete(lab, job_id)
     assert_same_log(lab, job_id, log)
+    # The outage was logged with the URL and the error, and the worker is back.
+    assert f"poll failed: cannot reach {lab.url}/internal/v1/workers/w1/poll: " in worker.log()
+    wait_for(lambda: f"server {lab.url} answers again" in worker.log(), 30, "the worker to poll again")
 
 
 @pytest.mark.qemu
