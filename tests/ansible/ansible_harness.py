@@ -37,8 +37,9 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(Unsafe, _unsafe)
 
 
-def dump(plays: list) -> str:
-    return yaml.dump(plays, Dumper=_Dumper, sort_keys=False, width=120)
+def dump(data) -> str:
+    """YAML for Ansible: `Unsafe` strings get the !unsafe tag."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=120)
 
 
 @dataclass

@@ -20,8 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-from ansible_harness import REPO, TARGET_PYTHON
+from ansible_harness import REPO, TARGET_PYTHON, dump
 
 from labtools import free_port, http
 
@@ -112,7 +111,7 @@ class RoleLab:
             },
         }}
         path = self.root / "inventory.yml"
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        path.write_text(dump(doc))
         return path
 
     def api(self, method: str, path: str, body=None):
