@@ -102,13 +102,14 @@ class RoleLab:
         out.update(extra)
         return out
 
-    def inventory(self, server: dict | None = None, worker: dict | None = None, objects: dict | None = None) -> Path:
+    def inventory(self, server: dict | None = None, worker: dict | None = None, objects: dict | None = None,
+                  workers: bool = True) -> Path:
+        children = {"lab_servers": {"hosts": {"lab-server": self.server_vars(**(server or {}))}, "vars": objects or {}}}
+        if workers:
+            children["lab_workers"] = {"hosts": {self.worker_name: self.worker_vars(**(worker or {}))}}
         doc = {"all": {
             "vars": {"ansible_connection": "local", "ansible_python_interpreter": TARGET_PYTHON},
-            "children": {
-                "lab_servers": {"hosts": {"lab-server": self.server_vars(**(server or {}))}, "vars": objects or {}},
-                "lab_workers": {"hosts": {self.worker_name: self.worker_vars(**(worker or {}))}},
-            },
+            "children": children,
         }}
         path = self.root / "inventory.yml"
         path.write_text(dump(doc))

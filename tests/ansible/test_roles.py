@@ -7,6 +7,7 @@ temp folder and service names are unique (lab_hosts.RoleLab); the services are s
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 from ansible_harness import REPO, play
 from lab_hosts import RoleLab, build_wheel, mode
+
+from labtools import free_port, http
 
 pytestmark = [pytest.mark.ansible, pytest.mark.slow]
 
@@ -81,3 +84,61 @@ def test_site_converges_idempotently_and_runs_the_lab(role_lab, tmp_path):
     # a restart of the worker keeps it registered with the same token
     subprocess.run(["service", role_lab.services[0], "restart"], check=True, capture_output=True)
     wait_worker(role_lab, "Online")
+
+
+def _service_running(name: str) -> bool:
+    return subprocess.run(["service", name, "status"], capture_output=True).returncode == 0
+
+
+def _psql(sql: str, database: str = "postgres") -> str:
+    out = subprocess.run(["su", "postgres", "-c", f"psql -XtAc \"{sql}\" {database}"], capture_output=True,
+                         text=True, timeout=60)
+    return out.stdout.strip()
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(shutil.which("pg_lsclusters") is None, reason="PostgreSQL is not installed")
+def test_server_on_postgresql_and_redis_behind_nginx(role_lab, tmp_path):
+    pg_was_running = _service_running("postgresql")
+    nginx_was_running = shutil.which("nginx") is not None and _service_running("nginx")
+    redis_port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    name = f"dutlab_{role_lab.tag}"
+    nginx_port = free_port()
+    site = Path("/etc/nginx/sites-enabled") / f"dutlab-{role_lab.tag}-server.conf"
+    try:
+        inventory = role_lab.inventory(workers=False, server={
+            "dutlab_server_database": "postgresql", "dutlab_server_postgresql_name": name,
+            "dutlab_server_postgresql_user": name, "dutlab_server_postgresql_password": f"pw-{role_lab.tag}",
+            "dutlab_server_queue": "redis", "dutlab_server_redis_manage": False,
+            "dutlab_server_redis_url": f"redis://127.0.0.1:{redis_port}/0",
+            "dutlab_server_nginx": True, "dutlab_server_nginx_port": nginx_port,
+            "dutlab_server_nginx_server_name": "localhost",
+        })
+        first = play(SITE, tmp_path, inventory=inventory, cmdline="--diff")
+        assert first.changed
+        config = (role_lab.etc / "server.yaml").read_text()
+        assert f"postgresql://{name}:pw-{role_lab.tag}@127.0.0.1:5432/{name}" in config
+        assert f"redis://127.0.0.1:{redis_port}/0" in config
+        assert _psql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'device'", name) == "1"
+        through_nginx = http("GET", f"http://127.0.0.1:{nginx_port}/api/v1/system/version")
+        assert through_nginx.status == 200 and through_nginx.json()["api_version"] == 1
+        assert role_lab.api("GET", "/api/v1/devices").status == 200
+
+        second = play(SITE, tmp_path, inventory=inventory)
+        assert second.changed == {}, second.changed_tasks()
+        check = play(SITE, tmp_path, inventory=inventory, cmdline="--check --diff")
+        assert check.changed == {}, check.changed_tasks()
+    finally:
+        role_lab.cleanup()
+        redis.terminate()
+        redis.wait(10)
+        for link in (site, Path("/etc/nginx/sites-available") / site.name):
+            link.unlink(missing_ok=True)
+        if shutil.which("nginx"):
+            subprocess.run(["service", "nginx", "reload" if nginx_was_running else "stop"], capture_output=True)
+        _psql(f'DROP DATABASE IF EXISTS "{name}"')
+        _psql(f'DROP ROLE IF EXISTS "{name}"')
+        if not pg_was_running:
+            subprocess.run(["service", "postgresql", "stop"], capture_output=True)
