@@ -80,9 +80,10 @@ def write_config(tmp: Path, database: str, queue: str, port: int, **extra) -> Pa
         "template_dirs": [str(tmp / "etc" / "device-types")],
         "health_checks_dir": str(tmp / "etc" / "health-checks"),
         "secret_key_file": str(tmp / "etc" / "secret_key"),
-        "worker_heartbeat_timeout": 10,
-        "worker_offline_grace": 20,
-        "longpoll_timeout": 5,
+        # generous: a loaded 2-core machine must not turn a slow worker into an offline one
+        "worker_heartbeat_timeout": 30,
+        "worker_offline_grace": 120,
+        "longpoll_timeout": 15,
         "scheduler_sweep": 2,
     }
     data.update(extra)

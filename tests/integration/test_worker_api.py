@@ -172,10 +172,10 @@ def test_long_poll_answers_when_work_arrives_and_blocks_nothing(lab):
     w = lab.worker
     w.poll()
     answers = []
-    waiting = threading.Thread(target=lambda: answers.append(w.poll(wait=5)))
+    waiting = threading.Thread(target=lambda: answers.append(w.poll(wait=15)))
     waiting.start()
     others = [Worker(lab, f"x{i}", lab.manage("workers", "add", f"x{i}").stdout.split()[-1]) for i in range(4)]
-    idle = [threading.Thread(target=lambda o=o: o.poll(wait=5)) for o in others]
+    idle = [threading.Thread(target=lambda o=o: o.poll(wait=3)) for o in others]
     for t in idle:
         t.start()
     # other requests are served while five long-polls wait
