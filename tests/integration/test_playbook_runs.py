@@ -76,3 +76,30 @@ def test_schedules_run_from_the_consumer_and_are_recorded(tmp_path):
         assert names.count("nightly") in (1, 2)  # 2 only if the minute rolled over meanwhile
     finally:
         stop()
+
+
+@pytest.mark.ansible
+def test_scheduled_backup_runs_from_the_consumer(tmp_path):
+    """playbooks/backup.yml on a schedule: the archive is written and fetched, the run recorded."""
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    inventory = ("[lab_servers]\nlab ansible_connection=local "
+                 "ansible_python_interpreter=/usr/bin/python3\n")
+    lab, stop = start_lab(tmp_path, playbooks_dir=str(repo / "playbooks"), playbook_schedules=[
+        {"name": "backup", "playbook": "backup.yml", "cron": "* * * * *", "inventory": inventory,
+         "extravars": {"dutlab_server_venv": str(Path(sys.executable).parent.parent),
+                       "dutlab_server_config_dir": str(tmp_path), "dutlab_server_user": "root",
+                       "dutlab_server_group": "root", "dutlab_backup_dir": str(tmp_path / "archives"),
+                       "backup_dest": str(tmp_path / "fetched")}},
+    ])
+    try:
+        [run] = wait_runs(lab, 1, timeout=240)
+        assert run["name"] == "backup" and run["trigger"] == "schedule", run
+        assert run["status"] == "successful", run
+        [archive] = (tmp_path / "archives").glob("dutlab-backup-*.tar.gz")
+        fetched = tmp_path / "fetched" / "lab" / archive.name
+        assert fetched.read_bytes() == archive.read_bytes()
+    finally:
+        stop()
