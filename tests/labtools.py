@@ -263,15 +263,33 @@ class LabServer:
                              f"{self.log('serve')}\n{self.log('consumer')}")
 
 
+def bootstrap(config: Path) -> str:
+    """Migrate and create the admin user in process; return its token.
+
+    The CLI verbs are tested on their own (test_manage_cli.py); here they would only cost three
+    interpreter start-ups per test.
+    """
+    from dutlab.service import auth, migrations
+    from dutlab.service.config import load
+    from dutlab.service.db import database, open_database
+    from dutlab.service.models import User
+
+    db = open_database(load(str(config)).database)
+    try:
+        migrations.migrate()
+        admin = User.create(username="admin", is_superuser=True, password_hash=auth.hash_password("admin-pw"))
+        return auth.create_token(admin, "tests")[1]
+    finally:
+        db.close()
+        database.initialize(None)
+
+
 def start_lab(tmp: Path, *, consumer: bool = True, **settings) -> tuple[LabServer, callable]:
     database, queue, cleanup = backend_urls(tmp)
     port = free_port()
     config = write_config(tmp, database, queue, port, **settings)
     lab = LabServer(tmp=tmp, config=config, port=port)
-    lab.cli("migrate")
-    lab.manage("users", "add", "admin", "--passwd", "admin-pw", "--superuser")
-    out = lab.manage("tokens", "add", "--user", "admin", "--description", "tests").stdout
-    lab.admin_token = out.strip().split()[-1]
+    lab.admin_token = bootstrap(config)
     lab.start(consumer=consumer)
 
     def stop() -> None:
