@@ -24,7 +24,7 @@ fi
 su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='dutlab_test'\"" | grep -q 1 ||
   su postgres -c "psql -qc \"CREATE ROLE dutlab_test LOGIN CREATEDB PASSWORD 'dutlab_test'\""
 # Redis on a port of our own, no persistence: nothing outlives the run
-REDIS_PORT="${DUTLAB_TEST_REDIS_PORT:-6391}"
+REDIS_PORT="${DUTLAB_TEST_REDIS_PORT:-$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
   >/tmp/dutlab-test-redis.log 2>&1 &
 redis_pid=$!
