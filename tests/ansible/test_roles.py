@@ -85,6 +85,25 @@ def test_site_converges_idempotently_and_runs_the_lab(role_lab, tmp_path):
     subprocess.run(["service", role_lab.services[0], "restart"], check=True, capture_output=True)
     wait_worker(role_lab, "Online")
 
+    # a worker host that lost its token file gets a new token (the old one stops working)
+    old_token = (etc / "worker-token").read_text()
+    (etc / "worker-token").unlink()
+    renewed = play(SITE, tmp_path, inventory=inventory)
+    assert renewed.changed == {role_lab.worker_name: 3}, renewed.changed_tasks()
+    assert "Restart dutlab worker" in renewed.changed_tasks()
+    assert (etc / "worker-token").read_text() != old_token
+    assert mode(etc / "worker-token") == "0600 root:root"
+    wait_worker(role_lab, "Online")
+
+
+def test_preflight_says_what_to_change(role_lab, tmp_path):
+    inventory = role_lab.inventory(server={"dutlab_server_listen": "8000"}, workers=False)
+    run = play(SITE, tmp_path, inventory=inventory, expect="failed")
+    [failed] = run.failed_tasks
+    assert failed == "Check the settings"
+    assert "dutlab_server_listen must be host:port, for example 127.0.0.1:8000 (it is 8000)" in run.stdout
+    assert not (role_lab.root / "venv").exists()  # nothing was installed
+
 
 def _service_running(name: str) -> bool:
     return subprocess.run(["service", name, "status"], capture_output=True).returncode == 0
