@@ -6,13 +6,19 @@ ansible-runner, against a real dutlab server with a real worker and QEMU devices
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 from ansible_harness import REPO, TARGET_PYTHON, play
+from lab_hosts import RoleLab, build_wheel
+
+from labtools import http
 
 pytestmark = [pytest.mark.ansible, pytest.mark.qemu]
 
@@ -84,3 +90,77 @@ def test_health_checks_fail_naming_the_bad_devices_and_why(lab_server, tmp_path)
     unknown = play(playbook, tmp_path, inventory=inventory, expect="failed",
                    extravars={"health_check_devices": ["qemu01", "nosuch"]})
     assert "no device named nosuch" in unknown["Every device asked for exists"]["msg"]
+
+
+# -- backup.yml and restore.yml ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dutlab_wheel(tmp_path_factory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def server_inventory(lab: RoleLab, **server) -> Path:
+    """Only a lab server (the roles' own inventory also has a worker)."""
+    doc = {"all": {"vars": {"ansible_connection": "local", "ansible_python_interpreter": TARGET_PYTHON},
+                   "children": {"lab_servers": {"hosts": {"lab-server": lab.server_vars(**server)}}}}}
+    path = lab.root / "inventory-server.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def test_backup_then_restore_onto_a_fresh_server(dutlab_wheel, tmp_path):
+    # users of their own: the server role sets the user's home, which fails while another lab's
+    # processes run as that user
+    old, new = RoleLab(source=dutlab_wheel, user="dutlab-old"), None
+    try:
+        backups = old.root / "backups"
+        inventory = server_inventory(old, dutlab_backup_dir=str(backups))
+        play(REPO / "playbooks" / "site.yml", tmp_path, inventory=inventory)
+        # a small lab: a device type, a worker, a device, a user with a token
+        assert old.api("POST", "/api/v1/device-types", {"name": "qemu", "disable_health_checks": True}).status == 201
+        assert old.api("POST", "/api/v1/workers", {"hostname": "w1"}).status == 201
+        assert old.api("POST", "/api/v1/devices", {"hostname": "qemu01", "device_type": "qemu", "worker": "w1",
+                                                   "health": "Good"}).status == 201
+        old_token = old.admin_token()
+
+        fetched = tmp_path / "fetched"
+        run = play(REPO / "playbooks" / "backup.yml", tmp_path, inventory=inventory,
+                   extravars={"backup_dest": str(fetched)})
+        [archive] = list((fetched / "lab-server").glob("dutlab-backup-*.tar.gz"))
+        [on_server] = list(backups.glob("dutlab-backup-*.tar.gz"))
+        assert archive.read_bytes() == on_server.read_bytes()
+        assert oct(on_server.stat().st_mode & 0o777) == "0o600" and on_server.owner() == "dutlab-old"
+        assert f"restore_archive={archive}" in run["Where it is"]["msg"]
+        with tarfile.open(archive) as tar:
+            manifest = json.load(tar.extractfile("MANIFEST.json"))
+        assert manifest["counts"]["devices"] == 1
+
+        # a fresh server (same dutlab: the old one's virtualenv), installed by the server role
+        new = RoleLab(source=dutlab_wheel, user="dutlab-new")
+        new_inventory = server_inventory(new, dutlab_server_venv=str(old.root / "venv"),
+                                         dutlab_backup_dir=str(new.root / "backups"))
+        play(REPO / "playbooks" / "site.yml", tmp_path, inventory=new_inventory)
+        old_services = [s for s in old.services if "worker" not in s]
+        for name in old_services:
+            subprocess.run(["service", name, "stop"], check=True, capture_output=True)
+
+        restore = REPO / "playbooks" / "restore.yml"
+        refused = play(restore, tmp_path, inventory=new_inventory, expect="failed",
+                       extravars={"restore_archive": str(archive)})
+        msg = refused["Say why nothing was restored"]["msg"]
+        assert "this install is not empty" in msg and "-e restore_force=true" in msg, msg
+        assert new.api("GET", "/api/v1/devices/qemu01").status == 404, "the refused restore changed the server"
+
+        done = play(restore, tmp_path, inventory=new_inventory,
+                    extravars={"restore_archive": str(archive), "restore_force": True})
+        assert "restore complete. Next:" in done["What the restore said"]["msg"]
+        assert done["Devices (all in Maintenance until someone checked them; then set them Unknown for a "
+                    "health check)"]["msg"] == ["qemu01: Maintenance"]
+        device = http("GET", f"{new.url}/api/v1/devices/qemu01", token=old_token).json()
+        assert device["health"] == "Maintenance" and device["worker"] == "w1"
+        assert new.api("GET", "/api/v1/system/whoami").json()["username"] == "admin"
+        assert {path.owner() for path in (new.root / "data").rglob("*")} == {"dutlab-new"}
+    finally:
+        if new is not None:
+            new.cleanup()
+        old.cleanup()
