@@ -2,6 +2,7 @@
 
 import pytest
 import yaml
+
 from dutlab.service.templating import (
     TemplateError,
     extends_of,
