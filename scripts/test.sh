@@ -29,8 +29,6 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --d
   >/tmp/dutlab-test-redis.log 2>&1 &
 redis_pid=$!
 
-"$PY" -m ruff check . || exit 1
-
 rc=0
 echo "== tests on SQLite + SqliteHuey =="
 "$PY" -m pytest "$@" || rc=$?
@@ -38,4 +36,6 @@ echo "== server tests on PostgreSQL + Redis =="
 DUTLAB_TEST_DATABASE="postgresql://dutlab_test:dutlab_test@127.0.0.1:5432/postgres" \
 DUTLAB_TEST_QUEUE="redis://127.0.0.1:$REDIS_PORT/0" \
   "$PY" -m pytest -m "backend and not qemu and not ansible" "$@" || rc=$((rc ? rc : $?))
+echo "== ruff =="
+"$PY" -m ruff check . || rc=$((rc ? rc : $?))
 exit $rc
