@@ -58,7 +58,7 @@ SERVER_MODULES = ["yaml", "jinja2", "voluptuous", "peewee", "huey", "bottle", "c
                   "dutlab.service.rpc", "dutlab.service.api.dashboard", "dutlab.service.cli"]
 WORKER_MODULES = ["yaml", "dutlab.dispatcher.client", "dutlab.dispatcher.upload", "dutlab.dispatcher.jobsdb",
                   "dutlab.dispatcher.worker"]
-RUN_MODULES = ["yaml", "pexpect", "jinja2", "dutlab.dispatcher.schema", "dutlab.dispatcher.pipeline",
+RUN_MODULES = ["yaml", "pexpect", "dutlab.dispatcher.schema", "dutlab.dispatcher.pipeline",
                "dutlab.dispatcher.actions", "dutlab.dispatcher.run"]
 
 
