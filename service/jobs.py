@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from dutlab.dispatcher.schema import JobDefinitionError, parse_job, timeout_seconds, validate_job
+from dutlab.dispatcher.schema import JobDefinitionError, parse_job, timeout_seconds
 
 from . import auth, events
 from .config import Settings
@@ -48,7 +48,7 @@ class Submission:
 def check_definition(user: User | None, text: str, settings: Settings) -> Submission:
     """Validate `text` for `user`; raise ApiError(400, path) on the first problem."""
     try:
-        job = validate_job(parse_job(text))
+        job = parse_job(text)  # parses and validates
     except JobDefinitionError as exc:
         raise ApiError(400, exc.message, exc.path) from None
     if "lava-multinode" in (job.get("protocols") or {}):

@@ -1,4 +1,4 @@
-"""Bottle plugins: a database connection per request, authentication, JSON errors.
+"""Bottle plugins: a database connection per server thread, authentication, JSON errors.
 
 Who may call a route is route metadata: `@routes.get('/x', auth='admin')`. The plugin reads
 `route.config['auth']`; routes without it are public (an optional user).
@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from bottle import HTTPError, HTTPResponse, request, response
+from peewee import InterfaceError, OperationalError
 
 from . import auth
-from .db import connection
+from .db import database
 from .errors import ApiError
 from .models import TestJob, User, Worker
 
@@ -34,13 +35,24 @@ def json_response(status: int, body: Any) -> HTTPResponse:
 
 
 class DatabasePlugin:
+    """One database connection per server thread, kept across requests.
+
+    Opening one per request (and its PRAGMAs on SQLite) cost more than most requests; a
+    connection that broke (PostgreSQL restarted) is dropped so the next request reconnects.
+    """
+
     name = "dutlab-db"
     api = 2
 
     def apply(self, callback: Callable, route: Any) -> Callable:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with connection():
+            database.connect(reuse_if_open=True)
+            try:
                 return callback(*args, **kwargs)
+            except (OperationalError, InterfaceError):
+                if not database.is_closed():
+                    database.close()
+                raise
 
         return wrapper
 

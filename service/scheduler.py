@@ -198,6 +198,8 @@ def queued_jobs() -> dict[int, list[Queued]]:
 
 
 def schedule_jobs(available: list[Device], capacity: dict[int, int], report: PassReport) -> None:
+    if not available:
+        return  # nothing free: don't read the queue at all
     queue = queued_jobs()
     if not queue:
         return
