@@ -30,8 +30,9 @@ from pathlib import Path
 import pexpect
 import pytest
 import yaml
-from ansible_harness import REPO, play
+from ansible_harness import REPO, env, play
 from lab_hosts import build_wheel
+from test_collection import test_argument_specs_match_the_defaults as argument_specs_match_the_defaults
 
 from labtools import BIN, free_port
 
@@ -156,31 +157,19 @@ def lab_netns():
         ip("netns", "del", ns, check=False)
 
 
-# -- argument specs and lint -------------------------------------------------------------------------
+# -- argument specs and docs ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("role", PLUMBING_ROLES)
 def test_argument_specs_match_defaults(role):
-    """meta/argument_specs.yml documents exactly the variables of defaults/main.yml, with the same values."""
-    defaults = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text()) or {}
-    spec = yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())
-    options = spec["argument_specs"]["main"]["options"]
-    optional = {name: opt for name, opt in options.items() if not opt.get("required")}
-    assert sorted(optional) == sorted(defaults), f"{role}: argument_specs and defaults name different variables"
-    for name, opt in optional.items():
-        assert opt.get("default") == defaults[name], f"{role}: {name}: spec default {opt.get('default')!r} " \
-                                                     f"!= defaults/main.yml {defaults[name]!r}"
-    assert all(name.startswith(f"dutlab_{role}_") for name in options), f"{role}: variables must be dutlab_{role}_*"
+    """The server and worker roles' check, on ours (ansible-lint runs on the whole repository there too)."""
+    argument_specs_match_the_defaults(role)
 
 
-def test_ansible_lint_production():
-    lint = shutil.which("ansible-lint", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    if lint is None:
-        pytest.skip("ansible-lint is not installed (pip install ansible-lint)")
-    paths = [f"collection/roles/{role}" for role in PLUMBING_ROLES] + [
-        f"playbooks/{name}.yml" for name in ("plumbing", "backup", "restore", "health-checks", "upgrade")]
-    proc = subprocess.run([lint, "--profile", "production", "--nocolor", *paths], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_ansible_doc_reads_the_plumbing_roles():
+    for role in PLUMBING_ROLES:
+        out = subprocess.run([str(BIN / "ansible-doc"), "-t", "role", f"dutlab.lab.{role}"], cwd=REPO,
+                             capture_output=True, text=True, timeout=120, env={**os.environ, **env()})
+        assert out.returncode == 0 and "ENTRY POINT: *main*" in out.stdout, out.stderr
 
 
 # -- ser2net ------------------------------------------------------------------------------------------
@@ -545,3 +534,40 @@ def test_backup_schedule_and_retention(lab_server, cron_service, tmp_path):
     finally:
         script.unlink(missing_ok=True)
         cron_file.unlink(missing_ok=True)
+
+
+# -- playbooks/plumbing.yml --------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_plumbing_playbook_converges_every_group(system_ser2net, dnsmasq_instance, served_dirs, dutlab_wheel,
+                                                 tmp_path):
+    """One host in lab_serial, lab_dhcp, lab_tftp and lab_coordinator; a worker learns the coordinator."""
+    with lab_netns() as (_ns, host_if, _client_if, prefix), coordinator_host(served_dirs, dutlab_wheel) as coord:
+        plumbing = {
+            **ser2net_vars(tmp_path, [{"name": "board-1", "device": "/dev/ttyS3", "port": free_port()}]),
+            "dutlab_dhcp_interface": host_if, "dutlab_dhcp_range_start": f"{prefix}.100",
+            "dutlab_dhcp_range_end": f"{prefix}.150",
+            "dutlab_tftp_interface": host_if, "dutlab_tftp_root": str(served_dirs / "tftp"),
+            "dutlab_tftp_worker_dir": str(served_dirs / "worker"),
+            **coord,
+        }
+        local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
+        inventory = tmp_path / "inventory.yml"
+        inventory.write_text(yaml.safe_dump({"all": {"vars": local, "children": {
+            "lab_serial": {"hosts": {"lab-host": plumbing}},
+            "lab_dhcp": {"hosts": {"lab-host": {}}},
+            "lab_tftp": {"hosts": {"lab-host": {}}},
+            "lab_coordinator": {"hosts": {"lab-host": {}}},
+            "lab_workers": {"hosts": {"worker-a": {}}},
+        }}}))
+        playbook = REPO / "playbooks" / "plumbing.yml"
+        first = play(playbook, tmp_path, inventory=inventory, cmdline="--diff")
+        assert first.changed
+        again = play(playbook, tmp_path, inventory=inventory)
+        assert again.changed == {}, again.changed_tasks()
+        told = again["Take the coordinator's address"]["ansible_facts"]["dutlab_worker_coordinator"]
+        assert told == {"host": "127.0.0.1", "port": coord["dutlab_coordinator_port"], "secret": False}
+        assert service("dutlab-dnsmasq", "status").returncode == 0
+        assert service("ser2net", "status").returncode == 0
+        conf = Path("/etc/dutlab/dnsmasq.d")
+        assert sorted(p.name for p in conf.iterdir()) == ["dhcp.conf", "tftp.conf"]
