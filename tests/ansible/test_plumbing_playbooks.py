@@ -6,10 +6,14 @@ ansible-runner, against a real dutlab server with a real worker and QEMU devices
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -164,3 +168,127 @@ def test_backup_then_restore_onto_a_fresh_server(dutlab_wheel, tmp_path):
         if new is not None:
             new.cleanup()
         old.cleanup()
+
+
+# -- upgrade.yml -------------------------------------------------------------------------------------
+
+SMOKE = REPO / "examples" / "jobs" / "qemu-smoke.yaml"
+
+
+def held_dictionary(release: Path) -> str:
+    """A QEMU device with a user command that holds a job on the worker until `release` exists."""
+    return ("{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"
+            "{% set user_commands = {'hold': {'do': 'while [ ! -e " + str(release) + " ]; do sleep 0.5; done'}} %}\n")
+
+
+def held_job() -> dict:
+    job = yaml.safe_load(SMOKE.read_text())
+    job["job_name"] = "held across the upgrade"
+    job["timeouts"]["job"] = {"minutes": 30}
+    job["actions"].insert(0, {"command": {"name": "hold", "timeout": {"minutes": 25}}})
+    return job
+
+
+class Releaser(threading.Thread):
+    """Lets the held job go once the playbook has put the worker in Maintenance and kept waiting.
+
+    Records what the worker's virtualenv held at that moment: the upgrade must not have
+    touched it while the job ran.
+    """
+
+    def __init__(self, lab: RoleLab, release: Path):
+        super().__init__(daemon=True)
+        self.lab, self.release = lab, release
+        self.record = lab.root / "venv" / "dutlab-source-worker.txt"
+        self.installed_at_release = ""
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(1):
+            try:
+                worker = self.lab.api("GET", f"/api/v1/workers/{self.lab.worker_name}").json()
+            except (OSError, ValueError):
+                continue  # the server restarts during the upgrade
+            if worker.get("health") == "Maintenance":
+                time.sleep(10)  # the playbook keeps waiting for the job meanwhile
+                self.installed_at_release = self.record.read_text()
+                self.release.touch()
+                return
+
+
+def kill_leftovers(root: Path) -> None:
+    """Job processes outlive their worker by design; end those of this lab (by process group)."""
+    groups = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if str(root).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                groups.add(os.getpgid(int(pid)))
+        except OSError:
+            continue
+    for pgid in groups:
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_rolling_upgrade_waits_for_the_running_job_and_compares_known_good_jobs(dutlab_wheel, tmp_path):
+    lab = RoleLab(source=dutlab_wheel, user="dutlab-upg")
+    release = lab.root / "release-the-held-job"
+    releaser = None
+    try:
+        inventory = lab.inventory(server={"dutlab_backup_dir": str(lab.root / "backups")})
+        play(REPO / "playbooks" / "site.yml", tmp_path, inventory=inventory)
+        assert lab.api("POST", "/api/v1/device-types", {"name": "qemu", "disable_health_checks": True}).status == 201
+        for hostname in ("qemu01", "qemu02"):
+            created = lab.api("POST", "/api/v1/devices", {
+                "hostname": hostname, "device_type": "qemu", "worker": lab.worker_name, "health": "Good",
+                "dictionary": held_dictionary(release)})
+            assert created.status == 201, created.text
+        submitted = lab.api("POST", "/api/v1/jobs", {"definition": yaml.safe_dump(held_job())})
+        assert submitted.status == 201, submitted.text
+        held = submitted.json()["job_ids"][0]
+        deadline = time.monotonic() + 120
+        while lab.api("GET", f"/api/v1/jobs/{held}").json()["state"] != "Running":
+            assert time.monotonic() < deadline, f"job {held} did not start:\n{lab.log()}"
+            time.sleep(0.5)
+
+        # the same dutlab from another path: the roles see a new source and reinstall
+        upgrade_wheel = tmp_path / "upgrade" / dutlab_wheel.name
+        upgrade_wheel.parent.mkdir()
+        shutil.copy(dutlab_wheel, upgrade_wheel)
+        releaser = Releaser(lab, release)
+        releaser.start()
+        report = tmp_path / "upgrade-report.json"
+        extravars = {"upgrade_source": str(upgrade_wheel), "upgrade_functional_jobs": [str(SMOKE)],
+                     "upgrade_report": str(report), "backup_dest": str(tmp_path / "backups"),
+                     "upgrade_poll": 2, "upgrade_job_timeout": 900}
+        run = play(REPO / "playbooks" / "upgrade.yml", tmp_path, inventory=inventory, extravars=extravars)
+
+        job = lab.api("GET", f"/api/v1/jobs/{held}").json()
+        assert job["health"] == "Complete", job
+        assert str(dutlab_wheel) in releaser.installed_at_release, "the worker was upgraded under a running job"
+        assert str(upgrade_wheel) in releaser.record.read_text()
+        assert "Install dutlab and its dependencies" in run.changed_tasks()
+        worker = lab.api("GET", f"/api/v1/workers/{lab.worker_name}").json()
+        assert worker["health"] == "Active" and worker["state"] == "Online", worker
+        outcomes = json.loads(report.read_text())
+        smoke = outcomes["before"]["qemu-smoke.yaml"]
+        assert smoke["health"] == "Complete" and smoke["cases"]["0_smoke/uname"] == "pass", outcomes
+        assert outcomes["after"] == outcomes["before"]
+        assert list((tmp_path / "backups" / "lab-server").glob("dutlab-backup-*.tar.gz"))
+
+        # against a baseline in which the smoke test had failed, the same lab "changed": the play fails
+        baseline = tmp_path / "baseline.json"
+        baseline.write_text(json.dumps({"before": {"qemu-smoke.yaml": {**smoke, "health": "Incomplete"}}}))
+        differs = play(REPO / "playbooks" / "upgrade.yml", tmp_path, inventory=inventory, expect="failed",
+                       extravars={**extravars, "upgrade_baseline": str(baseline)})
+        msg = differs["The known-good jobs behave as before"]["msg"]
+        assert msg.startswith("outcomes changed by the upgrade"), msg
+        assert '"health": "Incomplete"}, after {"cases": {' in msg and msg.endswith('"health": "Complete"};'), msg
+    finally:
+        if releaser is not None:
+            releaser.stop.set()
+        release.touch()
+        lab.cleanup()
+        kill_leftovers(lab.root)
