@@ -241,6 +241,7 @@ def dnsmasq_instance():
     """dutlab-dnsmasq as the roles install it; stopped and removed afterwards."""
     if shutil.which("dnsmasq") is None:
         pytest.skip("dnsmasq is not installed (apt-get install dnsmasq-base)")
+    etc_existed = Path("/etc/dutlab").exists()
     try:
         yield
     finally:
@@ -252,6 +253,9 @@ def dnsmasq_instance():
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
+        for folder in ("/etc/dutlab", "/var/lib/dutlab", "/var/log/dutlab"):
+            if not etc_existed and Path(folder).is_dir() and not any(Path(folder).iterdir()):
+                Path(folder).rmdir()
 
 
 def dhcp_client(ns: str, interface: str, tmp_path: Path) -> dict:
@@ -319,6 +323,7 @@ def test_dhcp_and_tftp_network_boot(dnsmasq_instance, served_dirs, tmp_path):
                   "roles": [{"role": "dutlab.lab.dhcp"}, {"role": "dutlab.lab.tftp"}], "vars": variables}]
         converge_idempotent(plays, tmp_path)
         assert service("dutlab-dnsmasq", "status").returncode == 0
+        systemd_verify(Path("/etc/systemd/system/dutlab-dnsmasq.service"))
         dnsmasqs = [pid for pid in os.listdir("/proc") if pid.isdigit()
                     and "--conf-file=/etc/dutlab/dnsmasq.conf" in _cmdline(pid)]
         assert len(dnsmasqs) == 1, f"one dutlab-dnsmasq serves DHCP and TFTP, found {dnsmasqs}"
