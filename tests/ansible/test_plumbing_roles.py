@@ -233,7 +233,8 @@ def test_ser2net_refuses_shared_ports(tmp_path):
 # -- dhcp and tftp (one dnsmasq instance, dutlab-dnsmasq) ---------------------------------------------
 
 DNSMASQ_FILES = ("/etc/dutlab/dnsmasq.conf", "/etc/dutlab/dnsmasq.d", "/etc/init.d/dutlab-dnsmasq",
-                 "/etc/systemd/system/dutlab-dnsmasq.service", "/var/lib/dutlab/dnsmasq")
+                 "/etc/systemd/system/dutlab-dnsmasq.service", "/var/lib/dutlab/dnsmasq", "/var/log/dutlab/dnsmasq.log")
+DUTLAB_FOLDERS = ("/etc/dutlab", "/var/lib/dutlab", "/var/log/dutlab")
 
 
 @pytest.fixture
@@ -241,7 +242,7 @@ def dnsmasq_instance():
     """dutlab-dnsmasq as the roles install it; stopped and removed afterwards."""
     if shutil.which("dnsmasq") is None:
         pytest.skip("dnsmasq is not installed (apt-get install dnsmasq-base)")
-    etc_existed = Path("/etc/dutlab").exists()
+    existed = {folder for folder in DUTLAB_FOLDERS if Path(folder).exists()}
     try:
         yield
     finally:
@@ -253,8 +254,8 @@ def dnsmasq_instance():
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-        for folder in ("/etc/dutlab", "/var/lib/dutlab", "/var/log/dutlab"):
-            if not etc_existed and Path(folder).is_dir() and not any(Path(folder).iterdir()):
+        for folder in set(DUTLAB_FOLDERS) - existed:
+            if Path(folder).is_dir() and not any(Path(folder).iterdir()):
                 Path(folder).rmdir()
 
 
