@@ -17,6 +17,7 @@ Maintenance so nothing runs on hardware whose state nobody has checked since the
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import hashlib
 import json
 import os
@@ -424,6 +425,22 @@ def staging_dir(settings: Settings) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def unwritable(settings: Settings, config_file: str | None) -> list[str]:
+    """Destinations restore would write but may not: checked before the database is touched."""
+    wanted = [settings.output_dir, str(Path(settings.secret_key_file).parent), settings.health_checks_dir,
+              *settings.template_dirs[:1]]
+    if config_file:
+        wanted.append(str(Path(config_file).parent))  # server.yaml.from-backup may go there
+    out = []
+    for path in wanted:
+        existing = Path(path)
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not os.access(existing, os.W_OK):
+            out.append(f"{path} (checked {existing})")
+    return out
+
+
 def restore(archive: str | Path, settings: Settings, config_file: str | None, force: bool = False,
             say: Say = print) -> None:
     """Restore `archive` into the install `settings` describe (its database must be open)."""
@@ -439,6 +456,10 @@ def restore(archive: str | Path, settings: Settings, config_file: str | None, fo
     if problems and not force:
         raise BackupError("this install is not empty: " + "; ".join(problems) +
                           ". Restore into a fresh install, or pass --force to replace what is there")
+    blocked = unwritable(settings, config_file)
+    if blocked:
+        raise BackupError("cannot write " + ", ".join(blocked) + f" as user {getpass.getuser()}; run the "
+                          "restore as a user who can (e.g. root), then give the data folder back to the server's user")
     with staging_dir(settings) as staging:
         extract_verified(archive, manifest, staging)
         say(f"verified {len(manifest['members'])} files of {Path(archive).name} "
