@@ -47,6 +47,10 @@ LOGIN_HASH = (
 
 # Modules wanted in the initramfs; built-in ones are skipped, dependencies added.
 WANTED_MODULES = ["virtio_pci", "virtio_mmio", "virtio_blk", "ext4"]
+# Loaded only when booting a root filesystem from a disk (root= on the command line): the
+# IDE disk QEMU's pc machine attaches by default. Probing IDE costs boot time and console
+# chatter, so the initramfs-only boot leaves them out.
+DISK_MODULES = ["ata_piix", "sd_mod"]
 
 ARCHES = {
     "amd64": {
@@ -91,10 +95,40 @@ if has_arg dutlab.panic=1; then
 fi
 
 hostname @HOSTNAME@
-while read -r m; do
-    [ -n "$m" ] || continue
-    insmod "/lib/modules/$m.ko" || echo "dutlab: insmod $m failed"
-done < /lib/modules/load-order
+load_modules() {
+    while read -r m; do
+        [ -n "$m" ] || continue
+        insmod "/lib/modules/$m.ko" || echo "dutlab: insmod $m failed"
+    done < "$1"
+}
+load_modules /lib/modules/load-order
+
+# root=DEV (a /dev path, LABEL= or UUID=): mount that filesystem and hand over to its
+# /sbin/init, as a distribution initramfs does. Without root= this initramfs is the system.
+ROOT=
+for a in $CMDLINE; do case "$a" in root=*) ROOT="${a#root=}" ;; esac; done
+if [ -n "$ROOT" ]; then
+    load_modules /lib/modules/load-order.disk
+    mkdir -p /newroot
+    tries=0
+    while :; do
+        case "$ROOT" in
+            LABEL=*|UUID=*) DEV=$(findfs "$ROOT" 2>/dev/null) ;;
+            *) DEV=$ROOT ;;
+        esac
+        [ -n "$DEV" ] && [ -b "$DEV" ] && mount -t ext4 "$DEV" /newroot && break
+        tries=$((tries + 1))
+        if [ $tries -ge 100 ]; then
+            echo "dutlab: root=$ROOT did not appear or does not mount (waited 10 s); block devices:"
+            cat /proc/partitions
+            exit 1
+        fi
+        sleep 0.1
+    done
+    [ -x /newroot/sbin/init ] || { echo "dutlab: $ROOT has no /sbin/init"; exit 1; }
+    for m in dev proc sys run; do mkdir -p /newroot/$m; mount --move /$m /newroot/$m; done
+    exec switch_root /newroot /sbin/init
+fi
 
 # The device behind /dev/console: the last entry of console/active.
 CONSOLE=console
@@ -284,7 +318,8 @@ class Cpio:
         return data + b"\0" * (-len(data) % 512)
 
 
-def build_initramfs(busybox: bytes, modules: list[tuple[str, bytes]]) -> bytes:
+def build_initramfs(busybox: bytes, modules: list[tuple[str, bytes]],
+                    disk_modules: list[tuple[str, bytes]] = ()) -> bytes:
     c = Cpio()
     for d in [
         "bin",
@@ -320,9 +355,10 @@ def build_initramfs(busybox: bytes, modules: list[tuple[str, bytes]]) -> bytes:
     c.file("etc/shells", b"/bin/sh\n/bin/ash\n")
     c.file("etc/issue", b"dutlab QEMU test initramfs\n\n")
     c.file("etc/fstab", b"")
-    for name, data in modules:
+    for name, data in [*modules, *disk_modules]:
         c.file(f"lib/modules/{name}.ko", data)
     c.file("lib/modules/load-order", "".join(n + "\n" for n, _ in modules).encode())
+    c.file("lib/modules/load-order.disk", "".join(n + "\n" for n, _ in disk_modules).encode())
     raw = c.finish()
     out = io.BytesIO()
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9, mtime=0) as gz:
@@ -359,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     moddir = args.kernel_root / "lib" / "modules" / kver
     tree = ModuleTree(moddir)
     order = tree.resolve(WANTED_MODULES)
+    disk_order = [n for n in tree.resolve(WANTED_MODULES + DISK_MODULES) if n not in order]
     modules = [(n, tree.data(n)) for n in order]
+    disk_modules = [(n, tree.data(n)) for n in disk_order]
 
     busybox = args.busybox_root / "bin" / "busybox"
     if not busybox.exists():
@@ -369,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp_kernel = args.out / ".vmlinuz.tmp"
     tmp_initrd = args.out / ".initramfs.cpio.gz.tmp"
     shutil.copyfile(vmlinuz[0], tmp_kernel)
-    tmp_initrd.write_bytes(build_initramfs(busybox.read_bytes(), modules))
+    tmp_initrd.write_bytes(build_initramfs(busybox.read_bytes(), modules, disk_modules))
 
     packages = []
     for spec in args.package:
@@ -388,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             "initramfs.cpio.gz": {"sha256": sha256(tmp_initrd), "size": tmp_initrd.stat().st_size},
         },
         "modules": order,
+        "disk_modules": disk_order,
         "console": console,
         "kernel_args": f"console={console}",
         "qemu_binary": info["qemu_binary"],

@@ -5,18 +5,21 @@
 #   scripts/build-qemu-assets.sh [--arch amd64|arm64|all] [--dest DIR] [--force]
 #                                [--no-host-tools]
 #
-# Output: DIR/<arch>/{vmlinuz,initramfs.cpio.gz,manifest.json}, DIR defaulting
+# Output: DIR/<arch>/{vmlinuz,initramfs.cpio.gz,manifest.json}, and for amd64 a
+# bootable disk image DIR/amd64/disk.qcow2.xz (SYSLINUX + busybox root), DIR defaulting
 # to ${DUTLAB_ASSETS:-/var/cache/dutlab/assets}. Nothing is installed into the
 # host from the kernel or busybox packages: they are fetched with
 # `apt-get download` and unpacked with `dpkg-deb -x` in a temporary directory.
-# Host tools (qemu-system-*, ipxe-qemu, e2fsprogs; python3) are installed only
-# when missing (the first three not with --no-host-tools).
+# Host tools (qemu-system-*, ipxe-qemu, e2fsprogs, and for the amd64 disk image
+# syslinux, mtools, dosfstools, qemu-utils, xz-utils; python3) are installed only
+# when missing (all but python3 not with --no-host-tools).
 # A stamp keyed by the package versions and this script makes a second run a
 # no-op (well under a second).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 HELPER="$HERE/_initramfs.py"
+DISK_HELPER="$HERE/_diskimage.py"
 
 ARCH=all
 DEST="${DUTLAB_ASSETS:-/var/cache/dutlab/assets}"
@@ -157,6 +160,9 @@ ensure_foreign_arch() {
     fi
 }
 
+# The disk image is built for amd64 only (SYSLINUX boots PC BIOS machines).
+wants_disk() { local a; for a in "${ARCHES[@]}"; do [ "$a" = amd64 ] && return 0; done; return 1; }
+
 ensure_host_tools() {
     local need=() a
     command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null \
@@ -170,6 +176,12 @@ ensure_host_tools() {
         done
         # QEMU's default NIC wants its option ROM (pc: e1000, virt: virtio-net).
         [ -d /usr/lib/ipxe/qemu ] || need+=(ipxe-qemu)
+        if wants_disk; then
+            for t in syslinux:syslinux mcopy:mtools mkfs.fat:dosfstools qemu-img:qemu-utils xz:xz-utils; do
+                command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
+            done
+            [ -e /usr/lib/syslinux/mbr/mbr.bin ] || need+=(syslinux-common)
+        fi
     fi
     if [ ${#need[@]} -gt 0 ]; then
         apt_update
@@ -179,7 +191,7 @@ ensure_host_tools() {
 
 ensure_host_tools
 PYTHON="${PYTHON:-python3}"
-SELF_HASH="$(cat "${BASH_SOURCE[0]}" "$HELPER" | sha256sum | cut -d' ' -f1)"
+SELF_HASH="$(cat "${BASH_SOURCE[0]}" "$HELPER" "$DISK_HELPER" | sha256sum | cut -d' ' -f1)"
 CLEANUP=()
 cleanup() { local d; for d in "${CLEANUP[@]}"; do rm -rf "$d"; done; }
 trap cleanup EXIT
@@ -198,7 +210,8 @@ lists_key() {
 
 built() {
     local out="$DEST/$1"
-    [ -s "$out/.stamp" ] && [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.cpio.gz" ] && [ -s "$out/manifest.json" ]
+    [ -s "$out/.stamp" ] && [ -s "$out/vmlinuz" ] && [ -s "$out/initramfs.cpio.gz" ] && [ -s "$out/manifest.json" ] \
+        && { [ "$1" != amd64 ] || [ -s "$out/disk.qcow2.xz" ]; }
 }
 
 build_arch() {
@@ -223,6 +236,9 @@ build_arch() {
     rm -f "$out/.stamp" "$out/.lists-key"
     "$PYTHON" "$HELPER" --arch "$a" --kernel-root "$tmp/kernel" --busybox-root "$tmp/busybox" \
         --out "$out" --package "$kpkg=$kver:$a" --package "busybox-static=$bver:$a" --stamp "$stamp"
+    if [ "$a" = amd64 ]; then
+        "$PYTHON" "$DISK_HELPER" --out "$out" --busybox-root "$tmp/busybox"
+    fi
     echo "$stamp" > "$out/.stamp"
     lists_key > "$out/.lists-key"
     rm -rf "$tmp"

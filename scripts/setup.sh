@@ -13,6 +13,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-system-arm qemu-utils      # devices
   busybox-static cpio xz-utils zstd bzip2 gzip    # QEMU test assets and image decompression
   e2fsprogs                                       # mke2fs -d: the test overlay drive, built without root
+  syslinux syslinux-common mtools dosfstools      # the bootable amd64 disk image (LAVA's qcow2 job form)
   ser2net dnsmasq telnet tftp-hpa isc-dhcp-client # lab plumbing and its probes
   postgresql redis-server                         # the scale backends, tested in CI
   git iproute2 systemd python3-apt make curl      # from: git tests, netns, systemd-analyze, Ansible apt, demo

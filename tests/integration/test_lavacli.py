@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -402,9 +403,12 @@ def test_errors_lavacli_prints_as_against_lava(cli, lab, tmp_path):
 # The reference's QEMU jobs ########################################################
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "lava-interfaces.md"
+GOOD_JOBS = Path(__file__).resolve().parents[1] / "data" / "good-jobs"
+# Verbatim copies of the reference's jobs, so the tests run where ../shared is absent.
+REFERENCE_COPIES = {"5.7": GOOD_JOBS / "lava-qemu-amd64.yaml", "5.8": GOOD_JOBS / "lava-qemu-aarch64.yaml"}
 
 
-def reference_job(section: str) -> str:
+def reference_block(section: str) -> str:
     """The YAML block of §5.7 / §5.8 in the reference, verbatim."""
     text = REFERENCE.read_text()
     start = text.index(f"### {section}")
@@ -412,7 +416,17 @@ def reference_job(section: str) -> str:
     return block[:block.index("```")]
 
 
-@pytest.mark.skipif(not REFERENCE.exists(), reason="the LAVA reference is not next to this checkout")
+def reference_job(section: str) -> str:
+    return reference_block(section) if REFERENCE.exists() else REFERENCE_COPIES[section].read_text()
+
+
+@pytest.mark.parametrize("section", ["5.7", "5.8"])
+def test_reference_copies_are_verbatim(section):
+    if not REFERENCE.exists():
+        pytest.skip("the LAVA reference is not next to this checkout: the copies cannot be compared")
+    assert REFERENCE_COPIES[section].read_text() == reference_block(section)
+
+
 @pytest.mark.parametrize("section", ["5.7", "5.8"])
 def test_reference_qemu_jobs_are_accepted(cli, lab, tmp_path, section):
     text = reference_job(section)
@@ -423,6 +437,58 @@ def test_reference_qemu_jobs_are_accepted(cli, lab, tmp_path, section):
     assert cli.run("jobs", "validate", path).stdout == ""
     job_id = int(cli.run("jobs", "submit", path).stdout.strip())
     assert cli.run("jobs", "definition", str(job_id)).stdout == text + "\n"
+
+
+def definitions_repository(tmp_path: Path) -> str:
+    """examples/test-definitions (Linaro's layout) as a git repository; its file:// URL."""
+    repo = tmp_path / "test-definitions"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "test-definitions", repo)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "test definitions"]):
+        subprocess.run(["git", "-C", str(repo), *argv], check=True, env=env)
+    return f"file://{repo}"
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_reference_amd64_disk_image_job_runs(cli, lab_server, tmp_path):
+    """§5.7 as it is, but for its two URLs: a qcow2.xz disk image booted from its own
+    bootloader, auto_login as root, the smoke and meminfo definitions cloned from git."""
+    from dispatcher_fixtures import assets_for
+
+    disk = assets_for("amd64") / "disk.qcow2.xz"
+    assert disk.exists(), f"{disk} is missing: run scripts/build-qemu-assets.sh --arch amd64"
+    original = reference_job("5.7")
+    text = original.replace("http://images.validation.linaro.org/kvm/debian-sid-2014_08_21-amd64.qcow2.xz",
+                            f"file://{disk}")
+    text = text.replace("https://github.com/Linaro/test-definitions", definitions_repository(tmp_path))
+    changed = [(a, b) for a, b in zip(original.splitlines(), text.splitlines(), strict=True) if a != b]
+    assert [a.split(":")[0].strip() for a, _ in changed] == ["url", "- repository", "- repository"]
+
+    lab_server.start_worker()
+    lab_server.add_qemu_device()
+    path = job_file(tmp_path, text, "5.7.yaml")
+    proc = cli.run("jobs", "submit", path, "--follow", "--polling", "1", timeout=900)
+    out = proc.stdout
+    job_id = json.loads(cli.run("jobs", "list", "--json", "--limit", "1").stdout)[0]["id"]
+    show = json.loads(cli.run("jobs", "show", str(job_id), "--json").stdout)
+    assert (show["state"], show["health"]) == ("Finished", "Complete"), out[-4000:]
+    # booted from the disk (no -kernel), logged in as root, prompt of the Debian image
+    command = next(line for line in out.splitlines() if "QEMU command:" in line).split()
+    assert "format=qcow2,file=" in " ".join(command) and "-kernel" not in command, command
+    assert "debian login:" in out and "root@debian:~#" in out
+    results = cli.run("results", str(job_id)).stdout.splitlines()
+    for case in ("pwd", "uname", "ip", "free", "df", "ps"):
+        assert f"* 0_smoke-tests.{case} [pass]" in results, results
+    suite = yaml.safe_load(cli.run("results", str(job_id), "1_meminfo", "--yaml").stdout)
+    by_name = {case["name"]: case for case in suite}
+    assert by_name["meminfo-read"]["result"] == "pass"
+    assert float(by_name["MemTotal"]["measurement"]) > 100_000 and by_name["MemTotal"]["unit"] == "kB"
+    assert all(case["result"] == "pass" for case in suite)
+    # the definitions are recorded with the repository and commit they came from
+    lava = yaml.safe_load(cli.run("results", str(job_id), "lava", "--yaml").stdout)
+    assert {case["name"] for case in lava} >= {"0_smoke-tests", "1_meminfo", "job"}
 
 
 # End to end: a real dutlab-worker boots QEMU while lavacli follows ##############
