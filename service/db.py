@@ -56,6 +56,16 @@ def write_txn() -> Iterator[None]:
             yield
 
 
+def exclusive(key: int) -> None:
+    """Inside a write transaction: wait until no other transaction holds `key`, until commit.
+
+    SQLite's BEGIN IMMEDIATE already admits one writer at a time; PostgreSQL takes an advisory
+    transaction lock, so transactions that update many rows in no fixed order cannot deadlock.
+    """
+    if not is_sqlite():
+        database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+
 @contextmanager
 def connection() -> Iterator[None]:
     """Hold a connection for a unit of work (a request, a task) and always give it back."""

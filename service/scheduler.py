@@ -3,20 +3,24 @@
 Semantics follow LAVA's scheduler (lava-interfaces.md §4). A pass may run concurrently with
 another pass or with submissions: each assignment is a pair of conditional UPDATEs (device
 Idle → Reserved, job Submitted → Scheduled) and is undone when either loses the race, so a
-device can never get two jobs.
+device can never get two jobs. A pass makes all its assignments in one transaction (one
+commit), and the assigning parts of concurrent passes take turns.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+from peewee import Field
 
 from . import auth, jobs
 from .config import Settings
-from .db import write_txn
+from .db import database, exclusive, write_txn
 from .devicecfg import health_check_definition, render
 from .devices import set_health
 from .errors import ApiError
@@ -26,6 +30,7 @@ from .states import DeviceHealth, DeviceState, JobHealth, JobState, WorkerHealth
 
 log = logging.getLogger("dutlab.scheduler")
 HEALTH_USER = "dutlab-health"
+PASS_LOCK = 0x64757462  # "dutb": the key of the batch of assignments one pass makes
 
 
 @dataclass
@@ -108,14 +113,18 @@ def schedule_health_checks(settings: Settings, capacity: dict[int, int], report:
     """Start due health checks; return the devices left available for normal jobs."""
     available = []
     candidates = idle_devices(capacity, (DeviceHealth.GOOD, DeviceHealth.UNKNOWN, DeviceHealth.LOOPING))
+    last_reports = _submit_times([d.last_health_report_job_id for d in candidates])
+    # Devices of one type with one dictionary share their health check: read the file once a pass.
+    definitions: dict[tuple[int, str], str | None] = {}
     for device in candidates:
         dtype = device.device_type
-        if dtype.disable_health_checks:
-            if device.health != DeviceHealth.LOOPING:
-                available.append(device)
-            continue
-        definition = health_check_definition(device, settings)
-        if definition is None or not health_check_due(device, dtype):
+        definition = None
+        if not dtype.disable_health_checks and health_check_due(device, dtype, last_reports):
+            key = (dtype.id, device.dictionary)
+            if key not in definitions:
+                definitions[key] = health_check_definition(device, settings)
+            definition = definitions[key]
+        if definition is None:
             if device.health != DeviceHealth.LOOPING:
                 available.append(device)
             continue
@@ -128,20 +137,31 @@ def schedule_health_checks(settings: Settings, capacity: dict[int, int], report:
     return available
 
 
-def health_check_due(device: Device, dtype: DeviceType) -> bool:
+def _submit_times(job_ids: list[int | None]) -> dict[int, datetime]:
+    ids = sorted({i for i in job_ids if i})
+    out: dict[int, datetime] = {}
+    for start in range(0, len(ids), 500):  # below any SQLite variable limit
+        chunk = ids[start:start + 500]
+        out.update(TestJob.select(TestJob.id, TestJob.submit_time).where(TestJob.id.in_(chunk)).tuples())
+    return out
+
+
+def health_check_due(device: Device, dtype: DeviceType, last_reports: dict[int, datetime] | None = None) -> bool:
     if device.health in (DeviceHealth.UNKNOWN, DeviceHealth.LOOPING):
         return True
-    last = TestJob.get_or_none(TestJob.id == device.last_health_report_job_id) if device.last_health_report_job_id \
-        else None
-    if last is None:
+    last_id = device.last_health_report_job_id
+    if last_reports is None:
+        last_reports = _submit_times([last_id])
+    last_submit = last_reports.get(last_id) if last_id else None
+    if last_submit is None:
         return True
     if dtype.health_denominator == "jobs":
         since = TestJob.select().where(
             TestJob.actual_device == device, TestJob.health_check == False,  # noqa: E712
-            TestJob.start_time > last.submit_time,
+            TestJob.start_time > last_submit,
         ).count()
         return since >= dtype.health_frequency
-    return last.submit_time + timedelta(hours=dtype.health_frequency) < utcnow()
+    return last_submit + timedelta(hours=dtype.health_frequency) < utcnow()
 
 
 def health_user() -> User:
@@ -212,18 +232,25 @@ def schedule_jobs(available: list[Device], capacity: dict[int, int], report: Pas
     groups = _memberships()
     users = {u.id: u for u in User.select().where(User.id.in_({q.submitter_id for v in queue.values() for q in v}))}
     taken: set[int] = set()
-    for device in devices:
-        if capacity.get(device.worker_id, 0) <= 0:
-            continue
-        for q in queue[device.device_type_id]:
-            if q.id in taken or not _fits(q, device, device_tags[device.id], users, groups):
+    to_wake: set[int] = set()
+    # All assignments of the pass in one transaction: one commit (one fsync) instead of one per
+    # job. Each stays conditional, so a concurrent pass or a cancel still cannot double-book.
+    with write_txn():
+        exclusive(PASS_LOCK)  # two passes reserving rows in random orders would deadlock on PostgreSQL
+        for device in devices:
+            if capacity.get(device.worker_id, 0) <= 0:
                 continue
-            if assign(TestJob(id=q.id), device):
-                taken.add(q.id)
-                capacity[device.worker_id] -= 1
-                report.scheduled.append(q.id)
-                wake_worker(device.worker_id)
-            break
+            for q in queue[device.device_type_id]:
+                if q.id in taken or not _fits(q, device, device_tags[device.id], users, groups):
+                    continue
+                if _reserve(q.id, device):
+                    taken.add(q.id)
+                    capacity[device.worker_id] -= 1
+                    report.scheduled.append(q.id)
+                    to_wake.add(device.worker_id)
+                break
+    for worker_id in sorted(to_wake):  # after the commit: a woken worker must find its jobs
+        wake_worker(worker_id)
 
 
 def _memberships() -> dict[int, set[int]]:
@@ -245,18 +272,44 @@ def _fits(q: Queued, device: Device, tags: set[int], users: dict[int, User], gro
 def assign(job: TestJob, device: Device) -> bool:
     """Reserve `device` for `job` atomically; False when either was taken meanwhile."""
     with write_txn():
-        got_device = Device.update(state=DeviceState.RESERVED, current_job=job.id).where(
-            Device.id == device.id, Device.state == DeviceState.IDLE, Device.current_job.is_null()
-        ).execute()
-        if got_device != 1:
-            return False
-        got_job = TestJob.update(
-            state=JobState.SCHEDULED, actual_device=device.id, worker=device.worker_id, scheduled_time=utcnow()
-        ).where(TestJob.id == job.id, TestJob.state == JobState.SUBMITTED).execute()
-        if got_job != 1:
-            Device.update(state=DeviceState.IDLE, current_job=None).where(Device.id == device.id).execute()
-            return False
+        return _reserve(job.id, device)
+
+
+def _reserve(job_id: int, device: Device) -> bool:
+    """The two conditional UPDATEs of an assignment; the caller holds a write transaction.
+
+    Plain SQL built once: a pass may make a thousand of these, and building each statement with
+    peewee's query builder cost more than running it.
+    """
+    device_sql, job_sql, undo_sql = _reserve_statements(database.param)
+    params = (int(DeviceState.RESERVED), job_id, device.id, int(DeviceState.IDLE))
+    if database.execute_sql(device_sql, params).rowcount != 1:
+        return False
+    now = TestJob.scheduled_time.db_value(utcnow())
+    params = (int(JobState.SCHEDULED), device.id, device.worker_id, now, job_id, int(JobState.SUBMITTED))
+    if database.execute_sql(job_sql, params).rowcount != 1:
+        database.execute_sql(undo_sql, (int(DeviceState.IDLE), device.id))
+        return False
     return True
+
+
+@functools.cache
+def _reserve_statements(p: str) -> tuple[str, str, str]:
+    """The statements for a driver whose placeholder is `p` ('?' for SQLite, '%s' for psycopg2)."""
+
+    def col(field: Field) -> str:
+        return f'"{field.column_name}"'
+
+    device = f'"{Device._meta.table_name}"'
+    job = f'"{TestJob._meta.table_name}"'
+    return (
+        f"UPDATE {device} SET {col(Device.state)} = {p}, {col(Device.current_job)} = {p} "
+        f"WHERE {col(Device.id)} = {p} AND {col(Device.state)} = {p} AND {col(Device.current_job)} IS NULL",
+        f"UPDATE {job} SET {col(TestJob.state)} = {p}, {col(TestJob.actual_device)} = {p}, "
+        f"{col(TestJob.worker)} = {p}, {col(TestJob.scheduled_time)} = {p} "
+        f"WHERE {col(TestJob.id)} = {p} AND {col(TestJob.state)} = {p}",
+        f"UPDATE {device} SET {col(Device.state)} = {p}, {col(Device.current_job)} = NULL WHERE {col(Device.id)} = {p}",
+    )
 
 
 # -- queue timeouts --------------------------------------------------------------------------
