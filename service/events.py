@@ -18,7 +18,7 @@ def schedule_soon(reason: str) -> None:
     from . import tasks  # the queue backend is configured at start-up; import late
 
     try:
-        tasks.schedule_pass(reason)
+        tasks.request_pass(reason)
     except Exception as exc:  # a queue outage must not fail the request; the sweep repairs
         log.warning("could not enqueue a scheduling pass (%s): %s", reason, exc)
 

@@ -6,6 +6,7 @@ Tasks stay in this module: a queued message names `module.function`.
 from __future__ import annotations
 
 import logging
+import time
 
 from huey import crontab
 from huey.signals import SIGNAL_ERROR
@@ -16,9 +17,38 @@ from .queue import huey, settings
 
 log = logging.getLogger("dutlab.tasks")
 
+#: queue key holding when the queued, not yet started pass was asked for
+PASS_WANTED = "dutlab.pass-wanted"
+#: a flag this old means its pass was lost (a purged queue): ask again
+PASS_WANTED_STALE = 30.0
+
+
+def request_pass(reason: str) -> None:
+    """Enqueue a scheduling pass unless one is queued and not started yet.
+
+    A burst of submissions then costs one pass, not one each: a pass reads the whole queue, so
+    the pending one will see every job committed before it starts. The flag is cleared when the
+    pass starts (below), so an event after that start enqueues a new pass.
+    """
+    now = time.time()
+    since = huey.get(PASS_WANTED, peek=True)
+    if since is not None and now - since < PASS_WANTED_STALE:
+        return
+    if since is None and not huey.put_if_empty(PASS_WANTED, now):
+        return  # another process asked a moment ago
+    if since is not None:
+        huey.put(PASS_WANTED, now)  # stale: take the flag over
+    try:
+        schedule_pass(reason)
+    except Exception:
+        huey.delete(PASS_WANTED)  # nothing queued: the next event must be able to ask again
+        raise
+
 
 @huey.task()
 def schedule_pass(reason: str = "") -> None:
+    # Cleared before the pass reads anything: an event committed from now on asks for a new pass.
+    huey.delete(PASS_WANTED)
     with connection():
         report = scheduler.run_pass(settings())
     if report.scheduled or report.health_checks or report.timed_out or report.workers_offline:
