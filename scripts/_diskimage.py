@@ -32,6 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _initramfs import PROFILE as INITRAMFS_PROFILE
 from _initramfs import sha256
 
 SECTOR = 512
@@ -78,15 +79,8 @@ ip link set lo up
 dmesg -n 5
 """
 
-PROFILE = r"""# /etc/profile of the dutlab disk image
-export PATH=/sbin:/bin:/usr/sbin:/usr/bin
-export HOME=/root
-export TERM=${TERM:-vt100}
-export PS1='\u@\h:\w\$ '
-# A serial line has no window size: a wide one keeps long commands unwrapped.
-stty cols 4096 rows 24 2>/dev/null
-cd /root
-"""
+# The initramfs's profile with a prompt like Debian's: "root@debian:~# " at home.
+PROFILE = INITRAMFS_PROFILE.replace("@PROMPT@", r"\u@\h:\w\$ ")
 
 OS_RELEASE = """\
 PRETTY_NAME="dutlab busybox disk image"

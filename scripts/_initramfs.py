@@ -154,7 +154,7 @@ echo "@READY@"
 exec /sbin/init
 """
 
-PROFILE = r"""# /etc/profile of the dutlab QEMU test initramfs
+PROFILE = r"""# /etc/profile of the dutlab QEMU test images
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
 export HOME=/root
 export TERM=${TERM:-vt100}
