@@ -23,11 +23,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .settings_file import SettingsError, known_values, read_mapping
 
 log = logging.getLogger("dutlab.coordinator")
 
@@ -40,8 +40,7 @@ WAIT = {"response": "wait"}
 ACK = {"response": "ack"}
 
 
-class ConfigError(ValueError):
-    pass
+ConfigError = SettingsError  # one error type for every dutlab settings file
 
 
 @dataclass
@@ -86,25 +85,14 @@ def load_settings(path: str | None) -> Settings:
         if not Path(DEFAULT_CONFIG).exists():
             return Settings()
         path = DEFAULT_CONFIG
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML or JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings")
-    known = {f.name: f for f in fields(Settings)}
+    defaults = Settings()
     values: dict[str, Any] = {}
-    for key, value in data.items():
-        name = str(key).replace("-", "_")
-        if name not in known:
-            raise ConfigError(f"{path}: {key}: unknown setting; known settings are {', '.join(sorted(known))}")
-        default = known[name].default
+    for name, value in known_values(Settings, read_mapping(path), f"{path}: ").items():
+        default = getattr(defaults, name)
         if isinstance(default, (int, float)) and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"{path}: {key}: expected a number, got {value!r}")
+            raise ConfigError(f"{path}: {name}: expected a number, got {value!r}")
         if isinstance(default, str) and not isinstance(value, str):
-            raise ConfigError(f"{path}: {key}: expected a string, got {value!r}")
+            raise ConfigError(f"{path}: {name}: expected a string, got {value!r}")
         values[name] = type(default)(value)
     settings = Settings(**values)
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
@@ -31,6 +31,7 @@ import yaml
 from . import __version__, envfile
 from .client import PROTOCOL, ApiError, Client, ServerUnreachable
 from .jobsdb import CANCELING, FINISHED, FORGOTTEN, RUNNING, Job, JobsDB, process_start_ticks
+from .settings_file import SettingsError, known_values, read_mapping
 from .upload import sync_finished_job
 
 log = logging.getLogger("dutlab.worker")
@@ -49,8 +50,7 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 # -- configuration ---------------------------------------------------------------------------------
 
-class ConfigError(ValueError):
-    pass
+ConfigError = SettingsError  # one error type for every dutlab settings file
 
 
 @dataclass
@@ -72,20 +72,7 @@ class Config:
 
 def load_config(path: str) -> dict[str, Any]:
     """Read a worker.yaml: the command-line options as keys (`token_file` or `token-file`)."""
-    try:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: must be a mapping of option: value")
-    known = {f.name: f for f in fields(Config)}
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        name = str(key).replace("-", "_")
-        if name not in known:
-            raise ConfigError(f"{path}: unknown key '{key}'; the keys are {', '.join(sorted(known))}")
-        out[name] = value
-    return out
+    return known_values(Config, read_mapping(path), f"{path}: ")
 
 
 def parse_args(argv: list[str] | None = None) -> Config:

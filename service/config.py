@@ -12,13 +12,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from dutlab.dispatcher.settings_file import SettingsError, known_values, read_mapping
 
 DEFAULT_PATH = "/etc/dutlab/server.yaml"
 
 
-class ConfigError(ValueError):
-    pass
+ConfigError = SettingsError  # one error type for every dutlab settings file
 
 
 @dataclass
@@ -111,10 +110,8 @@ def _check(cls: type, data: Any, prefix: str) -> dict[str, Any]:
         raise ConfigError(f"{prefix or 'the file'}: expected a mapping of settings, got {type(data).__name__}")
     known = {f.name: f for f in fields(cls)}
     out: dict[str, Any] = {}
-    for key, value in data.items():
+    for key, value in known_values(cls, data, prefix).items():
         name = f"{prefix}{key}"
-        if key not in known:
-            raise ConfigError(f"{name}: unknown setting; known settings are {', '.join(sorted(known))}")
         default = known[key].default_factory() if callable(known[key].default_factory) else known[key].default
         if isinstance(default, EmailSettings):
             out[key] = EmailSettings(**_check(EmailSettings, value, name + "."))
@@ -200,10 +197,7 @@ def load(path: str | None = None) -> Settings:
         if path == DEFAULT_PATH:
             return Settings()
         raise ConfigError(f"{path}: configuration file not found")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    data = read_mapping(p)
     try:
         return from_dict(data)
     except ConfigError as exc:

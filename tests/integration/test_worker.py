@@ -382,7 +382,7 @@ def run_worker(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(("extra", "says"), [
-    ({"poll-wiat": 3}, "unknown key 'poll-wiat'"),
+    ({"poll-wiat": 3}, "worker.yaml: poll-wiat: unknown setting; known settings are cancel_grace, "),
     ({"level": "LOUD"}, "level must be one of DEBUG, INFO, WARNING, ERROR, not 'LOUD'"),
     ({"keep_jobs": "yes"}, "keep_jobs must be true or false"),
     ({"cancel-grace": "30s"}, "cancel_grace must be a number of seconds, not '30s'"),
