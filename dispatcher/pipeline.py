@@ -182,7 +182,8 @@ class Pipeline:
         if failure is None and self._interrupts.canceled:
             # SIGTERM arrived between two actions: nothing raised it, but the job was canceled.
             failure = JobCanceled(self._interrupts.canceled)
-        self._run_finalize(failure)
+        finalize_error = self._run_finalize(failure)
+        failure = failure or finalize_error
         self._interrupts.uninstall()
         return self._job_result(failure)
 
@@ -282,19 +283,24 @@ class Pipeline:
         self.ctx.logger.exception("".join(traceback.format_exception(error)))
         return Bug(f"{type(error).__name__}: {error}")
 
-    def _run_finalize(self, failure: DutlabError | None) -> None:
+    def _run_finalize(self, failure: DutlabError | None) -> DutlabError | None:
+        """Run finalize; its own DutlabError (e.g. a failed power-off) when it raised one."""
         if failure is not None:
             self.ctx.logger.error(f"{failure.error_type} error: {failure}")
         self.ctx.deadline = time.monotonic() + self.finalize.timeout
         self.ctx.logger.info(f"start: {self.finalize.level} {self.finalize.name} "
                              f"(timeout {hms(self.finalize.timeout)})")
         started = time.monotonic()
+        error: DutlabError | None = None
         try:
             self.finalize.run(self.ctx)
         except Exception as exc:  # noqa: BLE001 - finalize reports, it never hides the job's error
             self.ctx.logger.error(f"finalize failed: {exc}")
+            if isinstance(exc, DutlabError):
+                error = exc
         self.ctx.logger.info(f"end: {self.finalize.level} {self.finalize.name} "
                              f"(duration {hms(time.monotonic() - started)})")
+        return error
 
     def _job_result(self, failure: DutlabError | None) -> dict[str, Any]:
         result: dict[str, Any] = {"definition": "lava", "case": "job", "result": "pass"}

@@ -4,7 +4,8 @@
 login and password prompts (``auto_login``), runs ``login_commands``, and ends the boot
 with a clear error on a kernel panic or a boot error message instead of waiting for the
 timeout. ``minimal`` connects with the device's ``commands.connect`` when no console is
-connected yet (a board behind ser2net).
+connected yet (a board behind ser2net), then resets the board with its power commands
+(power.py) unless the block says ``reset: false``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..context import JobContext
 from ..errors import DutlabError, InfrastructureError, JobError, JobTimeout
 from ..pipeline import Action
 from .common import as_list, method_offered
+from .power import reset_actions
 
 PANIC_PATTERNS = (r"Kernel panic - not syncing[^\r\n]*", r"---\[ end Kernel panic[^\r\n]*")
 LOGIN_FAILED = r"Login incorrect"
@@ -30,7 +32,8 @@ def accepts(device: dict[str, Any], params: dict[str, Any]) -> tuple[bool, str]:
 
 def build(ctx: JobContext, params: dict[str, Any]) -> Action:
     top = MinimalBoot(params)
-    top.children = [ConnectDevice(params), AutoLogin(params)]
+    # Connect first, then reset: the console then shows the board's whole boot.
+    top.children = [ConnectDevice(params), *reset_actions(ctx, params), AutoLogin(params)]
     return top
 
 

@@ -60,5 +60,6 @@ def run_host_command(ctx: JobContext, command: str) -> None:
         ctx.logger.debug(line)
     if proc.returncode != 0:
         tail = proc.stderr.strip()[-300:] or proc.stdout.strip()[-300:]
-        raise InfrastructureError(f"{command!r} failed with exit code {proc.returncode}: {tail}")
+        raise InfrastructureError(f"{command!r} failed with exit code {proc.returncode}"
+                                  + (f": {tail}" if tail else " and printed nothing"))
 

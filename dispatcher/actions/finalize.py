@@ -1,13 +1,17 @@
-"""finalize: always the last action. Undo user commands, stop the DUT's console process
-(QEMU is killed with its process group), remove the job's scratch directory."""
+"""finalize: always the last action. Undo user commands, switch a board off (``power_off``),
+stop the DUT's console process (QEMU is killed with its process group), remove the job's
+scratch directory. Every step runs even when an earlier one failed; a failed power-off is then
+the job's infrastructure error (the board may still be on)."""
 
 from __future__ import annotations
 
 import shutil
 
 from ..context import JobContext
+from ..errors import DutlabError
 from ..pipeline import Action
 from .command import run_host_command
+from .power import power_off
 
 
 class Finalize(Action):
@@ -22,9 +26,17 @@ class Finalize(Action):
             except Exception as exc:  # noqa: BLE001 - every undo and the cleanup below must still run
                 ctx.logger.error(f"undo failed: {exc}")
         ctx.undo_commands.clear()
+        failed: DutlabError | None = None
+        try:
+            power_off(ctx)
+        except DutlabError as exc:
+            ctx.logger.error(f"power-off failed: {exc}")
+            failed = exc
         self._close_console(ctx)
         shutil.rmtree(ctx.tmp_dir, ignore_errors=True)
         ctx.logger.info(f"removed {ctx.tmp_dir}")
+        if failed is not None:
+            raise failed
 
     def _close_console(self, ctx: JobContext) -> None:
         console = ctx.console

@@ -8,6 +8,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -243,3 +245,88 @@ def test_minimal_boot_on_a_connect_command_with_user_commands(dutlab_run: Dutlab
     assert cases(out.suite("0_board")) == [("console", "pass", None, None)]
     assert not marker.exists()  # finalize ran the undo
     assert any(m.startswith("qemu-system-x86_64 ") and "stopped" in m for m in out.messages("info"))
+
+
+# Real boards: power control through the device's commands #################################
+
+PDU = Path(__file__).with_name("pdu_qmp.py")
+
+
+@pytest.fixture
+def board(tmp_path: Path):
+    """A QEMU "board", powered off (paused before its first instruction), its serial console on a
+    telnet port as ser2net gives one, and a PDU script that switches it over QMP."""
+    from labtools import free_port
+
+    assets = assets_for("amd64")
+    port, qmp, log = free_port(), tmp_path / "qmp.sock", tmp_path / "pdu.log"
+    proc = subprocess.Popen(
+        ["qemu-system-x86_64", "-cpu", "max", "-m", "256", "-display", "none", "-S", "-monitor", "none",
+         "-serial", f"telnet:127.0.0.1:{port},server=on,wait=off", "-qmp", f"unix:{qmp},server=on,wait=off",
+         "-kernel", f"{assets}/vmlinuz", "-initrd", f"{assets}/initramfs.cpio.gz", "-append", "console=ttyS0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for _ in range(100):
+        if qmp.exists():
+            break
+        time.sleep(0.05)
+    pdu = f"{sys.executable} {PDU} {qmp} {{}} --log {log}"
+    device = render_device("amd64")
+    device["commands"] = {"connect": f"telnet 127.0.0.1 {port}", "hard_reset": pdu.format("reset"),
+                          "power_on": pdu.format("on"), "power_off": pdu.format("off")}
+    yield device, log
+    proc.kill()
+    proc.wait()
+
+
+def minimal_job(steps: list[str], **boot: object) -> dict:
+    job = qemu_job("amd64", [inline_definition("board", steps)])
+    job["actions"][1] = {"boot": {"method": "minimal", "prompts": [PROMPT], "timeout": {"seconds": 90}, **boot}}
+    return job
+
+
+def test_board_is_reset_after_connecting_and_switched_off_at_the_end(dutlab_run: DutlabRun, board) -> None:
+    device, pdu_log = board
+    out = dutlab_run.run(minimal_job(["lava-test-case console --result pass"]), device)
+    assert out.returncode == 0, out.stdout
+    assert cases(out.suite("0_board")) == [("console", "pass", None, None)]
+    # powered off until the reset, which came after the console was connected; off at the end
+    assert pdu_log.read_text().splitlines() == ["reset prelaunch", "off running"]
+    infos = out.messages("info")
+    connected = next(i for i, m in enumerate(infos) if m.startswith("connecting: telnet"))
+    reset = next(i for i, m in enumerate(infos) if m.startswith("running on the worker: ") and " reset " in m)
+    assert connected < reset
+    assert any(m.startswith("Linux version") or "Linux version" in m for m in out.messages("target"))
+
+
+def test_power_cycle_without_hard_reset_and_no_reset_when_asked(dutlab_run: DutlabRun, board) -> None:
+    device, pdu_log = board
+    del device["commands"]["hard_reset"]
+    out = dutlab_run.run(minimal_job(["lava-test-case console --result pass"]), device)
+    assert out.returncode == 0, out.stdout
+    assert pdu_log.read_text().splitlines() == ["off prelaunch", "on prelaunch", "off running"]
+    # reset: false: the board is left as it is (here: off), so the boot times out waiting for it
+    pdu_log.unlink()
+    job = minimal_job(["lava-test-case console --result pass"], reset=False)
+    job["actions"][1]["boot"]["timeout"] = {"seconds": 8}
+    out = dutlab_run.run(job, device)
+    assert out.result["error_type"] == "Timeout" and "auto-login-action" in out.result["error_msg"], out.result
+    assert pdu_log.read_text().splitlines() == ["off prelaunch"]  # only finalize's power-off
+
+
+def test_a_failing_pdu_command_is_an_infrastructure_error_naming_it(dutlab_run: DutlabRun, tmp_path: Path) -> None:
+    device = render_device("amd64")
+    device["commands"] = {"connect": "sleep 600", "hard_reset": "echo relay 4 does not answer >&2; exit 3",
+                          "power_off": "true"}
+    out = dutlab_run.run(minimal_job(["true"]), device)
+    assert out.returncode == 1
+    assert out.result == {"result": "fail", "error_type": "Infrastructure", "error_msg":
+                          "hard_reset: 'echo relay 4 does not answer >&2; exit 3' failed with exit code 3: "
+                          "relay 4 does not answer"}
+    # a board that cannot be switched off fails the job even when its tests passed
+    device["commands"] = {"connect": "sleep 600", "hard_reset": "true", "power_off": "exit 5"}
+    device["commands"]["connect"] = f"qemu-system-x86_64 -cpu max -nographic -m 256 -monitor none " \
+        f"-kernel {assets_for('amd64')}/vmlinuz -initrd {assets_for('amd64')}/initramfs.cpio.gz -append console=ttyS0"
+    out = dutlab_run.run(minimal_job(["lava-test-case ok --result pass"]), device)
+    assert cases(out.suite("0_board")) == [("ok", "pass", None, None)]
+    assert out.result == {"result": "fail", "error_type": "Infrastructure",
+                          "error_msg": "power_off: 'exit 5' failed with exit code 5 and printed nothing"}

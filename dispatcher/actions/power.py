@@ -1,0 +1,87 @@
+"""Power control of a real board: the device configuration's ``commands`` run on the worker.
+
+``hard_reset``, ``power_on``, ``power_off`` and ``pre_power_command`` are shell commands (a
+string or a list, run in order) that drive a PDU, a relay board or a lab controller; dutlab
+only runs them. ``soft_reboot`` commands are typed on the board's console instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import JobContext
+from ..errors import InfrastructureError
+from ..pipeline import Action
+from .command import run_host_command
+from .common import as_list
+
+
+def device_commands(ctx: JobContext, name: str) -> list[str]:
+    """``commands.<name>`` of the device configuration, as a list (empty when not set)."""
+    return as_list((ctx.device.get("commands") or {}).get(name))
+
+
+def run_commands(ctx: JobContext, name: str) -> None:
+    for command in device_commands(ctx, name):
+        try:
+            run_host_command(ctx, command)
+        except InfrastructureError as exc:
+            raise InfrastructureError(f"{name}: {exc}") from None
+
+
+class PrePower(Action):
+    name = "pre-power-command"
+    description = "run the device's pre_power_command (boot parameter pre_power_command: true)"
+    summary = "pre-power command"
+
+    def validate(self, ctx: JobContext) -> list[str]:
+        if not device_commands(ctx, "pre_power_command"):
+            return [f"the boot asks for pre_power_command but device {ctx.device.get('hostname', '')} has no "
+                    "commands.pre_power_command"]
+        return []
+
+    def run(self, ctx: JobContext) -> None:
+        run_commands(ctx, "pre_power_command")
+
+
+class ResetDevice(Action):
+    """Reset the board so it boots with the console already connected.
+
+    ``hard_reset`` when the device has one, else ``power_off`` then ``power_on``, else the
+    ``soft_reboot`` commands typed on the console; a board with none of these boots by itself
+    (or is already running) and is left alone.
+    """
+
+    name = "reset-device"
+    description = "power-cycle or reset the board with the device's commands"
+    summary = "reset the board"
+
+    def run(self, ctx: JobContext) -> None:
+        if device_commands(ctx, "hard_reset"):
+            run_commands(ctx, "hard_reset")
+        elif device_commands(ctx, "power_on"):
+            run_commands(ctx, "power_off")
+            run_commands(ctx, "power_on")
+        elif device_commands(ctx, "soft_reboot"):
+            if ctx.console is None:
+                raise InfrastructureError("reset-device: soft_reboot needs a connected console")
+            for command in device_commands(ctx, "soft_reboot"):
+                ctx.console.sendline(command)
+        else:
+            ctx.logger.info("no hard_reset, power_on or soft_reboot commands: the board is not reset")
+
+
+def reset_actions(ctx: JobContext, params: dict[str, Any]) -> list[Action]:
+    """The power actions a boot block asks for (``pre_power_command``, ``reset``, default true)."""
+    actions: list[Action] = []
+    if params.get("pre_power_command"):
+        actions.append(PrePower(params))
+    if params.get("reset", True):
+        actions.append(ResetDevice(params))
+    return actions
+
+
+def power_off(ctx: JobContext) -> None:
+    """Finalize's power-off: the board is switched off after every job that can switch it off."""
+    if device_commands(ctx, "power_off"):
+        run_commands(ctx, "power_off")
