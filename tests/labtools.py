@@ -213,10 +213,14 @@ class LabServer:
         else:
             self._spawn(name, name)
 
+    def add_worker(self, name: str) -> str:
+        """Register a worker; return its token."""
+        return self.manage("workers", "add", name).stdout.strip().split()[-1]
+
     def start_worker(self, name: str = "worker1", token: str | None = None, *extra: str) -> Path:
         """Register (when no token is given) and start a real dutlab-worker; return its work dir."""
         if token is None:
-            token = self.manage("workers", "add", name).stdout.strip().split()[-1]
+            token = self.add_worker(name)
         token_file = self.tmp / f"{name}.token"
         token_file.write_text(token + "\n")
         work = self.tmp / f"worker-{name}"
@@ -250,6 +254,19 @@ class LabServer:
         self.manage("users", "add", name, "--passwd", "pw-" + name, *extra)
         out = self.manage("tokens", "add", "--user", name).stdout
         return out.strip().split()[-1]
+
+    def wait_health(self, hostname: str, wanted: set[str], timeout: float = 240) -> dict:
+        """The device once its health is one of `wanted` (e.g. after its health check)."""
+        deadline = time.monotonic() + timeout
+        device = {}
+        while time.monotonic() < deadline:
+            device = self.api("GET", f"/api/v1/devices/{hostname}").json()
+            if device["health"] in wanted:
+                return device
+            time.sleep(0.5)
+        workers = "\n".join(self.log(name) for name in self.procs if name.startswith("worker-"))
+        raise AssertionError(f"{hostname} still {device.get('health')} after {timeout}s:\n{self.log('serve')}\n"
+                             f"{workers}")
 
     def wait_job(self, job_id: int, states=("Finished",), timeout: float = 180) -> dict:
         deadline = time.monotonic() + timeout

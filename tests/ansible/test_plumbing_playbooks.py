@@ -46,17 +46,6 @@ def api_inventory(tmp_path: Path, lab, **hostvars) -> Path:
     return path
 
 
-def wait_health(lab, hostname: str, wanted: set[str], timeout: float = 240) -> dict:
-    deadline = time.monotonic() + timeout
-    device = {}
-    while time.monotonic() < deadline:
-        device = lab.api("GET", f"/api/v1/devices/{hostname}").json()
-        if device["health"] in wanted:
-            return device
-        time.sleep(0.5)
-    raise AssertionError(f"{hostname} still {device.get('health')}:\n{lab.log('serve')}")
-
-
 def history(lab, hostname: str) -> list[dict]:
     return lab.api("GET", f"/api/v1/devices/{hostname}/health-history").json()["results"]
 
@@ -67,8 +56,8 @@ def test_health_checks_fail_naming_the_bad_devices_and_why(lab_server, tmp_path)
     lab_server.start_worker()
     lab_server.add_qemu_device("qemu01", health_checks=True)
     lab_server.add_qemu_device("qemu02", dictionary=BROKEN_QEMU, health_checks=True)
-    wait_health(lab_server, "qemu01", {"Good"})
-    wait_health(lab_server, "qemu02", {"Bad"})
+    lab_server.wait_health("qemu01", {"Good"})
+    lab_server.wait_health("qemu02", {"Bad"})
     inventory = api_inventory(tmp_path, lab_server)
     playbook = REPO / "playbooks" / "health-checks.yml"
 

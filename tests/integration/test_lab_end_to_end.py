@@ -22,21 +22,10 @@ pytestmark = [pytest.mark.qemu, pytest.mark.skipif(not (ASSETS / "amd64" / "mani
                                                     reason="run scripts/build-qemu-assets.sh first")]
 
 
-def wait_health(lab, hostname: str, wanted: set[str], timeout: float = 240) -> dict:
-    deadline = time.monotonic() + timeout
-    device = {}
-    while time.monotonic() < deadline:
-        device = lab.api("GET", f"/api/v1/devices/{hostname}").json()
-        if device["health"] in wanted:
-            return device
-        time.sleep(0.5)
-    raise AssertionError(f"{hostname} still {device.get('health')}:\n{lab.log('serve')}\n{lab.log('worker-worker1')}")
-
-
 def test_new_device_gets_a_health_check_and_becomes_good(lab_server):
     lab_server.start_worker()
     lab_server.add_qemu_device(health_checks=True)
-    device = wait_health(lab_server, "qemu01", {"Good", "Bad"})
+    device = lab_server.wait_health("qemu01", {"Good", "Bad"})
     history = lab_server.api("GET", "/api/v1/devices/qemu01/health-history").json()
     assert device["health"] == "Good", history
     jobs = lab_server.api("GET", "/api/v1/jobs").json()["results"]
@@ -50,7 +39,7 @@ def test_device_whose_qemu_cannot_start_becomes_bad_with_the_reason(lab_server):
     lab_server.start_worker()
     broken = "{% extends 'qemu.jinja2' %}\n{% set extra_options = ['-no-such-qemu-option'] %}\n"
     lab_server.add_qemu_device(dictionary=broken, health_checks=True)
-    device = wait_health(lab_server, "qemu01", {"Good", "Bad"})
+    device = lab_server.wait_health("qemu01", {"Good", "Bad"})
     assert device["health"] == "Bad"
     history = lab_server.api("GET", "/api/v1/devices/qemu01/health-history").json()
     reasons = " ".join(h["reason"] for h in (history.get("results", history) if isinstance(history, dict) else history))

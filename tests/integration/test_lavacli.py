@@ -170,11 +170,8 @@ def cli(lab_server, tmp_path) -> Lavacli:
 @pytest.fixture
 def lab(lab_server, tmp_path) -> LabServer:
     """A qemu device on worker w1, which the test drives as `lab.worker`."""
-    lab_server.manage("device-types", "add", "qemu", "--disable-health-checks")
-    token = lab_server.manage("workers", "add", "w1").stdout.strip().split()[-1]
-    path = tmp_path / "qemu01.jinja2"
-    path.write_text(QEMU_DICT)
-    lab_server.manage("devices", "add", "qemu01", "--device-type", "qemu", "--worker", "w1", "--dictionary", str(path))
+    token = lab_server.add_worker("w1")
+    lab_server.add_qemu_device("qemu01", worker="w1", dictionary=QEMU_DICT)
     # Offline until the test polls as the worker: jobs stay Submitted until then
     lab_server.worker = FakeWorker(lab_server, "w1", token)
     return lab_server

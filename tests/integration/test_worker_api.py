@@ -50,11 +50,8 @@ def job_call(lab, method, job_id, token, suffix="", body=None):
 
 @pytest.fixture
 def lab(lab_server, tmp_path):
-    lab_server.manage("device-types", "add", "qemu", "--disable-health-checks")
-    token = lab_server.manage("workers", "add", "w1").stdout.strip().split()[-1]
-    d = tmp_path / "qemu01.jinja2"
-    d.write_text(QEMU_DICT)
-    lab_server.manage("devices", "add", "qemu01", "--device-type", "qemu", "--worker", "w1", "--dictionary", str(d))
+    token = lab_server.add_worker("w1")
+    lab_server.add_qemu_device("qemu01", worker="w1", dictionary=QEMU_DICT)
     lab_server.worker = Worker(lab_server, "w1", token)
     return lab_server
 
