@@ -200,15 +200,18 @@ class Queued:
     tags: frozenset[int]
 
 
-def queued_jobs() -> dict[int, list[Queued]]:
-    """Submitted jobs per device type, best first (priority, then submit time, then id)."""
+def queued_jobs(device_types: set[int]) -> dict[int, list[Queued]]:
+    """Submitted jobs for these device types, per type, best first (priority, submit time, id)."""
+    types = sorted(device_types)
     tags: dict[int, set[int]] = defaultdict(set)
-    for jt in JobTag.select(JobTag.job, JobTag.tag).join(TestJob).where(TestJob.state == JobState.SUBMITTED):
+    for jt in JobTag.select(JobTag.job, JobTag.tag).join(TestJob).where(
+            TestJob.state == JobState.SUBMITTED, TestJob.requested_device_type.in_(types)):
         tags[jt.job_id].add(jt.tag_id)
     out: dict[int, list[Queued]] = defaultdict(list)
     rows = (
         TestJob.select(TestJob.id, TestJob.requested_device_type, TestJob.submitter, TestJob.requested_device)
-        .where(TestJob.state == JobState.SUBMITTED, TestJob.actual_device.is_null())
+        .where(TestJob.state == JobState.SUBMITTED, TestJob.actual_device.is_null(),
+               TestJob.requested_device_type.in_(types))
         .order_by(TestJob.priority.desc(), TestJob.submit_time, TestJob.id)
         .tuples()
     )
@@ -218,13 +221,15 @@ def queued_jobs() -> dict[int, list[Queued]]:
 
 
 def schedule_jobs(available: list[Device], capacity: dict[int, int], report: PassReport) -> None:
-    if not available:
+    devices = [d for d in available if d.health in (DeviceHealth.GOOD, DeviceHealth.UNKNOWN)
+               and capacity.get(d.worker_id, 0) > 0]
+    if not devices:
         return  # nothing free: don't read the queue at all
-    queue = queued_jobs()
+    # Only the queue of the device types that have a free device: one freed device reads little.
+    queue = queued_jobs({d.device_type_id for d in devices})
     if not queue:
         return
-    devices = [d for d in available if d.device_type_id in queue and d.health in
-               (DeviceHealth.GOOD, DeviceHealth.UNKNOWN)]
+    devices = [d for d in devices if d.device_type_id in queue]
     random.shuffle(devices)  # as LAVA: spread load instead of always picking the first device
     device_tags: dict[int, set[int]] = defaultdict(set)
     for dt in DeviceTag.select(DeviceTag.device, DeviceTag.tag).where(DeviceTag.device.in_([d.id for d in devices])):
