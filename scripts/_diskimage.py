@@ -103,7 +103,7 @@ def run(*argv: str | Path, **kwargs) -> None:
 def stage_rootfs(root: Path, busybox: Path) -> None:
     """The root filesystem tree: busybox and the few files a login system needs."""
     for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "dev", "proc", "sys", "run", "tmp",
-              "mnt", "var/log", "root", "lib/modules"]:
+              "mnt", "var/log", "root"]:
         (root / d).mkdir(parents=True, exist_ok=True)
     (root / "tmp").chmod(0o1777)
     (root / "root").chmod(0o700)
@@ -118,10 +118,10 @@ def stage_rootfs(root: Path, busybox: Path) -> None:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(root / "bin/busybox", link.parent))
     files = {
-        "etc/inittab": (INITTAB, 0o644),
+        "etc/inittab": INITTAB,
         "etc/init.d/rcS": (RCS, 0o755),
-        "etc/profile": (PROFILE, 0o644),
-        "etc/hostname": (HOSTNAME + "\n", 0o644),
+        "etc/profile": PROFILE,
+        "etc/hostname": HOSTNAME + "\n",
         "etc/hosts": f"127.0.0.1 localhost\n127.0.1.1 {HOSTNAME}\n",
         # root has no password: LAVA's auto_login with a username only logs in.
         "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",

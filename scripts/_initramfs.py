@@ -47,10 +47,6 @@ LOGIN_HASH = (
 
 # Modules wanted in the initramfs; built-in ones are skipped, dependencies added.
 WANTED_MODULES = ["virtio_pci", "virtio_mmio", "virtio_blk", "ext4"]
-# Loaded only when booting a root filesystem from a disk (root= on the command line): the
-# IDE disk QEMU's pc machine attaches by default. Probing IDE costs boot time and console
-# chatter, so the initramfs-only boot leaves them out.
-DISK_MODULES = ["ata_piix", "sd_mod"]
 
 ARCHES = {
     "amd64": {
@@ -59,6 +55,10 @@ ARCHES = {
         "qemu_package": "qemu-system-x86",
         "machine_args": ["-nographic", "-m", "512"],
         "extra_drive_args": ["-drive", "file={path},if=virtio,format=raw"],
+        # Loaded only when booting a root filesystem from a disk (root= on the command line):
+        # the IDE disk QEMU's pc machine attaches by default. Probing IDE costs boot time and
+        # console chatter, so the initramfs-only boot leaves them out.
+        "disk_modules": ["ata_piix", "sd_mod"],
     },
     "arm64": {
         "console": "ttyAMA0",
@@ -66,6 +66,7 @@ ARCHES = {
         "qemu_package": "qemu-system-arm",
         "machine_args": ["-M", "virt", "-cpu", "cortex-a57", "-nographic", "-m", "512"],
         "extra_drive_args": ["-drive", "file={path},if=virtio,format=raw"],
+        "disk_modules": [],  # virt's disks are virtio, loaded always
     },
 }
 
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     moddir = args.kernel_root / "lib" / "modules" / kver
     tree = ModuleTree(moddir)
     order = tree.resolve(WANTED_MODULES)
-    disk_order = [n for n in tree.resolve(WANTED_MODULES + DISK_MODULES) if n not in order]
+    disk_order = [n for n in tree.resolve(WANTED_MODULES + info["disk_modules"]) if n not in order]
     modules = [(n, tree.data(n)) for n in order]
     disk_modules = [(n, tree.data(n)) for n in disk_order]
 

@@ -32,11 +32,12 @@ def request_pass(reason: str) -> None:
     """
     now = time.time()
     since = huey.get(PASS_WANTED, peek=True)
-    if since is not None and now - since < PASS_WANTED_STALE:
+    if since is None:
+        if not huey.put_if_empty(PASS_WANTED, now):
+            return  # another process asked a moment ago
+    elif now - since < PASS_WANTED_STALE:
         return
-    if since is None and not huey.put_if_empty(PASS_WANTED, now):
-        return  # another process asked a moment ago
-    if since is not None:
+    else:
         huey.put(PASS_WANTED, now)  # stale: take the flag over
     try:
         schedule_pass(reason)

@@ -29,8 +29,7 @@ class Finalize(Action):
         failed: DutlabError | None = None
         try:
             power_off(ctx)
-        except DutlabError as exc:
-            ctx.logger.error(f"power-off failed: {exc}")
+        except DutlabError as exc:  # raised after the cleanup; the pipeline logs it
             failed = exc
         self._close_console(ctx)
         shutil.rmtree(ctx.tmp_dir, ignore_errors=True)
