@@ -108,6 +108,9 @@ load_modules /lib/modules/load-order
 # /sbin/init, as a distribution initramfs does. Without root= this initramfs is the system.
 ROOT=
 for a in $CMDLINE; do case "$a" in root=*) ROOT="${a#root=}" ;; esac; done
+# root=/dev/ram0 is what u-boot ramdisk boots pass (LAVA's `ramdisk` command set): the
+# initrd itself is the root, as the kernel treats it when the initrd is an initramfs.
+case "$ROOT" in /dev/ram*) ROOT= ;; esac
 if [ -n "$ROOT" ]; then
     load_modules /lib/modules/load-order.disk
     mkdir -p /newroot
