@@ -223,12 +223,15 @@ class Procs:
         return record
 
 
-def stop_recorded(record: dict[str, list[int]], timeout: float = 10) -> list[str]:
-    """Stop processes `Procs.detach` recorded (another process started them); the names that ran."""
+def stop_recorded(record: dict[str, list[int] | int], timeout: float = 10) -> list[str]:
+    """Stop processes `Procs.detach` recorded (another process started them); the names that ran.
+
+    A bare PID (a record from before start times were kept) is taken for the process it names now.
+    """
     stopped = []
-    for name, (pid, start) in reversed(list(record.items())):
-        ident = Pid(pid, start)
-        if ident.running():
+    for name, value in reversed(list(record.items())):
+        ident = Pid(*value) if isinstance(value, list) else Pid.of(value)
+        if ident is not None and ident.running():
             stop_pid(ident, timeout=timeout)
             stopped.append(name)
     return stopped
