@@ -3,12 +3,12 @@ for loops that measure or hammer the server)."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from http import client as httpc
 from typing import Any
 
 
@@ -63,11 +63,11 @@ class Client:
         host, _, port = url.split("://", 1)[1].rstrip("/").partition(":")
         self.host, self.port = host, int(port or 80)
         self.auth = auth
-        self.conn: http.client.HTTPConnection | None = None
+        self.conn: httpc.HTTPConnection | None = None
 
-    def _connect(self) -> http.client.HTTPConnection:
+    def _connect(self) -> httpc.HTTPConnection:
         if self.conn is None:
-            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+            self.conn = httpc.HTTPConnection(self.host, self.port, timeout=60)
             self.conn.connect()
             self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self.conn
@@ -91,7 +91,7 @@ class Client:
                 resp = conn.getresponse()
                 raw = resp.read()
                 break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            except (httpc.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 # the server closed the kept connection between two requests: one fresh try
                 self.close()
                 if attempt:
