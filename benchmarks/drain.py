@@ -11,17 +11,9 @@ from __future__ import annotations
 import statistics
 import time
 
-from benchlib import (
-    Ctx,
-    Section,
-    epoch,
-    md_table,
-    qemu_available,
-    qemu_lab,
-    standard_job_text,
-    summary,
-    worker_available,
-)
+from benchlib import Ctx, Section, epoch, md_table, qemu_lab, standard_job_text, summary
+
+from labkit import qemu_available, worker_available
 
 KEY = "drain"
 TITLE = "Queue drain and device utilisation"

@@ -16,9 +16,9 @@ import time
 import xmlrpc.client
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from benchlib import Client, HttpError  # noqa: E402
+from labkit import Client, HttpError  # noqa: E402
 
 MODES = {
     # mode: (method, path, content type, ok statuses)

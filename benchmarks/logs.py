@@ -20,24 +20,10 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import (
-    NOOP_DICTIONARY,
-    QEMU_DICTIONARY,
-    Client,
-    Ctx,
-    FakeWorker,
-    Lab,
-    Section,
-    epoch,
-    in_process_server,
-    log_record,
-    md_table,
-    qemu_available,
-    standard_job_text,
-    summary,
-    top_frames,
-    worker_available,
-)
+from benchlib import NOOP_DICTIONARY, Ctx, FakeWorker, Section, epoch, log_record, md_table, standard_job_text, summary
+from benchprof import in_process_server, top_frames
+
+from labkit import Client, Lab, LabError, qemu_available, worker_available
 
 KEY = "logs"
 TITLE = "Log ingestion"
@@ -182,15 +168,10 @@ def qemu_job_lag(ctx: Ctx, lab: Lab) -> tuple[list[float], list[float], str]:
     have, why_w = worker_available()
     if not ok or not have:
         return [], [], why or why_w
-    lab.add_device_type("qemu", disable_health_checks=True)
-    lab.add_worker("w1")
-    lab.add_device("qemu01", "qemu", "w1", QEMU_DICTIONARY, health="Good")
-    lab.start_worker("w1")
-    deadline = time.monotonic() + 30
-    while lab.api("GET", "/api/v1/workers/w1")["state"] != "Online":
-        if time.monotonic() > deadline:
-            return [], [], "dutlab-worker did not come online"
-        time.sleep(0.1)
+    try:
+        lab.qemu_device_ready("qemu01", "w1")
+    except LabError as exc:
+        return [], [], f"the QEMU device did not get ready: {str(exc).splitlines()[0]}"
     text, _ = standard_job_text()
     job_id = lab.submit(text)
     follower = Follower(lab, job_id)
@@ -213,7 +194,7 @@ def run(ctx: Ctx) -> Section:
         lab.add_worker("fake")
         for i in range(8):
             lab.add_device(f"dev{i}", "bench", "fake", NOOP_DICTIONARY, health="Good")
-        worker = FakeWorker(lab.url, "fake", lab.workers["fake"])
+        worker = FakeWorker(lab.url, "fake", lab.worker_tokens["fake"])
         jobs = start_jobs(lab, worker, 7, "bench")
         lines = records(total)
 

@@ -15,23 +15,10 @@ import sys
 import threading
 import time
 
-from benchlib import (
-    NOOP_DICTIONARY,
-    Client,
-    Ctx,
-    FakeWorker,
-    RssSampler,
-    Section,
-    children,
-    cmdline,
-    md_table,
-    noop_job,
-    qemu_available,
-    qemu_lab,
-    rss_kb,
-    standard_job_text,
-    worker_available,
-)
+from benchlib import NOOP_DICTIONARY, Ctx, FakeWorker, Section, md_table, noop_job, qemu_lab, standard_job_text
+from benchprof import RssSampler, rss_kb
+
+from labkit import Client, cmdline, descendants, qemu_available, worker_available
 
 KEY = "memory"
 TITLE = "Memory (RSS)"
@@ -97,13 +84,13 @@ def run(ctx: Ctx) -> Section:
         time.sleep(2)
         pids = {"server": lab.pid("serve"), "consumer": lab.pid("consumer")}
         if have_worker and have_qemu:
-            pids["worker"] = lab.worker_pid("w1")
+            pids["worker"] = lab.pid("worker-w1")
         idle = {name: rss_kb(pid) for name, pid in pids.items()}
 
         def find() -> dict[str, int]:
             out = dict(pids)
             if "worker" in pids:
-                for child in children(pids["worker"]):
+                for child in descendants(pids["worker"]):
                     argv = cmdline(child)
                     if "dutlab-run" in " ".join(argv[:2]):
                         out["dutlab-run"] = child
@@ -141,7 +128,7 @@ def run(ctx: Ctx) -> Section:
             for t in threads:
                 t.join()
             lab.submit(noop_job(name="memory-logs", device_type="fake"))
-            fake = FakeWorker(lab.url, "fake", lab.workers["fake"])
+            fake = FakeWorker(lab.url, "fake", lab.worker_tokens["fake"])
             (job_id, token), = fake.take(timeout=30)
             jc = Client(lab.url, f"Job {token}")
             jc.json("GET", f"/internal/v1/jobs/{job_id}")

@@ -22,21 +22,9 @@ from pathlib import Path
 
 import pexpect
 import yaml
-from benchlib import (
-    ASSETS,
-    BIN,
-    Ctx,
-    Section,
-    children,
-    cmdline,
-    epoch,
-    md_table,
-    qemu_available,
-    qemu_lab,
-    read_log,
-    standard_job_text,
-    worker_available,
-)
+from benchlib import Ctx, Section, epoch, md_table, qemu_lab, read_log, standard_job_text
+
+from labkit import ASSETS, BIN, cmdline, descendants, qemu_available, worker_available
 
 KEY = "overhead"
 TITLE = "Job overhead (raw QEMU vs dutlab job)"
@@ -119,7 +107,7 @@ def _first(records: list[dict], pattern: str) -> float | None:
 
 
 def dutlab_run(lab, text: str, expected_cases: int) -> dict:
-    pids = {"server": lab.pid("serve"), "consumer": lab.pid("consumer"), "worker": lab.worker_pid("w1")}
+    pids = {"server": lab.pid("serve"), "consumer": lab.pid("consumer"), "worker": lab.pid("worker-w1")}
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     qemu = QemuCpu(pids["worker"])
     qemu.start()
@@ -130,7 +118,7 @@ def dutlab_run(lab, text: str, expected_cases: int) -> dict:
     job = lab.wait_job(job_id, timeout=300, interval=0.2)
     t_seen = time.time()
     deadline = time.monotonic() + 10  # the worker reaps dutlab-run (and so its QEMU's CPU time) just after
-    while children(pids["worker"]) and time.monotonic() < deadline:
+    while descendants(pids["worker"]) and time.monotonic() < deadline:
         time.sleep(0.02)
     after = {name: cpu_seconds(pid) for name, pid in pids.items()}
     cpu = {name: after[name][0] - before[name][0] for name in pids}
@@ -142,7 +130,7 @@ def dutlab_run(lab, text: str, expected_cases: int) -> dict:
         cpu["dutlab-run alone"] = cpu["dutlab-run + QEMU"] - qemu.last
     if job["health"] != "Complete":
         raise RuntimeError(f"job {job_id} ended {job['health']}: {job['error_type']} {job['error_msg']}")
-    cases = lab.api("GET", f"/api/v1/jobs/{job_id}/results")
+    cases = lab.json("GET", f"/api/v1/jobs/{job_id}/results")
     user_cases = [c for c in cases if c["suite"] != "lava"]
     if len(user_cases) < expected_cases or any(c["result"] != "pass" for c in user_cases):
         raise RuntimeError(f"job {job_id}: results not stored as expected: {user_cases}")
@@ -217,7 +205,7 @@ class QemuCpu(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(0.1):
-            for pid in children(self.worker_pid):
+            for pid in descendants(self.worker_pid):
                 argv = cmdline(pid)
                 if argv and "qemu-system" in argv[0]:
                     try:

@@ -16,20 +16,9 @@ import statistics
 import threading
 import time
 
-from benchlib import (
-    NOOP_DICTIONARY,
-    Client,
-    Ctx,
-    FakeWorker,
-    Section,
-    epoch,
-    log_record,
-    md_table,
-    noop_job,
-    read_log,
-    summary,
-    worker_available,
-)
+from benchlib import NOOP_DICTIONARY, Ctx, FakeWorker, Section, epoch, log_record, md_table, noop_job, read_log, summary
+
+from labkit import Client, worker_available
 
 KEY = "pickup"
 TITLE = "Pickup and hand-back latency"
@@ -125,7 +114,7 @@ def run(ctx: Ctx) -> Section:
         sec.add("baseline: GET /api/v1/system/version round trip, p50", statistics.median(base) * 1000, "ms")
 
         # (A) this process is the worker
-        actor = ActingWorker(lab.url, "acting", lab.workers["acting"])
+        actor = ActingWorker(lab.url, "acting", lab.worker_tokens["acting"])
         actor.start()
         client = lab.client()
         text = noop_job(name="pickup", device_type="bench-acting")
@@ -178,11 +167,7 @@ def run(ctx: Ctx) -> Section:
             lab.add_worker("real")
             lab.add_device("real01", "bench-real", "real", NOOP_DICTIONARY, health="Good")
             lab.start_worker("real")
-            deadline = time.monotonic() + 30
-            while lab.api("GET", "/api/v1/workers/real")["state"] != "Online":
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"dutlab-worker did not come online:\n{lab.log('worker-real')}")
-                time.sleep(0.1)
+            lab.wait_worker_online("real")
             time.sleep(0.5)
             text = noop_job(name="pickup-real", device_type="bench-real")
             r_sub_run, r_sched_run, r_line_fin, r_total, failed = [], [], [], [], []

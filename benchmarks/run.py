@@ -23,9 +23,11 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))  # labkit: the lab harness the tests use
 
-import benchlib  # noqa: E402
+import benchmachine  # noqa: E402
 import drain  # noqa: E402
 import logs  # noqa: E402
 import memory  # noqa: E402
@@ -33,7 +35,9 @@ import overhead  # noqa: E402
 import pickup  # noqa: E402
 import scheduler_scale  # noqa: E402
 import submission  # noqa: E402
-from benchlib import REPO, Ctx, Procs, Section, fmt  # noqa: E402
+from benchlib import Ctx, Section, fmt  # noqa: E402
+
+from labkit import REPO, Procs, ensure_postgres, stop_everything, stop_postgres  # noqa: E402
 
 SECTIONS = [overhead, pickup, submission, scheduler_scale, logs, drain, memory]
 NAMES = {m.KEY: m for m in SECTIONS}
@@ -59,14 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
     print("machine:", flush=True)
-    machine = benchlib.machine_info()
-    machine["calibration_start"] = benchlib.calibrate()
+    machine = benchmachine.machine_info()
+    machine["calibration_start"] = benchmachine.calibrate()
     for k, v in machine.items():
         print(f"  {k}: {v}")
     sections: list[Section] = []
     pg_started = ""
     try:
-        pg_started = benchlib.ensure_postgres()
+        pg_started = ensure_postgres()
         for module in SECTIONS:
             if args.only and module.KEY not in args.only:
                 continue
@@ -82,18 +86,18 @@ def main(argv: list[str] | None = None) -> int:
                 sec.notes.append("traceback:\n" + traceback.format_exc())
                 print(f"  ERROR: {sec.error}", flush=True)
             finally:
-                procs.stop_all()  # whatever the section left running, by PID
+                stop_everything()  # whatever the section left running (labs, load generators), by PID
             sec.seconds = time.monotonic() - t0
             print(f"  ({sec.seconds:.0f} s)", flush=True)
             sections.append(sec)
     except KeyboardInterrupt:
         print("interrupted: writing the report of what finished", flush=True)
     finally:
-        procs.stop_all()
+        stop_everything()
         if pg_started:
-            benchlib.stop_postgres(pg_started)
+            stop_postgres(pg_started)
     machine["loadavg_end"] = os.getloadavg()
-    machine["calibration_end"] = benchlib.calibrate()
+    machine["calibration_end"] = benchmachine.calibrate()
     machine["total_seconds"] = round(time.monotonic() - started, 1)
     machine["quick"] = args.quick
     write_report(out, machine, sections)

@@ -18,7 +18,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from benchlib import Ctx, Section, md_table, pg_available, pg_database, top_frames
+from benchlib import Ctx, Section, md_table
+from benchprof import top_frames
+
+from labkit import pg_available, pg_database
 
 KEY = "scheduler"
 TITLE = "Scheduler scale"

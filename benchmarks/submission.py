@@ -19,21 +19,10 @@ import time
 import xmlrpc.client
 from pathlib import Path
 
-from benchlib import (
-    BIN,
-    QEMU_DICTIONARY,
-    Ctx,
-    Lab,
-    RssSampler,
-    Section,
-    in_process_server,
-    md_table,
-    pct,
-    pg_available,
-    pg_database,
-    standard_job_text,
-    top_frames,
-)
+from benchlib import Ctx, Section, md_table, pct, standard_job_text
+from benchprof import RssSampler, in_process_server, top_frames
+
+from labkit import BIN, QEMU_DICTIONARY, Lab, pg_available, pg_database
 
 KEY = "submission"
 TITLE = "Submission rate"
@@ -61,7 +50,7 @@ def rpc_available(lab: Lab) -> tuple[bool, str]:
 
 
 def _basic(lab: Lab) -> str:
-    return "Basic " + base64.b64encode(f"admin:{lab.token}".encode()).decode()
+    return "Basic " + base64.b64encode(f"admin:{lab.admin_token}".encode()).decode()
 
 
 def measure(ctx: Ctx, lab: Lab, mode: str, clients: int, duration: float, body: Path | None) -> dict:
@@ -70,10 +59,10 @@ def measure(ctx: Ctx, lab: Lab, mode: str, clients: int, duration: float, body: 
     start_at = time.time() + 1.5
     names = []
     for i in range(nproc):
-        name = f"loadgen-{mode}-{clients}-{i}-{lab.tag}"
+        name = f"loadgen-{mode}-{clients}-{i}-{lab.root.name}"
         argv = [sys.executable, str(HERE / "loadgen.py"), "--url", lab.url, "--mode", mode, "--threads", str(per),
                 "--start-at", str(start_at), "--duration", str(duration),
-                "--auth", _basic(lab) if mode == "rpc" else f"Token {lab.token}"]
+                "--auth", _basic(lab) if mode == "rpc" else f"Token {lab.admin_token}"]
         if body:
             argv += ["--body-file", str(body)]
         ctx.procs.spawn(name, argv, lab.root / f"{name}.out")
@@ -82,7 +71,7 @@ def measure(ctx: Ctx, lab: Lab, mode: str, clients: int, duration: float, body: 
     lat: list[float] = []
     sample = []
     for name in names:
-        proc = ctx.procs.procs[name]
+        proc = ctx.procs.popen(name)
         proc.wait(duration + 90)
         ctx.procs.stop(name)
         text = (lab.root / f"{name}.out").read_text().strip().splitlines()

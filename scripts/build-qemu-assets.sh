@@ -19,6 +19,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 HELPER="$HERE/_initramfs.py"
+KMOD_HELPER="$HERE/_kmodules.py"
 DISK_HELPER="$HERE/_diskimage.py"
 
 ARCH=all
@@ -191,7 +192,7 @@ ensure_host_tools() {
 
 ensure_host_tools
 PYTHON="${PYTHON:-python3}"
-SELF_HASH="$(cat "${BASH_SOURCE[0]}" "$HELPER" "$DISK_HELPER" | sha256sum | cut -d' ' -f1)"
+SELF_HASH="$(cat "${BASH_SOURCE[0]}" "$HELPER" "$KMOD_HELPER" "$DISK_HELPER" | sha256sum | cut -d' ' -f1)"
 CLEANUP=()
 cleanup() { local d; for d in "${CLEANUP[@]}"; do rm -rf "$d"; done; }
 trap cleanup EXIT

@@ -6,148 +6,55 @@
   make lab    starts the same lab and leaves it running; prints the URL, an admin user and the
               DUTLAB_URL / DUTLAB_USER / DUTLAB_TOKEN exports the Ansible modules and curl use.
   make lab-stop  stops it.
+
+The lab is the test suite's harness (tests/labkit). `make lab` records the PIDs (and start
+times) of what it started in run/lab/pids.json; `make lab-stop` stops exactly those, and what
+they started (a running job's dutlab-run and QEMU), by PID.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import secrets
 import shutil
 import signal
-import socket
-import subprocess
+import string
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-ASSETS = Path(os.environ.get("DUTLAB_ASSETS", "/var/cache/dutlab/assets"))
-DICTIONARY = "{% extends 'qemu.jinja2' %}\n{% set memory = 512 %}\n"
+sys.path.insert(0, str(REPO / "tests"))
+
+from labkit import Lab, LabError, pick_port, smoke_job, stop_recorded, worker_available  # noqa: E402
+
+STATE = REPO / "run" / "lab" / "pids.json"
 
 
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+def random_password(length: int = 12) -> str:
+    return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(length))
 
 
-def pick_port(preferred: int) -> int:
-    if port_free(preferred):
-        return preferred
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Lab:
-    def __init__(self, root: Path, port: int) -> None:
-        self.root = root
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.config = root / "server.yaml"
-        self.pids: dict[str, int] = {}
-        self.token = ""
-
-    def server(self, *args: str) -> str:
-        proc = subprocess.run([str(BIN / "dutlab-server"), "--config", str(self.config), "--log-level", "WARNING",
-                               *args], capture_output=True, text=True)
-        if proc.returncode:
-            sys.exit(f"demo: dutlab-server {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
-        return proc.stdout
-
-    def spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.root / f"{name}.log", "ab")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.pids[name] = proc.pid
-
-    def api(self, method: str, path: str, body: object = None) -> tuple[int, object]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": f"Token {self.token}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                raw = r.read()
-                is_json = r.headers.get_content_type() == "application/json"
-                return r.status, (json.loads(raw) if is_json else raw.decode())
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
-    def setup(self) -> dict:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(yaml.safe_dump({
-            "data_dir": str(self.root / "data"), "listen": f"127.0.0.1:{self.port}",
-            "template_dirs": [str(self.root / "device-types")], "health_checks_dir": str(self.root / "health-checks"),
-            "secret_key_file": str(self.root / "secret_key"), "base_url": self.url,
-        }))
-        self.server("migrate")
-        password = self.server("manage", "users", "add", "admin", "--superuser").strip().split()[-1]
-        self.token = self.server("manage", "tokens", "add", "--user", "admin", "--description", "demo").split()[-1]
-        self.server("manage", "device-types", "add", "qemu")
-        worker_token = self.server("manage", "workers", "add", "worker1").split()[-1]
-        (self.root / "worker-token").write_text(worker_token + "\n")
-        os.chmod(self.root / "worker-token", 0o600)
-        (self.root / "qemu01.jinja2").write_text(DICTIONARY)
-        self.server("manage", "devices", "add", "qemu01", "--device-type", "qemu", "--worker", "worker1",
-                    "--dictionary", str(self.root / "qemu01.jinja2"), "--description", "demo QEMU device")
-        return {"user": "admin", "password": password, "token": self.token}
-
-    def start(self) -> None:
-        base = [str(BIN / "dutlab-server"), "--config", str(self.config)]
-        self.spawn("server", base + ["serve"])
-        self.spawn("consumer", base + ["consumer"])
-        if worker_available():
-            self.spawn("worker", [str(BIN / "dutlab-worker"), "--url", self.url, "--name", "worker1",
-                                  "--token-file", str(self.root / "worker-token"),
-                                  "--work-dir", str(self.root / "worker")])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if self.api("GET", "/api/v1/system/version")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        sys.exit(f"demo: the server did not answer on {self.url}; see {self.root}/server.log")
-
-    def stop(self) -> None:
-        for pid in reversed(list(self.pids.values())):
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for pid in self.pids.values():
-            for _ in range(100):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-                time.sleep(0.1)
-            else:
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-
-def worker_available() -> bool:
-    import importlib.util
-
-    return (BIN / "dutlab-worker").exists() and importlib.util.find_spec("dutlab.dispatcher.worker") is not None
-
-
-def job_definition() -> str:
-    text = (REPO / "examples" / "jobs" / "qemu-smoke.yaml").read_text()
-    return text.replace("file:///var/cache/dutlab/assets", f"file://{ASSETS}")
+def start_lab(root: Path, port: int) -> tuple[Lab, str]:
+    """A fresh lab in `root`: admin, device type qemu, worker1 (started when the dispatcher is
+    installed) and qemu01, which runs its health check first; (lab, admin password)."""
+    shutil.rmtree(root, ignore_errors=True)
+    lab = Lab.create(root, port=pick_port(port), logs=root)
+    password = random_password()
+    try:
+        lab.bootstrap(password, description="demo")
+        lab.start()
+        lab.add_worker("worker1")
+        lab.add_qemu_device("qemu01", "worker1", health_checks=True, description="demo QEMU device")
+        if worker_available()[0]:
+            lab.start_worker("worker1")
+    except LabError as exc:
+        lab.stop()
+        sys.exit(f"demo: {exc}\n(logs in {root})")
+    return lab, password
 
 
 def follow(lab: Lab, job_id: int, timeout: float = 600) -> dict:
@@ -156,11 +63,11 @@ def follow(lab: Lab, job_id: int, timeout: float = 600) -> dict:
     state = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        _, job = lab.api("GET", f"/api/v1/jobs/{job_id}")
+        job = lab.job(job_id)
         if job["state"] != state:
             state = job["state"]
             print(f"--- job {job_id}: {state}" + (f" on {job['actual_device']}" if job["actual_device"] else ""))
-        _, text = lab.api("GET", f"/api/v1/jobs/{job_id}/logs?start={line}")
+        text = lab.api("GET", f"/api/v1/jobs/{job_id}/logs?start={line}").text
         for record in yaml.safe_load(text) or []:
             line += 1
             print_record(record)
@@ -181,7 +88,7 @@ def print_record(record: dict) -> None:
 
 
 def print_results(lab: Lab, job_id: int) -> None:
-    _, cases = lab.api("GET", f"/api/v1/jobs/{job_id}/results")
+    cases = lab.json("GET", f"/api/v1/jobs/{job_id}/results")
     print(f"\nresults of job {job_id}:")
     print(f"  {'suite':<20} {'case':<28} {'result':<8} measurement")
     for c in cases:
@@ -194,12 +101,12 @@ def wait_device_good(lab: Lab, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     announced = False
     while time.monotonic() < deadline:
-        _, dev = lab.api("GET", "/api/v1/devices/qemu01")
+        dev = lab.json("GET", "/api/v1/devices/qemu01")
         if dev["health"] == "Good":
             print("--- qemu01 passed its health check: Good")
             return
         if dev["health"] == "Bad":
-            _, hist = lab.api("GET", "/api/v1/devices/qemu01/health-history")
+            hist = lab.json("GET", "/api/v1/devices/qemu01/health-history")
             sys.exit(f"demo: qemu01 failed its health check: {hist}")
         if not announced:
             print("--- qemu01 is new (health Unknown): running its health check first")
@@ -209,22 +116,17 @@ def wait_device_good(lab: Lab, timeout: float = 300) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
-    root = REPO / "run" / "demo"
-    shutil.rmtree(root, ignore_errors=True)
-    lab = Lab(root, pick_port(args.port))
-    lab.setup()
-    lab.start()
+    lab, _ = start_lab(REPO / "run" / "demo", args.port)
     try:
-        status, body = lab.api("POST", "/api/v1/jobs", {"definition": job_definition()})
-        if status != 201:
-            print(f"demo: submission refused ({status}): {body}")
+        r = lab.api("POST", "/api/v1/jobs", {"definition": smoke_job()})
+        if r.status != 201:
+            print(f"demo: submission refused ({r.status}): {r.text}")
             return 1
-        job_id = body["job_ids"][0]
+        job_id = r.json()["job_ids"][0]
         print(f"--- submitted examples/jobs/qemu-smoke.yaml as job {job_id} ({lab.url}/api/v1/jobs/{job_id})")
-        if not worker_available():
+        if not worker_available()[0]:
             time.sleep(1)
-            _, job = lab.api("GET", f"/api/v1/jobs/{job_id}")
-            print(f"--- no dispatcher installed yet: job {job_id} is {job['state']} (queued)")
+            print(f"--- no dispatcher installed yet: job {job_id} is {lab.job(job_id)['state']} (queued)")
             return 0
         wait_device_good(lab)
         job = follow(lab, job_id)
@@ -237,17 +139,13 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def keep_running(args: argparse.Namespace) -> int:
-    root = REPO / "run" / "lab"
-    if (root / "pids.json").exists():
+    if STATE.exists():
         stop(args)
-    shutil.rmtree(root, ignore_errors=True)
-    lab = Lab(root, pick_port(args.port))
-    creds = lab.setup()
-    lab.start()
-    (root / "pids.json").write_text(json.dumps(lab.pids))
-    print(f"dutlab lab running: dashboard and API at {lab.url}/  (logs in {root})")
-    print(f"admin user: admin, password: {creds['password']}")
-    print(f"export DUTLAB_URL={lab.url} DUTLAB_USER=admin DUTLAB_TOKEN={creds['token']}")
+    lab, password = start_lab(STATE.parent, args.port)
+    STATE.write_text(json.dumps(lab.procs.detach()))
+    print(f"dutlab lab running: dashboard and API at {lab.url}/  (logs in {lab.root})")
+    print(f"admin user: admin, password: {password}")
+    print(f"export DUTLAB_URL={lab.url} DUTLAB_USER=admin DUTLAB_TOKEN={lab.admin_token}")
     print("submit a job:  curl -H \"Authorization: Token $DUTLAB_TOKEN\" -H 'Content-Type: application/yaml' "
           "--data-binary @examples/jobs/qemu-smoke.yaml $DUTLAB_URL/api/v1/jobs")
     print("stop it:       make lab-stop")
@@ -255,14 +153,11 @@ def keep_running(args: argparse.Namespace) -> int:
 
 
 def stop(args: argparse.Namespace) -> int:
-    pids_file = REPO / "run" / "lab" / "pids.json"
-    if not pids_file.exists():
+    if not STATE.exists():
         print("no lab is running (run/lab/pids.json is missing)")
         return 0
-    lab = Lab(pids_file.parent, 0)
-    lab.pids = json.loads(pids_file.read_text())
-    lab.stop()
-    pids_file.unlink()
+    stop_recorded(json.loads(STATE.read_text()))
+    STATE.unlink()
     print("lab stopped")
     return 0
 
@@ -273,6 +168,8 @@ def main() -> int:
     parser.add_argument("--stop", action="store_true", help="stop the lab started with --keep-running")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
+    # SIGTERM ends the demo like Ctrl-C: through the `finally` that stops the lab
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.stop:
         return stop(args)
     return keep_running(args) if args.keep_running else demo(args)

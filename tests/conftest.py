@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 # one place for the QEMU test kernel/initramfs (scripts/build-qemu-assets.sh, the qemu health check)
 os.environ.setdefault("DUTLAB_ASSETS", "/var/cache/dutlab/assets")
 
-from labtools import backend_urls, start_lab  # noqa: E402
+from labkit import backend_urls, start_lab  # noqa: E402
 
 
 @pytest.fixture

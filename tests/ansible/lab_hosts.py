@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ansible_harness import REPO, TARGET_PYTHON, dump
 
-from labtools import free_port, http
+from labkit import free_port, http
 
 
 def build_wheel(dest: Path) -> Path:

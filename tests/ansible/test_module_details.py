@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from ansible_harness import Unsafe, api_play, play
 
-from labtools import http
+from labkit import http
 
 pytestmark = pytest.mark.ansible
 

@@ -22,7 +22,7 @@ import yaml
 from ansible_harness import REPO, TARGET_PYTHON, play
 from lab_hosts import RoleLab, build_wheel
 
-from labtools import http
+from labkit import http
 
 pytestmark = [pytest.mark.ansible, pytest.mark.qemu]
 

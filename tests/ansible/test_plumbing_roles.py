@@ -34,7 +34,7 @@ from ansible_harness import REPO, env, play
 from lab_hosts import build_wheel
 from test_collection import test_argument_specs_match_the_defaults as argument_specs_match_the_defaults
 
-from labtools import BIN, free_port
+from labkit import BIN, free_port
 
 pytestmark = pytest.mark.ansible
 

@@ -16,7 +16,7 @@ import pytest
 from ansible_harness import REPO, play
 from lab_hosts import RoleLab, build_wheel, mode
 
-from labtools import free_port, http
+from labkit import free_port, http
 
 pytestmark = [pytest.mark.ansible, pytest.mark.slow]
 

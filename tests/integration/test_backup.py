@@ -16,7 +16,7 @@ import yaml
 from playhouse.db_url import connect
 
 from dutlab.service.states import DeviceHealth
-from labtools import LabServer, backend_urls, free_port, http, write_config
+from labkit import TEST_SETTINGS, LabServer, backend_urls, http
 
 QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"
 JOB = """\
@@ -168,8 +168,7 @@ def build_lab(lab: LabServer, tmp: Path) -> dict:
 def fresh_install(tmp: Path) -> tuple[LabServer, callable]:
     tmp.mkdir()
     database, queue, cleanup = backend_urls(tmp)
-    port = free_port()
-    return LabServer(tmp=tmp, config=write_config(tmp, database, queue, port), port=port), cleanup
+    return LabServer.create(tmp, database=database, queue=queue, settings=TEST_SETTINGS), cleanup
 
 
 def test_restore_drill(lab_server, tmp_path):

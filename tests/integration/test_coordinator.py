@@ -21,7 +21,7 @@ from dutlab.dispatcher.coordinator_client import (
     Endpoint,
     exchange,
 )
-from labtools import BIN, free_port
+from labkit import BIN, free_port
 
 LAVA_COORDINATOR = shutil.which("lava-coordinator")
 

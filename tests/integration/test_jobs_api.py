@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labtools import http
+from labkit import http
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BAD = sorted((DATA / "bad-jobs").glob("*.yaml"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labtools import http
+from labkit import http
 
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = Path(os.environ.get("DUTLAB_ASSETS", "/var/cache/dutlab/assets"))

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labtools import LabServer, http
+from labkit import LabServer, http
 
 LAVACLI = Path(sys.executable).parent / "lavacli"
 QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
-from labtools import http
+from labkit import http
 
 QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"
 V1 = "/api/v1"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from labtools import start_lab
+from labkit import start_lab
 
 GOOD = """\
 - hosts: localhost

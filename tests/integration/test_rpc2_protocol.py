@@ -13,7 +13,7 @@ import pytest
 import yaml
 from test_lavacli import JOB, QEMU_DICT, FakeWorker, record
 
-from labtools import http
+from labkit import http
 
 
 def proxy(lab, user: str | None = "admin", token: str | None = None) -> xmlrpc.client.ServerProxy:

@@ -256,7 +256,7 @@ PDU = Path(__file__).with_name("pdu_qmp.py")
 def board(tmp_path: Path):
     """A QEMU "board", powered off (paused before its first instruction), its serial console on a
     telnet port as ser2net gives one, and a PDU script that switches it over QMP."""
-    from labtools import free_port
+    from labkit import free_port
 
     assets = assets_for("amd64")
     port, qmp, log = free_port(), tmp_path / "qmp.sock", tmp_path / "pdu.log"

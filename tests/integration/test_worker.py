@@ -24,7 +24,7 @@ import yaml
 from dutlab.dispatcher.client import Client
 from dutlab.dispatcher.jobsdb import JobsDB
 from dutlab.dispatcher.upload import LogUploader, sync_finished_job
-from labtools import BIN, start_lab
+from labkit import BIN, start_lab
 
 QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"
 ASSETS = Path(os.environ.get("DUTLAB_ASSETS") or "/var/cache/dutlab/assets") / "amd64"

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from labtools import http
+from labkit import http
 
 QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"
 JOB = """\
