@@ -22,9 +22,10 @@ import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import schema
 from .errors import Bug, ConfigurationError, DutlabError, JobCanceled, JobError, JobTimeout
 from .interrupts import Expired, Interrupts
+from .schema.common import JobDefinitionError
+from .schema.common import timeout_seconds as _mapping_seconds
 
 if TYPE_CHECKING:
     from .context import JobContext
@@ -38,8 +39,8 @@ def timeout_seconds(value: Any, where: str) -> float | None:
     if value is None:
         return None
     try:
-        return float(schema.timeout_seconds(value, where))
-    except schema.JobDefinitionError as exc:
+        return float(_mapping_seconds(value, where))
+    except JobDefinitionError as exc:
         # The job was validated already, so a bad value here comes from the device configuration.
         raise ConfigurationError(f"{where}: {exc.message}") from None
 

@@ -27,13 +27,15 @@ from typing import Any
 
 import yaml
 
-from . import __version__, envfile, schema
-from .actions import build_actions
+from . import __version__, envfile
 from .actions.finalize import Finalize
+from .actions.registry import build_actions
 from .context import JobContext
 from .errors import ConfigurationError, DutlabError, InfrastructureError, JobCanceled, JobError
 from .log import JobLogger, read_log
 from .pipeline import Pipeline
+from .schema.common import JobDefinitionError
+from .schema.loader import parse_job
 
 DEFAULT_WORK_DIR = Path("/var/lib/dutlab/worker")
 UPLOAD_CLOSE_TIMEOUT = 60.0
@@ -125,8 +127,8 @@ def _load_job(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise InfrastructureError(f"cannot read the job definition {path}: {exc}") from None
     try:
-        return schema.parse_job(text)
-    except schema.JobDefinitionError as exc:
+        return parse_job(text)
+    except JobDefinitionError as exc:
         where = f"{exc.path}: " if exc.path else ""
         raise JobError(f"invalid job definition: {where}{exc.message}") from None
 
