@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import Bug, ConfigurationError, DutlabError, JobCanceled, JobError, JobTimeout
 from .interrupts import Expired, Interrupts
+from .protocol import JobResult
 from .schema.common import JobDefinitionError
 from .schema.common import timeout_seconds as _mapping_seconds
 
@@ -169,8 +170,8 @@ class Pipeline:
 
     # -- running ----------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
-        """Run every action, then finalize; return the job result record."""
+    def run(self) -> JobResult:
+        """Run every action, then finalize; return how the job ended (also logged as its result)."""
         error: BaseException | None = None
         self._interrupts.install()
         try:
@@ -303,11 +304,9 @@ class Pipeline:
                              f"(duration {hms(time.monotonic() - started)})")
         return error
 
-    def _job_result(self, failure: DutlabError | None) -> dict[str, Any]:
-        result: dict[str, Any] = {"definition": "lava", "case": "job", "result": "pass"}
-        if failure is not None:
-            result.update(result="fail", error_type=failure.error_type, error_msg=str(failure))
-        self.ctx.logger.results(result)
+    def _job_result(self, failure: DutlabError | None) -> JobResult:
+        result = JobResult("pass") if failure is None else JobResult.failed(failure.error_type, str(failure))
+        self.ctx.logger.results(result.results_record())
         return result
 
 
