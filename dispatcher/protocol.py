@@ -29,7 +29,6 @@ OLDEST_PROTOCOL = max(1, PROTOCOL - 1)
 PREFIX = "/internal/v1"
 
 
-
 class ErrorType:
     """The error type names a finished job may carry, as LAVA spells them.
 
