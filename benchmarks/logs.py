@@ -137,6 +137,7 @@ def uploader_lag(lab: Lab, job_id: int, token: str, folder: Path, seconds: float
     """dutlab-run's JobLogger + LogUploader in this process, one line every 2 ms."""
     try:
         from dutlab.dispatcher.log import JobLogger
+        from dutlab.dispatcher.protocol import JobResult
         from dutlab.dispatcher.upload import LogUploader
     except ImportError as exc:
         return [], f"dutlab.dispatcher is not importable: {exc}"
@@ -155,7 +156,7 @@ def uploader_lag(lab: Lab, job_id: int, token: str, folder: Path, seconds: float
             if delay > 0:
                 time.sleep(delay)
         logger.close()
-        if not uploader.close({"result": "pass"}, 30):
+        if not uploader.close(JobResult("pass"), 30):
             return [], "the uploader did not finish the job"
         follower.join(30)
     finally:

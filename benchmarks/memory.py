@@ -41,12 +41,12 @@ print(json.dumps(out))
 """
 
 SERVER_MODULES = ["yaml", "jinja2", "voluptuous", "peewee", "huey", "bottle", "cheroot.wsgi", "dutlab.service.models",
-                  "dutlab.service.scheduler", "dutlab.dispatcher.schema", "dutlab.service.app",
+                  "dutlab.service.scheduler", "dutlab.dispatcher.schema.loader", "dutlab.service.app",
                   "dutlab.service.rpc", "dutlab.service.api.dashboard", "dutlab.service.cli"]
-WORKER_MODULES = ["yaml", "dutlab.dispatcher.client", "dutlab.dispatcher.upload", "dutlab.dispatcher.jobsdb",
+WORKER_MODULES = ["yaml", "dutlab.dispatcher.protocol", "dutlab.dispatcher.upload", "dutlab.dispatcher.jobsdb",
                   "dutlab.dispatcher.worker"]
-RUN_MODULES = ["yaml", "pexpect", "dutlab.dispatcher.schema", "dutlab.dispatcher.pipeline",
-               "dutlab.dispatcher.actions", "dutlab.dispatcher.run"]
+RUN_MODULES = ["yaml", "pexpect", "dutlab.dispatcher.schema.loader", "dutlab.dispatcher.pipeline",
+               "dutlab.dispatcher.actions.registry", "dutlab.dispatcher.run"]
 
 
 def import_costs(modules: list[str]) -> list[tuple[str, int, int]]:

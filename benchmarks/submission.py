@@ -179,7 +179,7 @@ def profile_backend(config: Path, text: str, n: int) -> dict:
 
 def submit_breakdown(settings, user, secret: str, text: str, n: int) -> dict[str, float]:
     """Median ms of each step of a submission, timed directly (no profiler overhead), one kept connection."""
-    from dutlab.dispatcher.schema import parse_job
+    from dutlab.dispatcher.schema.loader import parse_job
     from dutlab.service import auth, events, jobs
     from dutlab.service.db import database, write_txn
     from dutlab.service.logstore import JobFolder

@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING
 
 import pexpect
 
+from .errors import DutlabError, InfrastructureError
+
 if TYPE_CHECKING:
-    from .errors import DutlabError
     from .log import JobLogger
 
 MAX_LINE = 8192  # a DUT that never prints a newline still gets logged in pieces
+#: ``on_exit(console, when)``: the error for a console whose process ended
+ExitError = Callable[["Console", str], DutlabError]
 
 
 class ConsoleEOF(Exception):
@@ -70,9 +73,13 @@ class Console:
     :param child: the pexpect process whose stdio is the DUT's console.
     :param logger: receives ``target`` lines and ``input`` records.
     :param name: what the console is, for error messages (``QEMU``, ``telnet localhost 7001``).
+    :param on_exit: builds the error for "the process ended" with the transport's own evidence
+        (QEMU: its last words, how soon it died); called as ``on_exit(console, when)``. Without
+        it, ``closed_error`` names the console, its last lines and the exit code.
     """
 
-    def __init__(self, child: pexpect.spawn, logger: JobLogger, name: str) -> None:
+    def __init__(self, child: pexpect.spawn, logger: JobLogger, name: str,
+                 on_exit: ExitError | None = None) -> None:
         self.child = child
         self.logger = logger
         self.name = name
@@ -80,17 +87,17 @@ class Console:
         child.logfile_read = self._lines
         #: seconds between characters when typing (the device's ``character_delays``)
         self.character_delay = 0.0
-        #: builds the error for "the process ended" with transport-specific evidence
-        self.describe_exit: Callable[[str], DutlabError] | None = None
+        self._on_exit = on_exit
 
     @classmethod
     def spawn(cls, argv: Sequence[str], logger: JobLogger, name: str = "",
-              env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Console:
+              env: Mapping[str, str] | None = None, cwd: Path | None = None,
+              on_exit: ExitError | None = None) -> Console:
         """Start ``argv`` on a pty in its own session (so one killpg stops all of it)."""
         child = pexpect.spawn(argv[0], list(argv[1:]), encoding="utf-8", codec_errors="replace",
                               timeout=None, echo=False, env=dict(env) if env else None,
                               cwd=str(cwd) if cwd else None, dimensions=(24, 4096))
-        return cls(child, logger, name or argv[0])
+        return cls(child, logger, name or argv[0], on_exit)
 
     @property
     def pid(self) -> int:
@@ -187,6 +194,14 @@ class Console:
                 _killpg(self.child.pid, signal.SIGKILL)
         self.child.close(force=True)
         return self.exit_status()
+
+    def closed_error(self, when: str) -> DutlabError:
+        """The error for a console whose process ended (QEMU exited, telnet lost the port)."""
+        if self._on_exit is not None:
+            return self._on_exit(self, when)
+        status = self.close()
+        last = " | ".join(line for line in self.tail(3) if line.strip())
+        return InfrastructureError(f"{self.name} ended {when}: {last} (exit code {status})")
 
     def exit_status(self) -> int | None:
         """Exit code, or minus the signal number, once the process has ended."""

@@ -1,44 +1,46 @@
-"""Job failure classes: each carries the error_type the server records."""
+"""Job failure classes: each carries the error_type the server records (protocol.ErrorType)."""
+
+from .protocol import ErrorType
 
 
 class DutlabError(Exception):
     """A classified job failure; the message is a sentence with the evidence."""
 
-    error_type = "Bug"
+    error_type = ErrorType.BUG
 
 
 class InfrastructureError(DutlabError):
     """The worker, the device or the lab plumbing failed (not the job's fault)."""
 
-    error_type = "Infrastructure"
+    error_type = ErrorType.INFRASTRUCTURE
 
 
 class JobError(DutlabError):
     """The job asked for something that cannot work (bad URL, checksum, kernel)."""
 
-    error_type = "Job"
+    error_type = ErrorType.JOB
 
 
 class TestError(DutlabError):
     """The test itself asked to stop (lava-test-raise) or broke the test shell protocol."""
 
     __test__ = False  # not a pytest test class
-    error_type = "Test"
+    error_type = ErrorType.TEST
 
 
 class ConfigurationError(DutlabError):
     """The device configuration or the worker setup is wrong."""
 
-    error_type = "Configuration"
+    error_type = ErrorType.CONFIGURATION
 
 
 class JobCanceled(DutlabError):
-    error_type = "Canceled"
+    error_type = ErrorType.CANCELED
 
 
 class JobTimeout(DutlabError):
-    error_type = "Timeout"
+    error_type = ErrorType.TIMEOUT
 
 
 class Bug(DutlabError):
-    error_type = "Bug"
+    error_type = ErrorType.BUG

@@ -22,9 +22,11 @@ import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import schema
 from .errors import Bug, ConfigurationError, DutlabError, JobCanceled, JobError, JobTimeout
 from .interrupts import Expired, Interrupts
+from .protocol import JobResult
+from .schema.common import JobDefinitionError
+from .schema.common import timeout_seconds as _mapping_seconds
 
 if TYPE_CHECKING:
     from .context import JobContext
@@ -38,8 +40,8 @@ def timeout_seconds(value: Any, where: str) -> float | None:
     if value is None:
         return None
     try:
-        return float(schema.timeout_seconds(value, where))
-    except schema.JobDefinitionError as exc:
+        return float(_mapping_seconds(value, where))
+    except JobDefinitionError as exc:
         # The job was validated already, so a bad value here comes from the device configuration.
         raise ConfigurationError(f"{where}: {exc.message}") from None
 
@@ -168,8 +170,8 @@ class Pipeline:
 
     # -- running ----------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
-        """Run every action, then finalize; return the job result record."""
+    def run(self) -> JobResult:
+        """Run every action, then finalize; return how the job ended (also logged as its result)."""
         error: BaseException | None = None
         self._interrupts.install()
         try:
@@ -302,11 +304,9 @@ class Pipeline:
                              f"(duration {hms(time.monotonic() - started)})")
         return error
 
-    def _job_result(self, failure: DutlabError | None) -> dict[str, Any]:
-        result: dict[str, Any] = {"definition": "lava", "case": "job", "result": "pass"}
-        if failure is not None:
-            result.update(result="fail", error_type=failure.error_type, error_msg=str(failure))
-        self.ctx.logger.results(result)
+    def _job_result(self, failure: DutlabError | None) -> JobResult:
+        result = JobResult("pass") if failure is None else JobResult.failed(failure.error_type, str(failure))
+        self.ctx.logger.results(result.results_record())
         return result
 
 

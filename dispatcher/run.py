@@ -15,6 +15,7 @@ Output files in DIR: ``output.yaml`` (the log, one record per line), ``descripti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import signal
@@ -27,13 +28,16 @@ from typing import Any
 
 import yaml
 
-from . import __version__, envfile, schema
-from .actions import build_actions
+from . import __version__, envfile
 from .actions.finalize import Finalize
+from .actions.registry import build_actions
 from .context import JobContext
 from .errors import ConfigurationError, DutlabError, InfrastructureError, JobCanceled, JobError
 from .log import JobLogger, read_log
 from .pipeline import Pipeline
+from .protocol import ErrorType, JobResult
+from .schema.common import JobDefinitionError
+from .schema.loader import parse_job
 
 DEFAULT_WORK_DIR = Path("/var/lib/dutlab/worker")
 UPLOAD_CLOSE_TIMEOUT = 60.0
@@ -69,13 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     logger.add_secret(token)
     uploader = _start_uploader(args, token)
     started = time.monotonic()
-    result = logger.mask(_run_job(args, logger))  # result.yaml and the server get no secrets either
-    (args.output_dir / "result.yaml").write_text(yaml.safe_dump(_result_file(result), sort_keys=False))
+    result = _run_job(args, logger)
+    # result.yaml and the server get no secrets either
+    result = dataclasses.replace(result, error_msg=logger.mask(result.error_msg))
+    (args.output_dir / "result.yaml").write_text(yaml.safe_dump(result.to_mapping(), sort_keys=False))
     logger.close()
     if uploader is not None:
         _close_uploader(uploader, result)
     _print_summary(args, result, time.monotonic() - started)
-    return 0 if result["result"] == "pass" else 1
+    return 0 if result.passed else 1
 
 
 _CANCELED: list[str] = []
@@ -85,7 +91,7 @@ def _note_cancel(signum: int, frame: Any) -> None:
     _CANCELED.append(f"the job was canceled ({signal.Signals(signum).name} received)")
 
 
-def _run_job(args: argparse.Namespace, logger: JobLogger) -> dict[str, Any]:
+def _run_job(args: argparse.Namespace, logger: JobLogger) -> JobResult:
     logger.info(f"dutlab-run {__version__}, job {args.job_id}, pid {os.getpid()}")
     ctx: JobContext | None = None
     try:
@@ -125,8 +131,8 @@ def _load_job(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise InfrastructureError(f"cannot read the job definition {path}: {exc}") from None
     try:
-        return schema.parse_job(text)
-    except schema.JobDefinitionError as exc:
+        return parse_job(text)
+    except JobDefinitionError as exc:
         where = f"{exc.path}: " if exc.path else ""
         raise JobError(f"invalid job definition: {where}{exc.message}") from None
 
@@ -160,18 +166,13 @@ def _write_description(output_dir: Path, ctx: JobContext, pipeline: Pipeline) ->
     (output_dir / "description.yaml").write_text(yaml.safe_dump(description, sort_keys=False))
 
 
-def _fail_before_start(logger: JobLogger, exc: DutlabError, ctx: JobContext | None) -> dict[str, Any]:
+def _fail_before_start(logger: JobLogger, exc: DutlabError, ctx: JobContext | None) -> JobResult:
     if ctx is not None:
         shutil.rmtree(ctx.tmp_dir, ignore_errors=True)
     logger.error(f"{exc.error_type} error: {exc}")
-    result = {"definition": "lava", "case": "job", "result": "fail", "error_type": exc.error_type,
-              "error_msg": str(exc)}
-    logger.results(result)
+    result = JobResult.failed(exc.error_type, str(exc))
+    logger.results(result.results_record())
     return result
-
-
-def _result_file(result: dict[str, Any]) -> dict[str, Any]:
-    return {key: result[key] for key in ("result", "error_type", "error_msg") if key in result}
 
 
 # -- connected mode -------------------------------------------------------------------------
@@ -186,20 +187,20 @@ def _start_uploader(args: argparse.Namespace, token: str) -> Any:
     return uploader
 
 
-def _close_uploader(uploader: Any, result: dict[str, Any]) -> None:
-    if not uploader.close(_result_file(result), UPLOAD_CLOSE_TIMEOUT):
+def _close_uploader(uploader: Any, result: JobResult) -> None:
+    if not uploader.close(result, UPLOAD_CLOSE_TIMEOUT):
         print(f"dutlab-run: the server did not acknowledge the result within {UPLOAD_CLOSE_TIMEOUT:.0f} s; "
               "the worker will report it", file=sys.stderr)
 
 
 # -- summary --------------------------------------------------------------------------------
 
-def _print_summary(args: argparse.Namespace, result: dict[str, Any], elapsed: float) -> None:
-    health = "Complete" if result["result"] == "pass" else (
-        "Canceled" if result.get("error_type") == "Canceled" else "Incomplete")
+def _print_summary(args: argparse.Namespace, result: JobResult, elapsed: float) -> None:
+    health = "Complete" if result.passed else (
+        "Canceled" if result.error_type == ErrorType.CANCELED else "Incomplete")
     print(f"job {args.job_id}: {health} in {elapsed:.1f} s")
-    if result["result"] != "pass":
-        print(f"  {result.get('error_type')} error: {result.get('error_msg')}")
+    if not result.passed:
+        print(f"  {result.error_type} error: {result.error_msg}")
     for suite, counts in _result_counts(args.output_dir / "output.yaml").items():
         print(f"  {suite}: " + ", ".join(f"{n} {r}" for r, n in sorted(counts.items())))
     print(f"  log: {args.output_dir / 'output.yaml'}")

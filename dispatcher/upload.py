@@ -4,6 +4,10 @@ dutlab-run starts a `LogUploader` next to its log writer and closes it with the 
 worker daemon calls `sync_finished_job` for a run that ended without doing so (killed, crashed).
 Both go through `LogUploader._run`, so a line is sent the same way whoever sends it.
 
+`finish` is sent once per job: once the server has acknowledged it, the uploader leaves the file
+`reported` in the output folder, and `sync_finished_job` sends nothing for a folder that has it.
+A run killed before the acknowledgement leaves no marker, so the worker still reports it.
+
 Upload is idempotent by line index (docs/worker-api.md): the server keeps lines from
 `max(index, stored)` on, and tells the client where it stands (`line_count`, also in a 409), so a
 restart of either side, a lost answer or a resent batch never drops or duplicates a line.
@@ -17,14 +21,21 @@ import threading
 import time
 from array import array
 from pathlib import Path
-from typing import Any
 
-from .client import ApiError, Client, ServerUnreachable
+from .log import format_record
+from .protocol import ApiError, Client, JobResult, ServerUnreachable, job_path
 
 log = logging.getLogger("dutlab.upload")
 
 BACKOFF_FIRST = 0.2
 BACKOFF_CAP = 5.0
+#: in the output folder once the server has acknowledged the job's finish
+REPORTED = "reported"
+
+
+def reported(output_dir: Path) -> bool:
+    """Whether the server has acknowledged this run's finish (nothing is left to send)."""
+    return (Path(output_dir) / REPORTED).exists()
 
 
 class LogTail:
@@ -111,7 +122,7 @@ class LogUploader:
         self._index = index
         self._batch = batch_max
         self._replaced: dict[int, str] = {}
-        self._result: dict[str, Any] | None = None
+        self._result: JobResult | None = None
         self._deadline = float("inf")
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -121,7 +132,7 @@ class LogUploader:
         self._thread = threading.Thread(target=self._run, name=f"upload-{self.job_id}", daemon=True)
         self._thread.start()
 
-    def close(self, result: dict[str, Any], timeout: float) -> bool:
+    def close(self, result: JobResult, timeout: float) -> bool:
         """Upload what is left, then POST finish; True once the server acknowledged the finish."""
         self._deadline = time.monotonic() + timeout
         self._result = result
@@ -169,15 +180,19 @@ class LogUploader:
         for n in range(start, start + len(lines)):
             if n in self._replaced:
                 lines[n - start] = self._replaced[n]
-        answer = self.client.post(self._path("logs"), {"index": start, "lines": lines},
+        answer = self.client.post(job_path(self.job_id, "logs"), {"index": start, "lines": lines},
                                   timeout=self._timeout())
         self._index = int(answer["line_count"])
 
     def _send_finish(self) -> None:
         assert self._result is not None
-        body = finish_body(self._result, self.output_dir, self.tail.count)
-        self.client.post(self._path("finish"), body, timeout=self._timeout())
+        body = self._result.finish_body(_description(self.output_dir), self.tail.count)
+        self.client.post(job_path(self.job_id, "finish"), body, timeout=self._timeout())
         self.finished = True
+        try:
+            (self.output_dir / REPORTED).touch()
+        except OSError as exc:  # the worker then reports once more: harmless, finish is idempotent
+            log.warning("job %d: cannot mark the finish as reported: %s", self.job_id, exc)
 
     def _handle_error(self, exc: Exception) -> bool:
         """Act on an answer that says what to do next; False means back off and retry."""
@@ -208,10 +223,8 @@ class LogUploader:
             log.error("job %d: giving up on the upload: %s", self.job_id, self.gone)
             return
         log.warning("job %d: the server refused log line %d: %s", self.job_id, self._index, exc)
-        self._replaced[self._index] = json.dumps({
-            "dt": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "lvl": "error",
-            "msg": f"log line {self._index} was refused by the server (HTTP {exc.status}: {exc.error})",
-        })
+        message = f"log line {self._index} was refused by the server (HTTP {exc.status}: {exc.error})"
+        self._replaced[self._index] = format_record("error", message)[2:]  # without the "- " list marker
 
     def _note_failure(self, exc: Exception, delay: float) -> None:
         if not self._failing:
@@ -228,33 +241,26 @@ class LogUploader:
     def _timeout(self) -> float:
         return max(1.0, min(30.0, self._deadline - time.monotonic()))
 
-    def _path(self, what: str) -> str:
-        return f"/internal/v1/jobs/{self.job_id}/{what}"
 
-
-def finish_body(result: dict[str, Any], output_dir: Path, line_count: int) -> dict[str, Any]:
-    """The finish request for `result` (result.yaml's mapping: result, error_type, error_msg)."""
+def _description(output_dir: Path) -> str:
+    """The pipeline description dutlab-run wrote after validation ('' when it never got there)."""
     try:
-        description = (Path(output_dir) / "description.yaml").read_text()
+        return (Path(output_dir) / "description.yaml").read_text()
     except (FileNotFoundError, UnicodeDecodeError):
-        description = ""
-    return {
-        "result": "pass" if result.get("result") == "pass" else "fail",
-        "error_type": str(result.get("error_type") or ""),
-        "error_msg": str(result.get("error_msg") or ""),
-        "description": description,
-        "log_line_count": line_count,
-    }
+        return ""
 
 
 def sync_finished_job(server_url: str, job_id: int, token: str, output_dir: Path,
-                      result: dict[str, Any], timeout: float = 300.0) -> bool:
+                      result: JobResult, timeout: float = 300.0) -> bool:
     """Report a run that ended while nobody uploaded: the rest of its log, then its finish.
 
-    Finish goes first with the local line count: when the run had uploaded everything (the usual
-    case, it only died late) that is the whole exchange; otherwise the 409 names the resume point.
+    Nothing is sent when the run's own finish was acknowledged (the `reported` marker). Otherwise
+    finish goes first with the local line count: when the run had uploaded everything (it only
+    died late) that is the whole exchange; else the 409 names the resume point.
     Returns True when nothing is left to report: the finish was acknowledged, or the server will
     never take it (token refused, job gone; logged). False: the server was not reachable in time.
     """
+    if reported(output_dir):
+        return True
     uploader = LogUploader(server_url, job_id, token, output_dir, index=None)
     return uploader.close(result, timeout) or bool(uploader.gone)

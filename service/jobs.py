@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from dutlab.dispatcher.schema import JobDefinitionError, parse_job, timeout_seconds
+from dutlab.dispatcher.schema.common import JobDefinitionError, timeout_seconds
+from dutlab.dispatcher.schema.loader import parse_job
 
 from . import auth, events
 from .config import Settings

@@ -106,7 +106,9 @@ def _device_type_fields(data: Mapping[str, Any]) -> dict:
 
 def _health_check(value: Any) -> str:
     """A health-check job definition, validated like a submission; '' means the shipped file."""
-    from dutlab.dispatcher.schema import JobDefinitionError, parse_job, validate_job
+    from dutlab.dispatcher.schema.common import JobDefinitionError
+    from dutlab.dispatcher.schema.job import validate_job
+    from dutlab.dispatcher.schema.loader import parse_job
 
     definition = text(value, "health_check")
     if definition.strip():

@@ -17,8 +17,12 @@ from ..console import Console
 from ..context import JobContext
 from ..errors import ConfigurationError, DutlabError, InfrastructureError, JobError
 from ..pipeline import Action
-from .boot_minimal import AutoLogin
-from .common import method_offered
+from ..schema.common import choice, mapping
+from .common import selected
+from .login import BOOT_FIELDS, AutoLogin
+
+KIND, METHOD = "boot", "qemu"
+SCHEMA = mapping({**BOOT_FIELDS, "connection": choice("serial"), "media": choice("tmpfs")})
 
 # QEMU messages that mean the worker, not the job, is at fault.
 WORKER_FAULTS = ("cannot set up guest memory", "Cannot allocate memory", "Could not access KVM",
@@ -27,9 +31,7 @@ ARM_ARCHES = ("arm64", "aarch64", "arm")
 
 
 def accepts(device: dict[str, Any], params: dict[str, Any]) -> tuple[bool, str]:
-    if params.get("method") != "qemu":
-        return False, f"qemu: not method {params.get('method')!r}"
-    return method_offered(device, "boot", "qemu")
+    return selected(device, params, KIND, "method", METHOD)
 
 
 def build(ctx: JobContext, params: dict[str, Any]) -> Action:
@@ -74,10 +76,10 @@ class CallQemu(Action):
         ctx.logger.info(f"QEMU command: {shlex.join(argv)}")
         started = time.monotonic()
         try:
-            console = Console.spawn(argv, ctx.logger, name="QEMU", cwd=ctx.tmp_dir)
+            console = Console.spawn(argv, ctx.logger, name="QEMU", cwd=ctx.tmp_dir,
+                                    on_exit=lambda console, when: qemu_exit_error(console, started, when))
         except Exception as exc:  # noqa: BLE001 - pexpect raises plain exceptions for a missing program
             raise InfrastructureError(f"cannot start {argv[0]}: {exc}") from None
-        console.describe_exit = lambda when: qemu_exit_error(console, started, when)
         ctx.console = console
         ctx.logger.info(f"QEMU started, pid {console.pid}")
 

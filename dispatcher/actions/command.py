@@ -11,6 +11,11 @@ from typing import Any
 from ..context import JobContext
 from ..errors import InfrastructureError
 from ..pipeline import Action
+from ..schema.common import ACTION_FIELDS, mapping, string
+
+#: a command block has one form, so its method is the kind itself
+KIND, METHOD = "command", "command"
+SCHEMA = mapping({"name": string(), **ACTION_FIELDS}, required=("name",))
 
 
 def accepts(device: dict[str, Any], params: dict[str, Any]) -> tuple[bool, str]:

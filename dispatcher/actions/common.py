@@ -26,6 +26,14 @@ def method_offered(device: dict[str, Any], kind: str, method: str) -> tuple[bool
     return False, f"{name} does not offer {kind} method {method!r} (it offers {', '.join(methods) or 'none'})"
 
 
+def selected(device: dict[str, Any], params: dict[str, Any], kind: str, key: str,
+             method: str) -> tuple[bool, str]:
+    """``accepts`` of a method its block names by ``key`` (deploy ``to:``, boot ``method:``)."""
+    if params.get(key) != method:
+        return False, f"{method}: not {key} {params.get(key)!r}"
+    return method_offered(device, kind, method)
+
+
 def as_list(value: Any) -> list[str]:
     if value is None:
         return []

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dutlab.dispatcher.protocol import PROTOCOL
+
 from .. import __version__
 from ..plugins import current_user
 from . import Routes
-from .internal import PROTOCOL
 
 routes = Routes("/api/v1/system")
 

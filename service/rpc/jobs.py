@@ -213,7 +213,9 @@ def validate(call: Call, definition: str, strict: bool = False) -> dict:
 
     dutlab always validates strictly (unknown keys are errors), so `strict` changes nothing.
     """
-    from dutlab.dispatcher.schema import JobDefinitionError, parse_job, validate_job
+    from dutlab.dispatcher.schema.common import JobDefinitionError
+    from dutlab.dispatcher.schema.job import validate_job
+    from dutlab.dispatcher.schema.loader import parse_job
 
     try:
         validate_job(parse_job(string(definition, "definition")))

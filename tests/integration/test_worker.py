@@ -8,6 +8,7 @@ process a test starts is ended by its pid or process group when the test ends.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -15,14 +16,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-from dutlab.dispatcher.client import Client
 from dutlab.dispatcher.jobsdb import JobsDB
+from dutlab.dispatcher.protocol import Client, ErrorType, JobResult, job_path, poll_path
 from dutlab.dispatcher.upload import LogUploader, sync_finished_job
 from labkit import BIN, start_lab
 
@@ -124,12 +128,79 @@ def lab(tmp_path):
         stop()
 
 
+class CountingProxy:
+    """A plain HTTP relay on loopback between the worker (and its runs) and the real server.
+
+    It forwards every request unchanged and counts them by method and path, so a test can say
+    how often the worker side sent a request (the server keeps no access log).
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = urlsplit(upstream).netloc
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        relay = self._relay
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                relay(self)
+
+            do_POST = do_GET
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="counting-proxy", daemon=True)
+        self.thread.start()
+
+    def count(self, method: str, path: str) -> int:
+        with self._lock:
+            return self.counts[method, path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+    def _relay(self, handler: BaseHTTPRequestHandler) -> None:
+        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
+        with self._lock:
+            self.counts[handler.command, handler.path] += 1
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
+        conn = http.client.HTTPConnection(self.upstream, timeout=120)  # longer than any long-poll
+        try:
+            conn.request(handler.command, handler.path, body=body or None, headers=headers)
+            answer = conn.getresponse()
+            data = answer.read()
+        except OSError as exc:
+            handler.send_error(502, f"relay to {self.upstream} failed: {exc}")
+            return
+        finally:
+            conn.close()
+        handler.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in ("connection", "content-length", "transfer-encoding", "date", "server"):
+                handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+@pytest.fixture
+def proxy(lab):
+    relay = CountingProxy(lab.url)
+    yield relay
+    relay.close()
+
+
 def offer(lab, job_id: int) -> str:
     """Poll as worker w1 until the server hands out `job_id`; return its job token."""
     worker = Client(lab.url, f"Worker {lab.worker_token}")
     for _ in range(20):
-        reply = worker.post("/internal/v1/workers/w1/poll", {"protocol": 1, "version": "t", "running": [],
-                                                             "wait": 2})
+        reply = worker.post(poll_path("w1"), {"protocol": 1, "version": "t", "running": [], "wait": 2})
         for item in reply["start"]:
             if item["id"] == job_id:
                 return item["token"]
@@ -149,9 +220,9 @@ def test_sync_finishes_first_and_uploads_only_what_is_missing(lab, tmp_path):
     (out / "description.yaml").write_text("pipeline: []\n")
     # The run had uploaded 30 lines before it died.
     job = Client(lab.url, f"Job {token}")
-    job.post(f"/internal/v1/jobs/{job_id}/logs", {"index": 0, "lines": [record(i) for i in range(30)]})
+    job.post(job_path(job_id, "logs"), {"index": 0, "lines": [record(i) for i in range(30)]})
 
-    result = {"result": "fail", "error_type": "Infrastructure", "error_msg": "dutlab-run exited with status -9"}
+    result = JobResult.failed(ErrorType.INFRASTRUCTURE, "dutlab-run exited with status -9")
     assert sync_finished_job(lab.url, job_id, token, out, result, timeout=60)
     local = (out / "output.yaml").read_text().splitlines()[:-1]
     assert server_log(lab, job_id) == local
@@ -192,7 +263,7 @@ def test_uploader_rides_through_a_server_restart(lab, tmp_path):
     finally:
         stop.set()
         thread.join()
-    assert uploader.close({"result": "pass"}, timeout=60)
+    assert uploader.close(JobResult("pass"), timeout=60)
     assert server_log(lab, job_id) == (out / "output.yaml").read_text().splitlines()
     assert lab.wait_job(job_id)["health"] == "Complete"
 
@@ -286,13 +357,16 @@ def group_gone(pgid: int, timeout: float = 10) -> bool:
     return False
 
 
-def test_run_that_cannot_start_is_reported(lab, worker, tmp_path):
-    worker.start("--run-command", str(tmp_path / "no-such-dutlab-run"))
-    job = lab.wait_job(submit(lab, PLAIN_JOB), timeout=60)
+def test_run_that_cannot_start_is_reported_once(lab, worker, proxy, tmp_path):
+    worker.start("--url", proxy.url, "--run-command", str(tmp_path / "no-such-dutlab-run"))
+    job_id = submit(lab, PLAIN_JOB)
+    job = lab.wait_job(job_id, timeout=60)
+    wait_for(lambda: f"job {job_id}: finished and reported" in worker.log(), 30, "the worker's report")
     assert worker.stop() == 0
     assert (job["health"], job["error_type"]) == ("Incomplete", "Infrastructure")
     assert "dutlab-run exited with status 127 without a result" in job["error_msg"]
     assert "no-such-dutlab-run" in job["error_msg"]
+    assert proxy.count("POST", job_path(job_id, "finish")) == 1  # the worker's, as no run sent one
 
 
 # Runs that misbehave, played by small scripts in place of dutlab-run.
@@ -356,10 +430,10 @@ def test_report_survives_a_worker_restart_while_the_server_is_down(lab, worker, 
 
 def test_job_the_server_forgot_is_killed_and_not_reported(lab, worker, tmp_path):
     # This run reports its own end, then hangs: the server lists it as unknown in the next poll.
-    finish = ("import sys, time; from pathlib import Path; from dutlab.dispatcher.client import Client; "
+    finish = ("import sys, time; from pathlib import Path; from dutlab.dispatcher.protocol import Client, job_path; "
               "a = sys.argv; arg = lambda k: a[a.index(k) + 1]; "
               "Client(arg('--server'), 'Job ' + Path(arg('--job-token-file')).read_text()).post("
-              "f\"/internal/v1/jobs/{arg('--job-id')}/finish\", {'result': 'pass'}); time.sleep(120)")
+              "job_path(int(arg('--job-id')), 'finish'), {'result': 'pass'}); time.sleep(120)")
     script = tmp_path / "finish-then-hang.py"
     script.write_text(finish)
     worker.start("--run-command", f"{sys.executable} {script}")
@@ -467,6 +541,21 @@ def test_job_runs_and_reports_at_once(lab, worker):
     assert group_gone(rec.pgid)
     assert lab.api("GET", f"/api/v1/jobs/{job_id}/description").status == 200
     assert job["start_time"] and job["end_time"]
+
+
+@pytest.mark.qemu
+@qemu
+def test_finish_is_sent_once_per_job(lab, worker, proxy):
+    """dutlab-run sends the finish and marks it reported; the worker then sends none of its own."""
+    worker.start("--url", proxy.url)
+    job_id = submit(lab, qemu_job("once", 1))
+    worker.job(job_id)
+    assert_complete(lab, job_id)
+    wait_for(lambda: f"job {job_id}: finished and reported" in worker.log(), 30, "the worker's report")
+    assert (worker.output(job_id) / "reported").exists()
+    assert proxy.count("POST", job_path(job_id, "logs")) >= 1  # the job's traffic went through the relay
+    assert proxy.count("POST", job_path(job_id, "finish")) == 1
+    assert_same_log(lab, job_id, worker.output(job_id) / "output.yaml")
 
 
 @pytest.mark.qemu

@@ -14,6 +14,7 @@ from dutlab.dispatcher.context import JobContext
 from dutlab.dispatcher.errors import InfrastructureError, JobError
 from dutlab.dispatcher.log import JobLogger, read_log
 from dutlab.dispatcher.pipeline import Action, Pipeline
+from dutlab.dispatcher.protocol import JobResult
 
 
 class Recorder(Action):
@@ -64,13 +65,13 @@ def test_pass_logs_start_end_and_job_result(tmp_path: Path) -> None:
     action, final = Recorder({}), Final()
     action.children = [Recorder({})]
     result = Pipeline(ctx, [action], final).run()
-    assert result == {"definition": "lava", "case": "job", "result": "pass"}
+    assert result == JobResult("pass")
     assert final.ran and action.calls == 1 and action.children[0].calls == 1
     infos = messages(tmp_path, "info")
     assert infos[0] == "start: 1 recorder (timeout 00:00:30)"
     assert "start: 1.1 recorder (timeout 00:00:30)" in infos
     assert any(m.startswith("end: 1 recorder (duration ") for m in infos)
-    assert job_result(tmp_path) == result
+    assert job_result(tmp_path) == {"definition": "lava", "case": "job", "result": "pass"}
 
 
 def test_timeout_precedence_follows_lava(tmp_path: Path) -> None:
@@ -101,7 +102,7 @@ def test_failure_retry_repeats_with_cleanup_and_shares_the_timeout(tmp_path: Pat
     action = Recorder({"failure_retry": 3, "timeout": {"seconds": 30}}, flaky)
     pipeline = Pipeline(ctx, [action], Final())
     assert action.timeout == 10
-    assert pipeline.run()["result"] == "pass"
+    assert pipeline.run().passed
     assert action.calls == 3 and action.cleanups == 2
     assert "recorder failed (attempt 1 of 3): attempt 1 failed; retrying" in messages(tmp_path, "error")
 
@@ -113,8 +114,8 @@ def test_action_timeout_becomes_timeout_error_and_finalize_runs(tmp_path: Path) 
     started = time.monotonic()
     result = Pipeline(ctx, [action], final).run()
     assert time.monotonic() - started < 5
-    assert result["result"] == "fail" and result["error_type"] == "Timeout"
-    assert result["error_msg"] == "recorder timed out after 00:00:01"
+    assert result.result == "fail" and result.error_type == "Timeout"
+    assert result.error_msg == "recorder timed out after 00:00:01"
     assert final.ran
 
 
@@ -124,15 +125,15 @@ def test_child_timeout_names_the_running_child(tmp_path: Path) -> None:
     top = Recorder({})
     top.children = [Recorder({}, lambda a, c: time.sleep(10))]
     result = Pipeline(ctx, [top], Final()).run()
-    assert result["error_type"] == "Timeout"
-    assert result["error_msg"] == "the job timed out after 00:00:01 (timeouts.job), in recorder"
+    assert result.error_type == "Timeout"
+    assert result.error_msg == "the job timed out after 00:00:01 (timeouts.job), in recorder"
 
 
 def test_skip_timeout_goes_on_with_the_next_action(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path)
     slow = Recorder({"timeout": {"seconds": 1, "skip": True}}, lambda a, c: time.sleep(10))
     after = Recorder({})
-    assert Pipeline(ctx, [slow, after], Final()).run()["result"] == "pass"
+    assert Pipeline(ctx, [slow, after], Final()).run().passed
     assert after.calls == 1
 
 
@@ -143,7 +144,7 @@ def test_unexpected_exception_is_a_bug_with_traceback(tmp_path: Path) -> None:
         raise KeyError("oops")
 
     result = Pipeline(ctx, [Recorder({}, broken)], Final()).run()
-    assert result["error_type"] == "Bug" and "KeyError" in result["error_msg"]
+    assert result.error_type == "Bug" and "KeyError" in result.error_msg
     assert "Traceback" in messages(tmp_path, "exception")[0]
 
 
@@ -157,8 +158,8 @@ def test_sigterm_cancels_and_finalize_still_runs(tmp_path: Path) -> None:
 
     after = Recorder({})
     result = Pipeline(ctx, [Recorder({}, wait_for_cancel), after], final).run()
-    assert result["error_type"] == "Canceled"
-    assert result["error_msg"] == "the job was canceled (SIGTERM received)"
+    assert result.error_type == "Canceled"
+    assert result.error_msg == "the job was canceled (SIGTERM received)"
     assert final.ran and after.calls == 0
     assert signal.getsignal(signal.SIGTERM) is not None
 
@@ -170,8 +171,9 @@ def test_job_errors_pass_through_with_their_type(tmp_path: Path) -> None:
         raise JobError("checksum mismatch for http://x/y")
 
     result = Pipeline(ctx, [Recorder({}, bad)], Final()).run()
-    assert result == {"definition": "lava", "case": "job", "result": "fail", "error_type": "Job",
-                      "error_msg": "checksum mismatch for http://x/y"}
+    assert result == JobResult.failed("Job", "checksum mismatch for http://x/y")
+    assert job_result(tmp_path) == {"definition": "lava", "case": "job", "result": "fail", "error_type": "Job",
+                                    "error_msg": "checksum mismatch for http://x/y"}
     assert "Job error: checksum mismatch for http://x/y" in messages(tmp_path, "error")
 
 

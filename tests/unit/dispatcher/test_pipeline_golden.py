@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
-from dutlab.dispatcher.actions import build_actions
 from dutlab.dispatcher.actions.finalize import Finalize
+from dutlab.dispatcher.actions.registry import build_actions
 from dutlab.dispatcher.context import JobContext
 from dutlab.dispatcher.log import JobLogger
 from dutlab.dispatcher.pipeline import Pipeline
-from dutlab.dispatcher.schema import validate_job
+from dutlab.dispatcher.schema.job import validate_job
 from dutlab.service.templating import load_device_config, shipped_device_types_dir
 
 ROOT = Path(__file__).resolve().parents[3]

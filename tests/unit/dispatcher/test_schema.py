@@ -6,13 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from dutlab.dispatcher.schema import (
-    SUPPORTED,
-    JobDefinitionError,
-    parse_job,
-    timeout_seconds,
-    validate_job,
-)
+from dutlab.dispatcher.schema.common import JobDefinitionError, timeout_seconds
+from dutlab.dispatcher.schema.job import SUPPORTED, validate_job
+from dutlab.dispatcher.schema.loader import parse_job
 from dutlab.service.templating import shipped_device_types_dir
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -117,11 +113,3 @@ def test_timeout_seconds(mapping, seconds):
 def test_timeout_seconds_rejects(mapping):
     with pytest.raises(JobDefinitionError):
         timeout_seconds(mapping)
-
-
-def test_supported_table_matches_the_checks():
-    from dutlab.dispatcher import schema
-
-    assert tuple(schema._DEPLOY) == SUPPORTED["deploy"]
-    assert tuple(schema._BOOT) == SUPPORTED["boot"]
-    assert tuple(schema._TEST_KINDS) == SUPPORTED["test"]

@@ -1,5 +1,9 @@
 """test with definitions: run the overlay's tests on the DUT's shell and read the results.
 
+The deploy built the overlay from the definitions (actions/overlay.py); the block check here
+covers the definitions themselves (``from: inline | git | url``) and the inline test
+definition documents.
+
 On the DUT: make sure /lava-<id> is there (already in the initramfs, or mount the overlay
 drive found by its label, or, for a shell without block devices, send it as base64 over
 the console), then run ``lava-test-runner /lava-<id>/<stage>`` and read the console until
@@ -20,7 +24,27 @@ from ..console import ConsoleEOF
 from ..context import JobContext
 from ..errors import InfrastructureError, JobTimeout
 from ..pipeline import Action, hms
-from .boot_minimal import closed_error
+from ..schema.common import (
+    ACTION_FIELDS,
+    ANY_MAPPING,
+    COMPRESSION,
+    HEADERS,
+    NAME,
+    PARAMETERS,
+    STRINGS,
+    boolean,
+    choice,
+    dict_of,
+    fail,
+    join,
+    kind_of,
+    list_of,
+    mapping,
+    one_of,
+    regex,
+    string,
+    url,
+)
 from .common import shell_command, wait_for_prompt
 from .signals import SignalReader
 
@@ -28,12 +52,74 @@ OVERLAY_READY = r"DUTLAB_OVERLAY=(ok|missing)"
 B64_LINE = 76
 HEREDOC_END = "DUTLAB_OVERLAY_END"
 
+# -- the block check --------------------------------------------------------------------------
+
+
+def _testdef_name(value: Any, path: str) -> None:
+    NAME(value, path)
+    if value == "lava":
+        fail(path, "The name 'lava' is reserved for the job's own results; choose another.")
+
+
+_TESTDEF = mapping(
+    {"metadata": mapping({"format": choice("Lava-Test Test Definition 1.0"), "name": string(),
+                          "description": string(), "maintainer": STRINGS, "os": STRINGS,
+                          "scope": STRINGS, "devices": STRINGS, "environment": STRINGS},
+                         required=("format", "name")),
+     "install": ANY_MAPPING, "run": mapping({"steps": list_of(string())}, required=("steps",)),
+     "parse": mapping({"pattern": regex, "fixupdict": dict_of(string())}),
+     "params": PARAMETERS, "parameters": PARAMETERS, "expected": STRINGS},
+    required=("metadata",),
+)
+_DEFINITION_COMMON = {
+    "from": string(), "name": _testdef_name, "path": string(), "parameters": PARAMETERS,
+    "params": PARAMETERS, "expected": STRINGS, "lava-signal": choice("kmsg", "stdout"),
+    "skip_install": list_of(choice("keys", "sources", "deps", "steps", "git-repos", "all")),
+}
+_DEFINITION_REQUIRED = ("repository", "name", "path")
+_SOURCES = {
+    "git": mapping({**_DEFINITION_COMMON, "repository": string(), "branch": string(),
+                    "revision": string(), "history": boolean, "recursive": boolean},
+                   _DEFINITION_REQUIRED),
+    "url": mapping({**_DEFINITION_COMMON, "repository": url(), "headers": HEADERS, "compression": COMPRESSION},
+                   _DEFINITION_REQUIRED),
+    "inline": mapping({**_DEFINITION_COMMON, "repository": _TESTDEF}, _DEFINITION_REQUIRED),
+}
+
+
+def _definition(value: Any, path: str) -> None:
+    if not isinstance(value, dict):
+        fail(path, f"A test definition is a mapping, got {kind_of(value)}.")
+    if "from" not in value:
+        fail(join(path, "from"), f"The required key 'from' is missing; use one of: {one_of(_SOURCES)}.")
+    source = value["from"]
+    if not isinstance(source, str) or source not in _SOURCES:
+        fail(join(path, "from"), f"Test definitions come from {one_of(_SOURCES)}; got {source!r}.")
+    _SOURCES[source](value, path)
+
+
+def _unique_names(items: list[dict[str, Any]], path: str) -> None:
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if item["name"] in seen:
+            fail(f"{path}[{index}].name", f"The name {item['name']!r} is used twice in this test action; "
+                                          "names must be unique.")
+        seen.add(item["name"])
+
+
+def _definitions(value: Any, path: str) -> None:
+    list_of(_definition, min_items=1)(value, path)
+    _unique_names(value, path)
+
+
+KIND, METHOD = "test", "definitions"
+SCHEMA = mapping({**ACTION_FIELDS, METHOD: _definitions}, required=(METHOD,))
+
 
 def accepts(device: dict[str, Any], params: dict[str, Any]) -> tuple[bool, str]:
-    if "definitions" in params:
-        return True, ""
-    kind = next((k for k in ("monitors", "interactive") if k in params), "unknown")
-    return False, f"test {kind}: not supported by dutlab-run yet (use definitions)"
+    if METHOD not in params:
+        return False, f"{METHOD}: the test block has no {METHOD} list"
+    return True, ""
 
 
 def build(ctx: JobContext, params: dict[str, Any]) -> Action:
@@ -82,7 +168,7 @@ class TestShell(Action):
                 line = console.readline(timeout=ctx.wait_timeout())
             except ConsoleEOF:
                 reader.close_run()
-                raise closed_error(console, f"during the test shell ({reader.current or 'between runs'})") from None
+                raise console.closed_error(f"during the test shell ({reader.current or 'between runs'})") from None
             if line is not None and reader.feed(line):
                 return
 

@@ -1,7 +1,9 @@
-"""deploy to: tmpfs | downloads: fetch, verify and unpack images; build the test overlay.
+"""What every deploy method that fetches images shares: the ``images:`` check and the downloads.
 
-Children of the deploy action: one ``http-download``/``file-download`` per image, then
-(when the job has test actions) ``lava-overlay`` and its packing action.
+A deploy block lists named images (``kernel``, ``initrd``, ``rootfs``...); each becomes one
+``http-download`` or ``file-download`` child of the deploy action, which fetches, verifies and
+unpacks it into the job's scratch space (download.py). The deploy block that comes last before
+the first test also builds the test overlay (overlay.py).
 """
 
 from __future__ import annotations
@@ -11,21 +13,22 @@ from typing import Any
 from .. import download
 from ..context import JobContext
 from ..pipeline import Action
-from .common import method_offered
+from ..schema.common import COMPRESSION, HEADERS, boolean, choice, dict_of, hexdigits, mapping, string, url
 from .overlay import overlay_actions
 
-DEPLOY_METHODS = ("tmpfs", "downloads")
+_IMAGE = mapping(
+    {"url": url(), "headers": HEADERS, "compression": COMPRESSION,
+     "md5sum": hexdigits(32), "sha256sum": hexdigits(64), "sha512sum": hexdigits(128), "image_arg": string(),
+     "format": choice("cpio.newc", "ext4", "tar"), "overlays": mapping({"lava": boolean})},
+    required=("url",),
+)
+#: the check of a deploy block's ``images:``
+IMAGES = dict_of(_IMAGE, min_items=1, key_pattern=r"[A-Za-z0-9_-]+",
+                 key_hint="image names are used as {name} in image_arg (letters, digits, '-', '_')")
 
 
-def accepts(device: dict[str, Any], params: dict[str, Any]) -> tuple[bool, str]:
-    to = params.get("to")
-    if to not in DEPLOY_METHODS:
-        return False, f"deploy to: {to!r} is not supported by dutlab-run (it supports {', '.join(DEPLOY_METHODS)})"
-    return method_offered(device, "deploy", to)
-
-
-def build(ctx: JobContext, params: dict[str, Any]) -> Action:
-    top: Action = DeployImages(params) if params.get("to") == "tmpfs" else DeployDownloads(params)
+def with_images(ctx: JobContext, params: dict[str, Any], top: Action) -> Action:
+    """``top`` with one download child per image, then the overlay actions when it carries them."""
     for name, image in (params.get("images") or {}).items():
         scheme = download.ImageSpec.from_job(name, image).scheme
         top.children.append(FileDownload(params, name) if scheme == "file" else HttpDownload(params, name))
@@ -45,22 +48,14 @@ def _overlay_deploy(ctx: JobContext) -> dict[str, Any] | None:
     return chosen
 
 
-class DeployImages(Action):
-    name = "deployimages"
-    description = "download the images QEMU boots and prepare the test overlay"
-    summary = "deploy images to tmpfs"
+class ImagesDeploy(Action):
+    """The top action of a deploy that fetches images; a subclass names the method."""
 
     def run(self, ctx: JobContext) -> None:
         # A retried deploy starts from scratch.
         ctx.images.clear()
         ctx.image_args.clear()
         ctx.overlay = None
-
-
-class DeployDownloads(DeployImages):
-    name = "downloads"
-    description = "download images to the worker for later actions"
-    summary = "download images"
 
 
 class HttpDownload(Action):

@@ -4,35 +4,33 @@ One main thread owns all state (the job table, the processes); the long-poll run
 its own so a job that ends is noticed at once, not at the next poll. Every dutlab-run lives in its
 own session and is recorded in jobsdb before it is spawned: the worker can be stopped, killed or
 upgraded at any moment and re-adopts its jobs when it comes back (design.md, principle 3).
+
+A run that reported its own finish (the ``reported`` marker, upload.py) is not reported again;
+one that ended without it (killed, crashed, the server away) is reported from here.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import selectors
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
-import yaml
-
-from . import __version__, envfile
-from .client import PROTOCOL, ApiError, Client, ServerUnreachable
-from .jobsdb import CANCELING, FINISHED, FORGOTTEN, RUNNING, Job, JobsDB, process_start_ticks
-from .settings_file import SettingsError, known_values, read_mapping
-from .upload import sync_finished_job
+from .. import __version__, envfile
+from ..jobsdb import CANCELING, FINISHED, FORGOTTEN, RUNNING, Job, JobsDB, process_start_ticks
+from ..protocol import PROTOCOL, ApiError, Client, ServerUnreachable, job_path, poll_path
+from ..upload import sync_finished_job
+from .config import Config, ConfigError
+from .runs import Run, final_result, find_spawned, kill_group, resolve_command, write_private
 
 log = logging.getLogger("dutlab.worker")
 
@@ -42,159 +40,9 @@ POLL_REFUSED_RETRY = 30.0
 #: how often jobs are checked when pidfd_open is not available
 LIVENESS_INTERVAL = 0.2
 REPORT_ATTEMPT = 60.0
-RUN_LOG_TAIL = 2000
 #: after an offer could not be started, wait this long before polling again (no tight loop)
 START_FAILED_DELAY = 1.0
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
-
-# -- configuration ---------------------------------------------------------------------------------
-
-ConfigError = SettingsError  # one error type for every dutlab settings file
-
-
-@dataclass
-class Config:
-    url: str = ""
-    name: str = field(default_factory=socket.gethostname)
-    token_file: str = ""
-    work_dir: str = "/var/lib/dutlab/worker"
-    poll_wait: float = 20.0
-    env_file: str = ""
-    log_file: str = ""
-    level: str = "INFO"
-    #: seconds between SIGTERM and SIGKILL when a job is canceled
-    cancel_grace: float = 30.0
-    keep_jobs: bool = False
-    #: the program that runs one job (a path, or a name found next to this Python or on PATH)
-    run_command: str = "dutlab-run"
-
-
-def load_config(path: str) -> dict[str, Any]:
-    """Read a worker.yaml: the command-line options as keys (`token_file` or `token-file`)."""
-    return known_values(Config, read_mapping(path), f"{path}: ")
-
-
-def parse_args(argv: list[str] | None = None) -> Config:
-    p = argparse.ArgumentParser(prog="dutlab-worker", description="Run dutlab jobs on this host.")
-    p.add_argument("--config", help="YAML file with the options below as keys (the command line wins)")
-    p.add_argument("--url", help="lab server URL, e.g. http://lab:8000")
-    p.add_argument("--name", help="worker name as registered on the server (default: hostname)")
-    p.add_argument("--token-file", help="file holding the worker token")
-    p.add_argument("--work-dir", help="local state and job folders (default /var/lib/dutlab/worker)")
-    p.add_argument("--poll-wait", type=float, help="seconds the server may hold a poll (default 20)")
-    p.add_argument("--env-file", help="env.yaml (purge/removes/overrides) for dutlab-run")
-    p.add_argument("--log-file", help="log here instead of stderr")
-    p.add_argument("--level", choices=LEVELS, help="log level (INFO)")
-    p.add_argument("--cancel-grace", type=float, help="seconds from SIGTERM to SIGKILL on cancel (30)")
-    p.add_argument("--keep-jobs", action="store_true", default=None, help="keep job folders when done")
-    p.add_argument("--run-command", help="program that runs one job (default dutlab-run)")
-    args = vars(p.parse_args(argv))
-    try:
-        values = load_config(args.pop("config")) if args.get("config") else {}
-        args.pop("config", None)
-        values.update({k: v for k, v in args.items() if v is not None})
-        cfg = Config(**values)
-        _check(cfg)
-    except (ConfigError, TypeError) as exc:
-        p.error(str(exc))
-    return cfg
-
-
-def _check(cfg: Config) -> None:
-    for key in ("url", "token_file", "work_dir"):
-        if not getattr(cfg, key):
-            raise ConfigError(f"{key} is required (--{key.replace('_', '-')} or in --config)")
-    if not cfg.url.startswith(("http://", "https://")):
-        raise ConfigError(f"url '{cfg.url}' must start with http:// or https://")
-    for key in ("poll_wait", "cancel_grace"):
-        value = getattr(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"{key} must be a number of seconds, not {value!r}")
-    if not isinstance(cfg.keep_jobs, bool):
-        raise ConfigError(f"keep_jobs must be true or false, not {cfg.keep_jobs!r}")
-    if cfg.level not in LEVELS:
-        raise ConfigError(f"level must be one of {', '.join(LEVELS)}, not {cfg.level!r}")
-
-
-# -- one job -------------------------------------------------------------------------------------
-
-@dataclass
-class Run:
-    job: Job
-    #: set for runs this worker process spawned (it can read their exit status)
-    popen: subprocess.Popen[bytes] | None = None
-    pidfd: int | None = None
-    killed: bool = False
-
-
-def final_result(job_dir: Path, status: int | None) -> dict[str, Any]:
-    """The result to report: result.yaml if dutlab-run wrote one, else an Infrastructure failure."""
-    try:
-        doc = yaml.safe_load((job_dir / "output" / "result.yaml").read_text())
-        if isinstance(doc, dict) and doc.get("result") in ("pass", "fail"):
-            return doc
-    except (OSError, yaml.YAMLError):
-        pass
-    if status is None:
-        how = "ended while the worker was restarting (exit status unknown)"
-    elif status < 0:
-        how = f"exited with status {status} (killed by {_signal_name(-status)})"
-    else:
-        how = f"exited with status {status}"
-    msg = f"dutlab-run {how} without a result"
-    tail = _tail(job_dir / "run.log")
-    if tail:
-        msg += f"; end of run.log:\n{tail}"
-    return {"result": "fail", "error_type": "Infrastructure", "error_msg": msg}
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
-def _tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(max(0, fh.seek(0, os.SEEK_END) - RUN_LOG_TAIL))
-            return fh.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-
-
-def _kill_group(job: Job, sig: int) -> None:
-    if job.pgid is None:
-        return
-    try:
-        os.killpg(job.pgid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _find_spawned(job_dir: Path) -> int | None:
-    """The pid of a dutlab-run for `job_dir` that started just before a crash recorded it."""
-    needle = str(job_dir / "job.yaml").encode()
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
-                    if needle in fh.read().split(b"\0"):
-                        return int(entry.name)
-            except OSError:
-                continue
-    return None
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-
-
-# -- the daemon ----------------------------------------------------------------------------------
 
 class Worker:
     def __init__(self, cfg: Config) -> None:
@@ -206,7 +54,7 @@ class Worker:
             raise ConfigError(f"cannot read the worker token from {cfg.token_file}: {exc}") from exc
         self.client = Client(cfg.url, f"Worker {token}")
         self.env_spec = envfile.load(cfg.env_file) if cfg.env_file else None
-        self.run_argv = _resolve(cfg.run_command)
+        self.run_argv = resolve_command(cfg.run_command)
         self.db = JobsDB(self.work_dir / "worker.sqlite3")
         self.runs: dict[int, Run] = {}
         self.sel = selectors.DefaultSelector()
@@ -285,7 +133,7 @@ class Worker:
 
     def _poll_thread(self, body: dict[str, Any], future: Future[dict[str, Any]]) -> None:
         try:
-            future.set_result(self.client.post(f"/internal/v1/workers/{self.cfg.name}/poll", body,
+            future.set_result(self.client.post(poll_path(self.cfg.name), body,
                                                timeout=self.cfg.poll_wait + 15))
         except Exception as exc:  # handed to the main thread, which logs it
             future.set_exception(exc)
@@ -333,7 +181,7 @@ class Worker:
             return
         job_client = Client(self.cfg.url, f"Job {token}")
         try:
-            info = job_client.get(f"/internal/v1/jobs/{job_id}")
+            info = job_client.get(job_path(job_id))
         except (ServerUnreachable, ApiError) as exc:
             log.error("job %d: cannot fetch it (%s); the server offers it again", job_id, exc)
             self._poll_after = time.monotonic() + START_FAILED_DELAY
@@ -349,7 +197,7 @@ class Worker:
         self.runs[job_id] = run
         self._spawn(run, info)
         try:
-            job_client.post(f"/internal/v1/jobs/{job_id}/state", {"state": "Running"})
+            job_client.post(job_path(job_id, "state"), {"state": "Running"})
         except (ServerUnreachable, ApiError) as exc:
             log.warning("job %d: cannot set it Running: %s", job_id, exc)
 
@@ -360,7 +208,7 @@ class Worker:
         (job_dir / "device.yaml").write_text(str(info.get("device", "")))
         if self.cfg.env_file:
             shutil.copyfile(self.cfg.env_file, job_dir / "env.yaml")
-        _write_private(job_dir / "token", token)
+        write_private(job_dir / "token", token)
 
     def _spawn(self, run: Run, info: dict[str, Any]) -> None:
         d = Path(run.job.job_dir)
@@ -389,7 +237,7 @@ class Worker:
         if run is None or run.job.state != RUNNING:
             return  # not ours, or already canceling: the grace deadline is running
         log.info("job %d: canceling (SIGTERM to process group %s)", job_id, run.job.pgid)
-        _kill_group(run.job, signal.SIGTERM)
+        kill_group(run.job, signal.SIGTERM)
         run.job = self.db.set_state(job_id, CANCELING)
 
     def _enforce_grace(self) -> None:
@@ -398,7 +246,7 @@ class Worker:
                     and time.time() >= run.job.updated + self.cfg.cancel_grace:
                 log.warning("job %d: still running %.0fs after SIGTERM; SIGKILL", run.job.id,
                             self.cfg.cancel_grace)
-                _kill_group(run.job, signal.SIGKILL)
+                kill_group(run.job, signal.SIGKILL)
                 run.killed = True
 
     def _forget(self, job_id: int) -> None:
@@ -406,7 +254,7 @@ class Worker:
         if run is None or run.job.state in (FINISHED, FORGOTTEN):
             return
         log.warning("job %d: the server no longer knows it; killing it", job_id)
-        _kill_group(run.job, signal.SIGKILL)
+        kill_group(run.job, signal.SIGKILL)
         run.job = self.db.set_state(job_id, FORGOTTEN)
 
     # watching processes
@@ -426,7 +274,7 @@ class Worker:
                 self._watch(run)
 
     def _recover_pid(self, run: Run) -> bool:
-        pid = _find_spawned(Path(run.job.job_dir))
+        pid = find_spawned(Path(run.job.job_dir))
         if pid is None:
             return False
         run.job = self.db.set_process(run.job.id, pid, pid, process_start_ticks(pid))
@@ -465,7 +313,7 @@ class Worker:
             os.close(run.pidfd)
             run.pidfd = None
         # Whatever dutlab-run left in its session (QEMU, telnet) must not outlive the job.
-        _kill_group(run.job, signal.SIGKILL)
+        kill_group(run.job, signal.SIGKILL)
         status = run.popen.wait() if run.popen is not None else None
         log.info("job %d: dutlab-run ended (status %s)", run.job.id, status)
         self._finished(run, status)
@@ -511,32 +359,3 @@ class Worker:
         if run is not None and not self.cfg.keep_jobs:
             shutil.rmtree(run.job.job_dir, ignore_errors=True)
         self.db.remove(job_id)
-
-
-def _resolve(command: str) -> list[str]:
-    """argv for the run command; a bare name is looked up next to this Python first (a venv)."""
-    argv = shlex.split(command)
-    if argv and "/" not in argv[0]:
-        beside = Path(sys.executable).parent / argv[0]
-        found = str(beside) if beside.exists() else shutil.which(argv[0])
-        argv[0] = found or argv[0]
-    return argv
-
-
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
-    logging.basicConfig(
-        level=cfg.level, filename=cfg.log_file or None,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return Worker(cfg).run()
-    except (ConfigError, envfile.EnvFileError) as exc:
-        log.error("%s", exc)
-        return 2
-    except Exception:
-        log.exception("dutlab-worker failed; running jobs are left alone and re-adopted at the next start")
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

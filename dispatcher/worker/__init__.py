@@ -1,0 +1,26 @@
+"""dutlab-worker (docs/worker.md): settings in config.py, the daemon loop in daemon.py, the
+helpers around one job's processes in runs.py. ``main`` is the console script.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .. import envfile
+from .config import ConfigError, parse_args
+from .daemon import Worker, log
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    logging.basicConfig(
+        level=cfg.level, filename=cfg.log_file or None,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return Worker(cfg).run()
+    except (ConfigError, envfile.EnvFileError) as exc:
+        log.error("%s", exc)
+        return 2
+    except Exception:
+        log.exception("dutlab-worker failed; running jobs are left alone and re-adopted at the next start")
+        return 1

@@ -1,0 +1,82 @@
+"""dutlab-worker's settings: the command line, or a worker.yaml with the same keys (docs/worker.md).
+
+Checked before the daemon starts, so a typo is one line on stderr and exit status 2, never a
+worker that runs with a default the admin did not mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..settings_file import SettingsError, known_values, read_mapping
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+ConfigError = SettingsError  # one error type for every dutlab settings file
+
+
+@dataclass
+class Config:
+    url: str = ""
+    name: str = field(default_factory=socket.gethostname)
+    token_file: str = ""
+    work_dir: str = "/var/lib/dutlab/worker"
+    poll_wait: float = 20.0
+    env_file: str = ""
+    log_file: str = ""
+    level: str = "INFO"
+    #: seconds between SIGTERM and SIGKILL when a job is canceled
+    cancel_grace: float = 30.0
+    keep_jobs: bool = False
+    #: the program that runs one job (a path, or a name found next to this Python or on PATH)
+    run_command: str = "dutlab-run"
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """Read a worker.yaml: the command-line options as keys (`token_file` or `token-file`)."""
+    return known_values(Config, read_mapping(path), f"{path}: ")
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    p = argparse.ArgumentParser(prog="dutlab-worker", description="Run dutlab jobs on this host.")
+    p.add_argument("--config", help="YAML file with the options below as keys (the command line wins)")
+    p.add_argument("--url", help="lab server URL, e.g. http://lab:8000")
+    p.add_argument("--name", help="worker name as registered on the server (default: hostname)")
+    p.add_argument("--token-file", help="file holding the worker token")
+    p.add_argument("--work-dir", help="local state and job folders (default /var/lib/dutlab/worker)")
+    p.add_argument("--poll-wait", type=float, help="seconds the server may hold a poll (default 20)")
+    p.add_argument("--env-file", help="env.yaml (purge/removes/overrides) for dutlab-run")
+    p.add_argument("--log-file", help="log here instead of stderr")
+    p.add_argument("--level", choices=LEVELS, help="log level (INFO)")
+    p.add_argument("--cancel-grace", type=float, help="seconds from SIGTERM to SIGKILL on cancel (30)")
+    p.add_argument("--keep-jobs", action="store_true", default=None, help="keep job folders when done")
+    p.add_argument("--run-command", help="program that runs one job (default dutlab-run)")
+    args = vars(p.parse_args(argv))
+    try:
+        values = load_config(args.pop("config")) if args.get("config") else {}
+        args.pop("config", None)
+        values.update({k: v for k, v in args.items() if v is not None})
+        cfg = Config(**values)
+        _check(cfg)
+    except (ConfigError, TypeError) as exc:
+        p.error(str(exc))
+    return cfg
+
+
+def _check(cfg: Config) -> None:
+    for key in ("url", "token_file", "work_dir"):
+        if not getattr(cfg, key):
+            raise ConfigError(f"{key} is required (--{key.replace('_', '-')} or in --config)")
+    if not cfg.url.startswith(("http://", "https://")):
+        raise ConfigError(f"url '{cfg.url}' must start with http:// or https://")
+    for key in ("poll_wait", "cancel_grace"):
+        value = getattr(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{key} must be a number of seconds, not {value!r}")
+    if not isinstance(cfg.keep_jobs, bool):
+        raise ConfigError(f"keep_jobs must be true or false, not {cfg.keep_jobs!r}")
+    if cfg.level not in LEVELS:
+        raise ConfigError(f"level must be one of {', '.join(LEVELS)}, not {cfg.level!r}")

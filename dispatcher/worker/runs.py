@@ -1,0 +1,108 @@
+"""One job on this worker: its processes, its folder, and the result to report when it ends.
+
+Small functions the daemon uses around a dutlab-run: what to report when the run left no
+result.yaml, how to stop its whole session, how to find a run spawned just before a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..jobsdb import Job
+from ..protocol import ErrorType, JobResult
+
+RUN_LOG_TAIL = 2000
+
+
+@dataclass
+class Run:
+    job: Job
+    #: set for runs this worker process spawned (it can read their exit status)
+    popen: subprocess.Popen[bytes] | None = None
+    pidfd: int | None = None
+    killed: bool = False
+
+
+def final_result(job_dir: Path, status: int | None) -> JobResult:
+    """The result to report: result.yaml if dutlab-run wrote one, else an Infrastructure failure."""
+    try:
+        doc = yaml.safe_load((job_dir / "output" / "result.yaml").read_text())
+        if isinstance(doc, dict) and doc.get("result") in ("pass", "fail"):
+            return JobResult.from_mapping(doc)
+    except (OSError, yaml.YAMLError):
+        pass
+    if status is None:
+        how = "ended while the worker was restarting (exit status unknown)"
+    elif status < 0:
+        how = f"exited with status {status} (killed by {signal_name(-status)})"
+    else:
+        how = f"exited with status {status}"
+    msg = f"dutlab-run {how} without a result"
+    tail = log_tail(job_dir / "run.log")
+    if tail:
+        msg += f"; end of run.log:\n{tail}"
+    return JobResult.failed(ErrorType.INFRASTRUCTURE, msg)
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def log_tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - RUN_LOG_TAIL))
+            return fh.read().decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def kill_group(job: Job, sig: int) -> None:
+    if job.pgid is None:
+        return
+    try:
+        os.killpg(job.pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def find_spawned(job_dir: Path) -> int | None:
+    """The pid of a dutlab-run for `job_dir` that started just before a crash recorded it."""
+    needle = str(job_dir / "job.yaml").encode()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                    if needle in fh.read().split(b"\0"):
+                        return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def resolve_command(command: str) -> list[str]:
+    """argv for the run command; a bare name is looked up next to this Python first (a venv)."""
+    argv = shlex.split(command)
+    if argv and "/" not in argv[0]:
+        beside = Path(sys.executable).parent / argv[0]
+        found = str(beside) if beside.exists() else shutil.which(argv[0])
+        argv[0] = found or argv[0]
+    return argv

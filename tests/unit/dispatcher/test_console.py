@@ -1,0 +1,43 @@
+"""Console: a real spawned command; the error for a process that ended comes from on_exit or the default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dutlab.dispatcher.console import Console, ConsoleEOF
+from dutlab.dispatcher.errors import InfrastructureError, JobError
+from dutlab.dispatcher.log import JobLogger, read_log
+
+SCRIPT = ["sh", "-c", "echo booting; echo bye; exit 3"]
+
+
+def wait_for_eof(console: Console) -> None:
+    with pytest.raises(ConsoleEOF):
+        console.expect(["never printed"], timeout=10)
+
+
+def test_default_closed_error_names_the_console_its_last_lines_and_exit_code(tmp_path: Path):
+    logger = JobLogger(tmp_path / "output.yaml")
+    console = Console.spawn(SCRIPT, logger, name="telnet localhost 7001")
+    wait_for_eof(console)
+    error = console.closed_error("while waiting for the shell prompt")
+    assert isinstance(error, InfrastructureError)
+    assert str(error) == "telnet localhost 7001 ended while waiting for the shell prompt: booting | bye (exit code 3)"
+    logger.close()
+    assert [r["msg"] for r in read_log(tmp_path / "output.yaml") if r["lvl"] == "target"] == ["booting", "bye"]
+
+
+def test_on_exit_given_at_spawn_builds_the_error(tmp_path: Path):
+    seen = []
+
+    def on_exit(console: Console, when: str) -> JobError:
+        seen.append(console)
+        return JobError(f"{console.name} said {console.tail(1)[0]!r} {when} (exit code {console.close()})")
+
+    console = Console.spawn(SCRIPT, JobLogger(tmp_path / "output.yaml"), name="QEMU", on_exit=on_exit)
+    wait_for_eof(console)
+    error = console.closed_error("during the test shell")
+    assert str(error) == "QEMU said 'bye' during the test shell (exit code 3)"
+    assert seen == [console]
