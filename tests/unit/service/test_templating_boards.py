@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dutlab.dispatcher.schema import SUPPORTED, JobDefinitionError, parse_job
+from dutlab.dispatcher.schema.common import JobDefinitionError
+from dutlab.dispatcher.schema.job import SUPPORTED
+from dutlab.dispatcher.schema.loader import parse_job
 from dutlab.service import devicecfg, lab_devices
 from dutlab.service.config import Settings
 from dutlab.service.models import Device, DeviceType
