@@ -1,22 +1,25 @@
-"""`dutlab-server`: serve, consumer, migrate, manage (admin verbs), version."""
+"""`dutlab-server`: serve, consumer, migrate, manage (admin verbs), version.
+
+This is huey's "main" module: it imports `tasks`, which registers the tasks on the queue and
+subscribes the scheduling pass to the domain's events, so every command here that changes
+state (serve, consumer, manage, restore) asks for passes (events.py has the rule).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 
-from . import __version__
-from .config import ConfigError, Settings, load
+from . import __version__, migrations, queue, tasks
+from .config import ConfigError, Settings, config_path, load
+from .db import open_database
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    import os
-
-    from .config import config_path
-
     try:
         settings = load(args.config)
     except ConfigError as exc:
@@ -26,9 +29,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _open(settings: Settings, *, need_schema: bool = True) -> None:
-    from . import migrations, queue
-    from .db import open_database
-
     open_database(settings.database)
     queue.configure(settings)
     if need_schema and migrations.current_version() < migrations.latest_version():
@@ -37,8 +37,6 @@ def _open(settings: Settings, *, need_schema: bool = True) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from . import migrations
-
     settings = _settings(args)
     _open(settings, need_schema=False)
     applied = migrations.migrate()
@@ -72,13 +70,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_consumer(args: argparse.Namespace) -> int:
     """Run the queue consumer plus the repair sweep (a pass every `scheduler_sweep` seconds)."""
-    from . import tasks
-    from .queue import huey
-
     settings = _settings(args)
     _open(settings)
     # poll the queue often: a submission must reach the scheduler in milliseconds, not seconds
-    consumer = huey.create_consumer(workers=args.workers, worker_type="thread", initial_delay=0.005,
+    consumer = queue.huey.create_consumer(workers=args.workers, worker_type="thread", initial_delay=0.005,
                                     backoff=1.1, max_delay=0.05, periodic=True, check_worker_health=True)
     stop = threading.Event()
 

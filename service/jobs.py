@@ -14,6 +14,7 @@ from dutlab.dispatcher.schema import JobDefinitionError, parse_job, timeout_seco
 from . import auth, events
 from .config import Settings
 from .db import write_txn
+from .devices import set_health
 from .errors import ApiError, bad_request, forbidden
 from .logstore import JobFolder
 from .models import (
@@ -209,8 +210,6 @@ def mark_running(job: TestJob) -> TestJob:
 def finish(job: TestJob, result: str, error_type: str = "", error_msg: str = "",
            actor: str = "dutlab-health") -> TestJob:
     """End a job with the worker's verdict and apply LAVA's device-health rules."""
-    from .devices import set_health  # devices imports jobs for cancel-on-retire
-
     if result not in ("pass", "fail"):
         raise bad_request(f"result must be 'pass' or 'fail', not {result!r}", "result")
     now = utcnow()

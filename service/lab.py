@@ -16,8 +16,9 @@ from typing import Any
 
 from peewee import IntegrityError, Model
 
-from . import auth, events
+from . import auth, events, jobs
 from .db import database, write_txn
+from .devices import set_health
 from .errors import ApiError, bad_request, conflict
 from .models import Device, Tag, TestJob, User, Worker
 from .states import DeviceHealth, JobState, Labelled, WorkerHealth, WorkerState
@@ -204,8 +205,6 @@ def _worker_health(worker: Worker, health: WorkerHealth, actor: str, reason: str
     """LAVA's rules: → Active makes Good devices Unknown (a health check proves them again),
     unless the worker leaves retirement; → Retired retires every device not Bad or Retired;
     → Maintenance changes no device (the scheduler skips workers that are not Active)."""
-    from .devices import set_health
-
     old = WorkerHealth(worker.health)
     Worker.update(health=health).where(Worker.id == worker.id).execute()
     why = f"worker {worker.hostname} {old.label} → {health.label}" + (f" ({reason})" if reason else "")
@@ -299,8 +298,6 @@ def maintenance(force: bool = False, dry_run: bool = False, actor: str = "dutlab
 
     Returns one line per change (what would change, with `dry_run`).
     """
-    from .devices import set_health
-
     done = []
     devices = Device.select().where(Device.health.not_in([DeviceHealth.RETIRED, DeviceHealth.MAINTENANCE]))
     for device in devices.order_by(Device.hostname):
@@ -316,8 +313,6 @@ def maintenance(force: bool = False, dry_run: bool = False, actor: str = "dutlab
 
 
 def _cancel_running(dry_run: bool, actor: str) -> list[str]:
-    from . import jobs
-
     # the CLI acts as the lab's administrator: a superuser that need not exist as a row
     admin = User(username=actor, is_superuser=True)
     active = (JobState.SCHEDULING, JobState.SCHEDULED, JobState.RUNNING)

@@ -45,8 +45,12 @@ def settings(tmp_path):
 
 @pytest.fixture
 def db(settings):
-    """A migrated database bound to the models, with the queue in memory."""
-    from dutlab.service import migrations, queue
+    """A migrated database bound to the models, with the queue in memory.
+
+    Imports the task module as the server's entry points do: it registers the tasks and
+    subscribes the scheduling pass to the domain's events (service/events.py).
+    """
+    from dutlab.service import migrations, queue, tasks  # noqa: F401 (tasks: see above)
     from dutlab.service.db import database, open_database
 
     open_database(settings.database)
