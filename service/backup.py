@@ -400,7 +400,7 @@ def restore_files(staging: Path, settings: Settings, config_file: str | None) ->
 
 def put_devices_in_maintenance(archive: str | Path, created: str) -> list[str]:
     """Every device not Retired goes to Maintenance: nobody checked the hardware since the backup."""
-    from .lab import maintenance
+    from .lab.maintenance import maintenance
 
     reason = f"restored from backup {Path(archive).name} (made {created}); check before use"
     return maintenance(actor=RESTORE_ACTOR, reason=reason)
