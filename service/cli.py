@@ -14,9 +14,14 @@ import signal
 import sys
 import threading
 
-from . import __version__, migrations, queue, tasks
+from peewee import DatabaseError
+
+from . import __version__, manage, migrations, queue, tasks
+from .backup.archive import BackupError
+from .backup.create import create_backup
+from .backup.restore import restore
 from .config import ConfigError, Settings, config_path, load
-from .db import open_database
+from .db import connection, open_database
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -45,7 +50,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from cheroot import wsgi
+    from cheroot import wsgi  # the web stack loads only for `serve`
 
     from .app import make_app
 
@@ -92,8 +97,6 @@ def cmd_consumer(args: argparse.Namespace) -> int:
 
 
 def cmd_manage(args: argparse.Namespace) -> int:
-    from . import manage
-
     settings = _settings(args)
     _open(settings)
     return manage.run(args, settings)
@@ -101,10 +104,6 @@ def cmd_manage(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Write one archive; its path is the last line of stdout (playbooks read it)."""
-    from .backup import BackupError, create_backup
-    from .config import config_path
-    from .db import connection
-
     settings = _settings(args)
     _open(settings)
     try:
@@ -117,11 +116,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from peewee import DatabaseError
-
-    from .backup import BackupError, restore
-    from .config import config_path
-
     settings = _settings(args)
     _open(settings, need_schema=False)
     try:
@@ -170,12 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the data of a non-empty install (and skip the server-running check)")
     p.set_defaults(func=cmd_restore)
     p = sub.add_parser("manage", help="admin commands: users, groups, tokens, devices, device-types, workers")
-    try:
-        from .manage import add_arguments
-    except ImportError:  # the admin CLI module is optional while it is being built
-        add_arguments = None
-    if add_arguments is not None:
-        add_arguments(p)
+    manage.add_arguments(p)
     p.set_defaults(func=cmd_manage)
     return parser
 
