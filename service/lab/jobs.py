@@ -231,7 +231,7 @@ def _name(model: Any, pk: int | None, attr: str) -> str | None:
 def job_json(job: TestJob, time: Callable[[Any], Any] = iso) -> dict:
     """The one shape of a job. `time` writes the times: ISO text for JSON, or `checks.as_datetime`
     for XML-RPC, which sends datetimes."""
-    tags = Tag.select(Tag.name).join(JobTag).where(JobTag.job == job).order_by(Tag.name)
+    tags = Tag.select(Tag.name).join(JobTag).where(JobTag.job == job).order_by(JobTag.id)  # as submitted
     return {
         "id": job.id,
         "description": job.description,

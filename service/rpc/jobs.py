@@ -57,7 +57,7 @@ def job_dict(job: TestJob) -> dict:
         "submit_time": info["submit_time"],
         "start_time": info["start_time"],
         "end_time": info["end_time"],
-        "tags": info["tags"],
+        "tags": sorted(info["tags"]),
         "visibility": visibility_label(info),
         "failure_comment": info["failure_comment"] or None,
         "error_msg": info["error_msg"] or None,
