@@ -105,3 +105,7 @@ def add_verb(verbs: argparse._SubParsersAction, verb: str, handler: Handler,
     p.set_defaults(handler=handler)
     return p
 
+
+def add_verbs(verbs: argparse._SubParsersAction, *specs: tuple[str, Handler, str]) -> list[argparse.ArgumentParser]:
+    """Several verbs (verb, handler, help) that take the same arguments."""
+    return [add_verb(verbs, *spec) for spec in specs]

@@ -10,7 +10,7 @@ from ..config import Settings
 from ..lab import device_types, devices, tags
 from ..models import DeviceType
 from ..states import DeviceHealth, DeviceState
-from .common import actor, add_verb, details, emit, flag_pair, formats, given, noun, read_file
+from .common import actor, add_verb, add_verbs, details, emit, flag_pair, formats, given, noun, read_file
 
 #: the choices come from the state enums (upper case, as LAVA's CLI takes them)
 DEVICE_HEALTHS = tuple(h.name for h in DeviceHealth)
@@ -79,7 +79,6 @@ def device_types_details(args: argparse.Namespace, settings: Settings) -> int:
         info["devices"] = len(info["devices"])
     details(info)
     return 0
-
 
 
 # Devices ##########################################################################
@@ -157,7 +156,6 @@ def device_tags_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-
 # Arguments ########################################################################
 
 
@@ -231,9 +229,8 @@ def _devices(sub: argparse._SubParsersAction) -> None:
 
 def _device_tags(sub: argparse._SubParsersAction) -> None:
     verbs = noun(sub, "device-tags", "tags on devices")
-    for verb, handler, help_text in (("add", device_tags_add, "tag a device (tags are created when missing)"),
-                                     ("remove", device_tags_remove, "untag a device")):
-        p = add_verb(verbs, verb, handler, help_text)
+    for p in add_verbs(verbs, ("add", device_tags_add, "tag a device (tags are created when missing)"),
+                       ("remove", device_tags_remove, "untag a device")):
         p.add_argument("hostname")
         p.add_argument("--tags", nargs="+", required=True, metavar="TAG")
     p = add_verb(verbs, "show", device_tags_show, "a device's tags")

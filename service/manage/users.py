@@ -7,7 +7,7 @@ from typing import Any
 
 from ..config import Settings
 from ..lab import users
-from .common import add_verb, details, emit, flag_pair, formats, given, noun
+from .common import add_verb, add_verbs, details, emit, flag_pair, formats, given, noun
 
 USER_COLUMNS = ["username", "email", "is_active", "is_superuser", "is_staff", "groups"]
 
@@ -88,7 +88,6 @@ def tokens_rm(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-
 # Arguments ########################################################################
 
 
@@ -116,9 +115,8 @@ def _users(sub: argparse._SubParsersAction) -> None:
 
 def _groups(sub: argparse._SubParsersAction) -> None:
     verbs = noun(sub, "groups", "groups, their members and permissions")
-    for verb, handler, help_text in (("add", groups_add, "add a group"),
-                                     ("update", groups_update, "add members or permissions to a group")):
-        p = add_verb(verbs, verb, handler, help_text)
+    for p in add_verbs(verbs, ("add", groups_add, "add a group"),
+                       ("update", groups_update, "add members or permissions to a group")):
         p.add_argument("name")
         p.add_argument("--username", action="append", help="add this user to the group (repeatable)")
         p.add_argument("--submitting", action="store_true", help="grant 'submit' and 'cancel_resubmit'")

@@ -62,7 +62,6 @@ def maintenance(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-
 # Arguments ########################################################################
 
 

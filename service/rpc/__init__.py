@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..auth import is_admin
 from ..config import Settings
 from ..errors import ApiError
 from ..models import User
@@ -53,8 +54,6 @@ class Call:
 
     def require(self, lava_perm: str) -> User:
         """LAVA checks a Django permission; dutlab's lab objects are changed by admins only."""
-        from ..auth import is_admin
-
         user = self.login()
         if not is_admin(user):
             raise Fault(FORBIDDEN, f"User '{user.username}' is missing permission {lava_perm}.")
