@@ -109,7 +109,7 @@ class WsgiCaller:
 @contextmanager
 def in_process_server(config: Path) -> Iterator[WsgiCaller]:
     """The server's app bound to `config`'s database in this process (queue: the configured one)."""
-    from dutlab.service import queue
+    from dutlab.service import queue, tasks  # noqa: F401  (tasks: the pass subscriber)
     from dutlab.service.app import make_app
     from dutlab.service.config import load
     from dutlab.service.db import database, open_database

@@ -29,7 +29,7 @@ SIZES = [(100, 1_000), (1_000, 1_000), (100, 10_000), (1_000, 10_000)]
 
 
 def _open(url: str, root: Path):
-    from dutlab.service import migrations, queue
+    from dutlab.service import migrations, queue, tasks  # noqa: F401  (tasks: the pass subscriber)
     from dutlab.service.config import from_dict
     from dutlab.service.db import open_database
 

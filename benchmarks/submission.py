@@ -180,8 +180,9 @@ def profile_backend(config: Path, text: str, n: int) -> dict:
 def submit_breakdown(settings, user, secret: str, text: str, n: int) -> dict[str, float]:
     """Median ms of each step of a submission, timed directly (no profiler overhead), one kept connection."""
     from dutlab.dispatcher.schema.loader import parse_job
-    from dutlab.service import auth, events, jobs
+    from dutlab.service import auth, events, tasks  # noqa: F401  (tasks: the pass subscriber)
     from dutlab.service.db import database, write_txn
+    from dutlab.service.lab import jobs
     from dutlab.service.logstore import JobFolder
 
     steps: dict[str, list[float]] = {k: [] for k in (

@@ -5,16 +5,31 @@ from __future__ import annotations
 import json
 
 import bottle
-from bottle import Bottle, HTTPResponse
+from bottle import Bottle
 
+from .api import (
+    dashboard,
+    device_types,
+    devices,
+    internal,
+    jobs,
+    openapi,
+    playbook_runs,
+    rpc2,
+    system,
+    tags,
+    users,
+    workers,
+)
 from .config import Settings
 from .plugins import AuthPlugin, DatabasePlugin, ErrorPlugin
 
 # Job definitions and log batches are larger than bottle's 100 kB default
 bottle.BaseRequest.MEMFILE_MAX = 64 * 1024 * 1024
 
-ROUTE_MODULES = ("system", "jobs", "devices", "device_types", "workers", "users", "tags", "internal", "playbook_runs",
-                 "openapi", "rpc2", "dashboard")
+#: every route table, in the order Bottle matches them; the OpenAPI document is built from them
+ROUTE_MODULES = (system, jobs, devices, device_types, workers, users, tags, internal, playbook_runs, openapi, rpc2,
+                 dashboard)
 
 
 def make_app(settings: Settings) -> Bottle:
@@ -23,23 +38,10 @@ def make_app(settings: Settings) -> Bottle:
     app.install(ErrorPlugin())
     app.install(DatabasePlugin())
     app.install(AuthPlugin())
-    for name in ROUTE_MODULES:
-        module = _route_module(name)
-        if module is not None:
-            module.routes.install(app)
+    for module in ROUTE_MODULES:
+        module.routes.install(app)
     app.default_error_handler = _json_error
     return app
-
-
-def _route_module(name: str):
-    import importlib
-
-    try:
-        return importlib.import_module(f".api.{name}", __package__)
-    except ModuleNotFoundError as exc:
-        if exc.name == f"{__package__}.api.{name}":
-            return None  # a resource not built yet
-        raise
 
 
 def _json_error(err: bottle.HTTPError) -> str:
@@ -53,7 +55,3 @@ def _json_error(err: bottle.HTTPError) -> str:
     elif err.status_code >= 500:
         message = "internal server error (a bug; see the server log)"
     return json.dumps({"error": message, "path": ""})
-
-
-def json_ok(body: object, status: int = 200) -> HTTPResponse:
-    return HTTPResponse(json.dumps(body, default=str), status=status, headers={"Content-Type": "application/json"})

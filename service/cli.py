@@ -1,22 +1,30 @@
-"""`dutlab-server`: serve, consumer, migrate, manage (admin verbs), version."""
+"""`dutlab-server`: serve, consumer, migrate, manage (admin verbs), version.
+
+This is huey's "main" module: it imports `tasks`, which registers the tasks on the queue and
+subscribes the scheduling pass to the domain's events, so every command here that changes
+state (serve, consumer, manage, restore) asks for passes (events.py has the rule).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 
-from . import __version__
-from .config import ConfigError, Settings, load
+from peewee import DatabaseError
+
+from . import __version__, manage, migrations, queue, tasks
+from .backup.archive import BackupError
+from .backup.create import create_backup
+from .backup.restore import restore
+from .config import ConfigError, Settings, config_path, load
+from .db import connection, open_database
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    import os
-
-    from .config import config_path
-
     try:
         settings = load(args.config)
     except ConfigError as exc:
@@ -26,9 +34,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _open(settings: Settings, *, need_schema: bool = True) -> None:
-    from . import migrations, queue
-    from .db import open_database
-
     open_database(settings.database)
     queue.configure(settings)
     if need_schema and migrations.current_version() < migrations.latest_version():
@@ -37,8 +42,6 @@ def _open(settings: Settings, *, need_schema: bool = True) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from . import migrations
-
     settings = _settings(args)
     _open(settings, need_schema=False)
     applied = migrations.migrate()
@@ -47,7 +50,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from cheroot import wsgi
+    from cheroot import wsgi  # the web stack loads only for `serve`
 
     from .app import make_app
 
@@ -72,13 +75,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_consumer(args: argparse.Namespace) -> int:
     """Run the queue consumer plus the repair sweep (a pass every `scheduler_sweep` seconds)."""
-    from . import tasks
-    from .queue import huey
-
     settings = _settings(args)
     _open(settings)
     # poll the queue often: a submission must reach the scheduler in milliseconds, not seconds
-    consumer = huey.create_consumer(workers=args.workers, worker_type="thread", initial_delay=0.005,
+    consumer = queue.huey.create_consumer(workers=args.workers, worker_type="thread", initial_delay=0.005,
                                     backoff=1.1, max_delay=0.05, periodic=True, check_worker_health=True)
     stop = threading.Event()
 
@@ -97,8 +97,6 @@ def cmd_consumer(args: argparse.Namespace) -> int:
 
 
 def cmd_manage(args: argparse.Namespace) -> int:
-    from . import manage
-
     settings = _settings(args)
     _open(settings)
     return manage.run(args, settings)
@@ -106,10 +104,6 @@ def cmd_manage(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Write one archive; its path is the last line of stdout (playbooks read it)."""
-    from .backup import BackupError, create_backup
-    from .config import config_path
-    from .db import connection
-
     settings = _settings(args)
     _open(settings)
     try:
@@ -122,11 +116,6 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from peewee import DatabaseError
-
-    from .backup import BackupError, restore
-    from .config import config_path
-
     settings = _settings(args)
     _open(settings, need_schema=False)
     try:
@@ -175,12 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the data of a non-empty install (and skip the server-running check)")
     p.set_defaults(func=cmd_restore)
     p = sub.add_parser("manage", help="admin commands: users, groups, tokens, devices, device-types, workers")
-    try:
-        from .manage import add_arguments
-    except ImportError:  # the admin CLI module is optional while it is being built
-        add_arguments = None
-    if add_arguments is not None:
-        add_arguments(p)
+    manage.add_arguments(p)
     p.set_defaults(func=cmd_manage)
     return parser
 

@@ -1,29 +1,75 @@
-"""What happened, told to whoever must react: the scheduler and waiting workers.
+"""What happened, told to whoever subscribed: a small publish/subscribe, like huey's signals.
 
-Kept apart from the domain modules so that they need not import the queue (and its backend) to
-say "something changed".
+The domain says "something changed" (`schedule_soon`, `wake_worker`) without knowing who
+reacts; the task module subscribes its `request_pass` to SCHEDULE_SOON when it is imported.
+So this module imports only the models, and the queue and the tasks sit above the domain,
+never below it (no import cycle).
+
+The rule that follows: every process that changes lab state and needs scheduling passes
+imports `dutlab.service.tasks` at its entry point (`dutlab-server serve`, `consumer`,
+`manage`, `restore`: the CLI does it when it opens the database; test fixtures do it too).
+A process that never did gets a warning in its log for each event nobody heard, so a lost
+pass is never silent; the consumer's periodic sweep repairs it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from .models import Worker
 
 log = logging.getLogger("dutlab.events")
 
+#: a job, device, device type or worker changed: a scheduling pass should run soon
+#: (design principle 2: event-driven, the sweep only repairs); subscribers get `reason`
+SCHEDULE_SOON = "schedule-soon"
+
+Subscriber = Callable[..., Any]
+_subscribers: dict[str, list[Subscriber]] = {}
+
+
+def subscribe(event: str, fn: Subscriber | None = None) -> Any:
+    """Call `fn(*args)` on every `publish(event, *args)`; usable as a decorator."""
+
+    def add(fn: Subscriber) -> Subscriber:
+        listeners = _subscribers.setdefault(event, [])
+        if fn not in listeners:  # a re-imported module must not subscribe twice
+            listeners.append(fn)
+        return fn
+
+    return add(fn) if fn is not None else add
+
+
+def subscribers(event: str) -> list[Subscriber]:
+    return list(_subscribers.get(event, ()))
+
+
+def publish(event: str, *args: Any) -> int:
+    """Tell every subscriber of `event`; return how many heard it.
+
+    Events are published after the change is committed: a failing subscriber (a queue
+    outage) is logged and must not fail the request that made the change.
+    """
+    listeners = _subscribers.get(event, ())
+    if not listeners:
+        log.warning("event %s %s: no subscriber in this process (was dutlab.service.tasks imported at "
+                    "its entry point?); the periodic sweep will catch up", event, args)
+    for fn in listeners:
+        try:
+            fn(*args)
+        except Exception as exc:
+            log.warning("event %s %s: %s failed: %s", event, args, getattr(fn, "__name__", fn), exc)
+    return len(listeners)
+
 
 def schedule_soon(reason: str) -> None:
-    """Enqueue a scheduling pass now (design principle 2: event-driven, the sweep only repairs)."""
-    from . import tasks  # the queue backend is configured at start-up; import late
-
-    try:
-        tasks.request_pass(reason)
-    except Exception as exc:  # a queue outage must not fail the request; the sweep repairs
-        log.warning("could not enqueue a scheduling pass (%s): %s", reason, exc)
+    """Ask for a scheduling pass now; `reason` names the change (it shows in the log)."""
+    publish(SCHEDULE_SOON, reason)
 
 
 def wake_worker(worker_id: int | None) -> None:
-    """Make a waiting long-poll of this worker answer now."""
+    """Make a waiting long-poll of this worker answer now (it watches its wake counter)."""
     if worker_id is not None:
         Worker.update(wake_seq=Worker.wake_seq + 1).where(Worker.id == worker_id).execute()

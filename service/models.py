@@ -142,7 +142,7 @@ class HealthHistory(BaseModel):
     old_health = IntegerField()
     new_health = IntegerField()
     reason = TextField(default="")
-    #: username, or "dutlab-health" for the scheduler's own decisions
+    #: username, or lab.devices.HEALTH_ACTOR for the lab's own decisions
     actor = CharField(max_length=150, default="")
 
 

@@ -3,6 +3,9 @@
 `sqlite:////path` → SqliteStorage, `redis://...` → PriorityRedisStorage, `memory:` → in process
 (tests). Tasks live in tasks.py, which registers them on `huey` below; a queued message names
 `module.function`, so tasks must not move.
+
+This module imports no tasks (huey's "config" module): the entry points import `tasks` after
+`configure`, so the queue sits below everything that enqueues and no import runs in a circle.
 """
 
 from __future__ import annotations
@@ -31,8 +34,6 @@ def configure(settings: Settings) -> Huey:
         huey.storage_class, huey.storage_kwargs = MemoryStorage, {}
     huey.storage = huey.create_storage()
     _settings = settings
-    from . import tasks  # noqa: F401  (registers the tasks on `huey`)
-
     return huey
 
 

@@ -18,18 +18,20 @@ from datetime import datetime, timedelta
 
 from peewee import Field
 
-from . import auth, jobs
+from dutlab.dispatcher.protocol import JobResult
+
+from . import auth
 from .config import Settings
 from .db import database, exclusive, write_txn
 from .devicecfg import health_check_definition, render
-from .devices import set_health
 from .errors import ApiError
 from .events import wake_worker
+from .lab import jobs
+from .lab.devices import HEALTH_ACTOR, set_health
 from .models import Device, DeviceTag, DeviceType, GroupMember, JobTag, TestJob, User, Worker, utcnow
 from .states import DeviceHealth, DeviceState, JobHealth, JobState, WorkerHealth, WorkerState
 
 log = logging.getLogger("dutlab.scheduler")
-HEALTH_USER = "dutlab-health"
 PASS_LOCK = 0x64757462  # "dutb": the key of the batch of assignments one pass makes
 
 
@@ -71,10 +73,10 @@ def fail_worker_jobs(worker: Worker) -> None:
     """Jobs of a worker gone for good end Incomplete; its devices go Unknown (re-checked later)."""
     active = [JobState.SCHEDULED, JobState.RUNNING, JobState.CANCELING]
     for job in list(TestJob.select().where(TestJob.worker == worker, TestJob.state.in_(active))):
-        jobs.finish(job, "fail", "Infrastructure",
-                    f"worker {worker.hostname} went offline (no heartbeat since {worker.last_ping})")
+        jobs.finish(job, JobResult.failed(
+            "Infrastructure", f"worker {worker.hostname} went offline (no heartbeat since {worker.last_ping})"))
     for device in list(Device.select().where(Device.worker == worker, Device.health == DeviceHealth.GOOD)):
-        set_health(device, DeviceHealth.UNKNOWN, f"worker {worker.hostname} went offline", HEALTH_USER)
+        set_health(device, DeviceHealth.UNKNOWN, f"worker {worker.hostname} went offline", HEALTH_ACTOR)
 
 
 def worker_capacity() -> dict[int, int]:
@@ -165,7 +167,7 @@ def health_check_due(device: Device, dtype: DeviceType, last_reports: dict[int, 
 
 
 def health_user() -> User:
-    user, _ = User.get_or_create(username=HEALTH_USER, defaults={"is_active": True})
+    user, _ = User.get_or_create(username=HEALTH_ACTOR, defaults={"is_active": True})
     return user
 
 
@@ -173,12 +175,12 @@ def start_health_check(device: Device, definition: str, settings: Settings) -> T
     try:
         sub = jobs.check_definition(None, definition, settings)
     except ApiError as exc:
-        set_health(device, DeviceHealth.BAD, f"invalid health check: {exc.path}: {exc.message}", HEALTH_USER)
+        set_health(device, DeviceHealth.BAD, f"invalid health check: {exc.path}: {exc.message}", HEALTH_ACTOR)
         return None
     try:  # as LAVA: a device whose configuration does not render is Bad, not scheduled
         render(device, settings, sub.job.get("context") or {})
     except ApiError as exc:
-        set_health(device, DeviceHealth.BAD, f"invalid device configuration: {exc.message}", HEALTH_USER)
+        set_health(device, DeviceHealth.BAD, f"invalid device configuration: {exc.message}", HEALTH_ACTOR)
         return None
     with write_txn():
         job = jobs.create(health_user(), sub, health_check=True, device=device)

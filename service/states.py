@@ -77,9 +77,8 @@ class ResultCode(Labelled):
         return self.name.lower()
 
 
-#: error types a finished job may carry; the first three mean "not the test's fault"
-INFRASTRUCTURE_ERRORS = ("Infrastructure", "Configuration", "Bug")
-ERROR_TYPES = ("Infrastructure", "Configuration", "Bug", "Job", "Test", "Canceled", "Timeout", "LAVATimeout")
+# The error types a finished job may carry are the worker protocol's: ERROR_TYPES and
+# INFRASTRUCTURE_ERRORS in dutlab.dispatcher.protocol.
 
 PRIORITY_NAMES = {"low": 0, "medium": 50, "high": 100}
 

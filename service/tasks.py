@@ -1,6 +1,9 @@
 """Every Huey task. Thin wrappers over the domain; the domain is tested without a queue.
 
-Tasks stay in this module: a queued message names `module.function`.
+Tasks stay in this module: a queued message names `module.function`. This is huey's "tasks"
+module: it imports the queue (huey's "config", `queue.py`), never the other way round, and the
+entry points import it (huey's "main": `cli.py`). Importing it also subscribes `request_pass`
+to the domain's SCHEDULE_SOON event (`events.py` says why the domain cannot call it directly).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import time
 from huey import crontab
 from huey.signals import SIGNAL_ERROR
 
-from . import playbooks, scheduler
+from . import events, playbooks, scheduler
 from .db import connection
 from .queue import huey, settings
 
@@ -23,6 +26,7 @@ PASS_WANTED = "dutlab.pass-wanted"
 PASS_WANTED_STALE = 30.0
 
 
+@events.subscribe(events.SCHEDULE_SOON)
 def request_pass(reason: str) -> None:
     """Enqueue a scheduling pass unless one is queued and not started yet.
 

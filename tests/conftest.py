@@ -1,9 +1,13 @@
-"""Shared fixtures: a real lab server on loopback (`lab_server`), an in-process database (`db`)."""
+"""Shared fixtures: a real lab server on loopback (`lab_server`), an in-process database (`db`)
+and the server's WSGI app on it (`app`), for handler tests that need no subprocess."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import sys
+import wsgiref.util
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 # one place for the QEMU test kernel/initramfs (scripts/build-qemu-assets.sh, the qemu health check)
 os.environ.setdefault("DUTLAB_ASSETS", "/var/cache/dutlab/assets")
 
-from labkit import backend_urls, start_lab  # noqa: E402
+from labkit import Response, backend_urls, start_lab  # noqa: E402
 
 
 @pytest.fixture
@@ -45,8 +49,12 @@ def settings(tmp_path):
 
 @pytest.fixture
 def db(settings):
-    """A migrated database bound to the models, with the queue in memory."""
-    from dutlab.service import migrations, queue
+    """A migrated database bound to the models, with the queue in memory.
+
+    Imports the task module as the server's entry points do: it registers the tasks and
+    subscribes the scheduling pass to the domain's events (service/events.py).
+    """
+    from dutlab.service import migrations, queue, tasks  # noqa: F401 (tasks: see above)
     from dutlab.service.db import database, open_database
 
     open_database(settings.database)
@@ -54,6 +62,58 @@ def db(settings):
     migrations.migrate()
     yield database
     database.close()
+
+
+class WsgiClient:
+    """The server's Bottle app called in this process, as `LabServer.api` calls a real one.
+
+    `admin_token` belongs to the superuser `admin` the fixture creates.
+    """
+
+    def __init__(self, wsgi, admin_token: str) -> None:
+        self.wsgi, self.admin_token = wsgi, admin_token
+
+    def api(self, method: str, path: str, body=None, token: str | None = "admin", auth: str | None = None,
+            headers: dict | None = None) -> Response:
+        hdrs = dict(headers or {})
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+            hdrs.setdefault("Content-Type", "application/json")
+        data = body.encode() if isinstance(body, str) else (body or b"")
+        if token:
+            hdrs["Authorization"] = f"Token {self.admin_token if token == 'admin' else token}"
+        if auth:
+            hdrs["Authorization"] = auth
+        path, _, query = path.partition("?")
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
+                   "CONTENT_LENGTH": str(len(data)), "wsgi.input": io.BytesIO(data)}
+        if "Content-Type" in hdrs:
+            environ["CONTENT_TYPE"] = hdrs.pop("Content-Type")
+        environ.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in hdrs.items()})
+        wsgiref.util.setup_testing_defaults(environ)
+        answer: dict = {}
+
+        def start_response(status: str, response_headers: list, exc_info=None) -> None:
+            answer.update(status=int(status.split()[0]), headers=dict(response_headers))
+
+        chunks = self.wsgi(environ, start_response)
+        try:
+            content = b"".join(chunks)
+        finally:
+            getattr(chunks, "close", lambda: None)()
+        return Response(answer["status"], content, answer["headers"])
+
+
+@pytest.fixture
+def app(db, settings):
+    """The app of `dutlab-server serve` on the `db` fixture's database, called in process."""
+    from dutlab.service import auth
+    from dutlab.service.app import make_app
+    from dutlab.service.models import User
+
+    admin = User.create(username="admin", is_superuser=True)
+    _token, secret = auth.create_token(admin, "in-process tests")
+    return WsgiClient(make_app(settings), secret)
 
 
 def pytest_report_header(config):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from bottle import HTTPResponse, request
 
-from .. import devicecfg, lab, lab_devices
-from ..app import json_ok
+from .. import devicecfg
 from ..errors import ApiError
-from ..plugins import json_body
+from ..lab import device_types
+from ..lab.checks import page
+from ..plugins import json_body, json_response
 from . import Routes
 from .devices import text_body
 
@@ -19,39 +20,39 @@ def _settings():
 
 
 def _json(dtype, full: bool = True) -> dict:
-    return lab_devices.device_type_json(dtype, _settings(), full)
+    return device_types.device_type_json(dtype, _settings(), full)
 
 
 @routes.get("")
 def list_device_types() -> dict:
-    return lab.page(lab_devices.list_device_types(), request.query.get("limit"), request.query.get("offset"),
+    return page(device_types.list_device_types(), request.query.get("limit"), request.query.get("offset"),
                     lambda d: _json(d, full=False))
 
 
 @routes.post("", auth="admin")
 def create_device_type() -> HTTPResponse:
-    return json_ok(_json(lab_devices.create_device_type(json_body())), 201)
+    return json_response(201, _json(device_types.create_device_type(json_body())))
 
 
 @routes.get("/<name>")
 def show_device_type(name: str) -> dict:
-    return _json(lab_devices.get_device_type(name))
+    return _json(device_types.get_device_type(name))
 
 
 @routes.patch("/<name>", auth="admin")
 def update_device_type(name: str) -> dict:
-    return _json(lab_devices.update_device_type(name, json_body()))
+    return _json(device_types.update_device_type(name, json_body()))
 
 
 @routes.delete("/<name>", auth="admin")
 def delete_device_type(name: str) -> HTTPResponse:
-    lab_devices.delete_device_type(name)
+    device_types.delete_device_type(name)
     return HTTPResponse(status=204)
 
 
 @routes.get("/<name>/template")
 def template(name: str) -> HTTPResponse:
-    dtype = lab_devices.get_device_type(name)
+    dtype = device_types.get_device_type(name)
     text = devicecfg.template_text(dtype, _settings())
     if text is None:
         raise ApiError(404, f"no template '{devicecfg.template_name(dtype)}.jinja2' is installed for device "
@@ -61,12 +62,12 @@ def template(name: str) -> HTTPResponse:
 
 @routes.get("/<name>/health-check")
 def get_health_check(name: str) -> dict:
-    text, source = lab_devices.health_check_text(name, _settings())
+    text, source = device_types.health_check_text(name, _settings())
     return {"name": name, "health_check": text, "source": source}
 
 
 @routes.put("/<name>/health-check", auth="admin")
 def put_health_check(name: str) -> dict:
     """The definition as `{"health_check": "..."}` or YAML text; empty: use the shipped file."""
-    lab_devices.update_device_type(name, {"health_check": text_body("health_check")})
+    device_types.update_device_type(name, {"health_check": text_body("health_check")})
     return get_health_check(name)

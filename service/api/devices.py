@@ -5,10 +5,10 @@ from __future__ import annotations
 import yaml
 from bottle import HTTPResponse, request
 
-from .. import lab, lab_devices
-from ..app import json_ok
 from ..errors import bad_request
-from ..plugins import current_user, json_body
+from ..lab import devices
+from ..lab.checks import check_fields, page, text
+from ..plugins import current_user, json_body, json_response
 from . import Routes
 
 routes = Routes("/api/v1/devices")
@@ -27,8 +27,8 @@ def text_body(key: str) -> str:
     """`{"<key>": "..."}` as JSON, or the text itself as any other content type."""
     if (request.content_type or "").split(";")[0].strip() == "application/json":
         body = json_body()
-        lab.check_fields(body, (key,))
-        return lab.text(body.get(key), key)
+        check_fields(body, (key,))
+        return text(body.get(key), key)
     try:
         return request.body.read().decode("utf-8")
     except UnicodeDecodeError:
@@ -38,38 +38,38 @@ def text_body(key: str) -> str:
 @routes.get("")
 def list_devices() -> dict:
     filters = {k: request.query.get(k) for k in FILTERS if request.query.get(k)}
-    rows = lab_devices.list_devices(**filters)
-    return lab.page(rows, request.query.get("limit"), request.query.get("offset"), lab_devices.device_json)
+    rows = devices.list_devices(**filters)
+    return page(rows, request.query.get("limit"), request.query.get("offset"), devices.device_json)
 
 
 @routes.post("", auth="admin")
 def create_device() -> HTTPResponse:
-    device = lab_devices.create_device(json_body(), _settings(), _actor())
-    return json_ok(lab_devices.device_json(device), 201)
+    device = devices.create_device(json_body(), _settings(), _actor())
+    return json_response(201, devices.device_json(device))
 
 
 @routes.get("/<hostname>")
 def show_device(hostname: str) -> dict:
-    return lab_devices.device_json(lab_devices.get_device(hostname))
+    return devices.device_json(devices.get_device(hostname))
 
 
 @routes.patch("/<hostname>", auth="admin")
 def update_device(hostname: str) -> dict:
-    return lab_devices.device_json(lab_devices.update_device(hostname, json_body(), _settings(), _actor()))
+    return devices.device_json(devices.update_device(hostname, json_body(), _settings(), _actor()))
 
 
 @routes.delete("/<hostname>", auth="admin")
 def delete_device(hostname: str) -> HTTPResponse:
-    lab_devices.delete_device(hostname)
+    devices.delete_device(hostname)
     return HTTPResponse(status=204)
 
 
 @routes.get("/<hostname>/dictionary")
 def get_dictionary(hostname: str) -> dict:
-    device = lab_devices.read_dictionary(hostname, current_user())
+    device = devices.read_dictionary(hostname, current_user())
     if request.query.get("render", "") not in ("", "0", "false"):
         context = _context(request.query.get("context"))
-        return {"hostname": hostname, "config": lab_devices.render_dictionary(device, _settings(), context)}
+        return {"hostname": hostname, "config": devices.render_dictionary(device, _settings(), context)}
     return {"hostname": hostname, "dictionary": device.dictionary}
 
 
@@ -87,39 +87,38 @@ def _context(raw: str | None) -> dict | None:
 
 @routes.put("/<hostname>/dictionary", auth="admin")
 def put_dictionary(hostname: str) -> dict:
-    device = lab_devices.set_dictionary(hostname, text_body("dictionary"), _settings())
+    device = devices.set_dictionary(hostname, text_body("dictionary"), _settings())
     return {"hostname": hostname, "dictionary": device.dictionary}
 
 
 @routes.post("/<hostname>/health", auth="admin")
 def set_health(hostname: str) -> dict:
     body = json_body()
-    lab.check_fields(body, ("health", "reason"), required=("health",))
-    device = lab_devices.set_device_health(hostname, body["health"], body.get("reason"), _actor())
-    return lab_devices.device_json(device)
+    check_fields(body, ("health", "reason"), required=("health",))
+    return devices.device_json(devices.update_device(hostname, body, _settings(), _actor()))
 
 
 @routes.get("/<hostname>/health-history")
 def health_history(hostname: str) -> dict:
-    rows = lab_devices.health_history(hostname)
-    return lab.page(rows, request.query.get("limit"), request.query.get("offset"), lab_devices.history_json)
+    rows = devices.health_history(hostname)
+    return page(rows, request.query.get("limit"), request.query.get("offset"), devices.history_json)
 
 
 @routes.get("/<hostname>/tags")
 def list_tags(hostname: str) -> dict:
-    return {"hostname": hostname, "tags": lab_devices.device_tags(lab_devices.get_device(hostname))}
+    return {"hostname": hostname, "tags": devices.device_tags(devices.get_device(hostname))}
 
 
 @routes.post("/<hostname>/tags", auth="admin")
 def add_tags(hostname: str) -> dict:
     """Body `{"name": "tag"}` or `{"tags": ["a", "b"]}`; missing tags are created."""
     body = json_body()
-    lab.check_fields(body, ("name", "tags"))
+    check_fields(body, ("name", "tags"))
     names = body["tags"] if "tags" in body else [body.get("name")]
-    return {"hostname": hostname, "tags": lab_devices.add_device_tags(hostname, names)}
+    return {"hostname": hostname, "tags": devices.add_device_tags(hostname, names)}
 
 
 @routes.delete("/<hostname>/tags/<tag>", auth="admin")
 def remove_tag(hostname: str, tag: str) -> HTTPResponse:
-    lab_devices.remove_device_tags(hostname, [tag], strict=True)
+    devices.remove_device_tags(hostname, [tag], strict=True)
     return HTTPResponse(status=204)

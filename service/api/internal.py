@@ -1,28 +1,46 @@
-"""The worker-facing API (docs/worker-api.md): long-poll, job fetch, state, logs, finish."""
+"""The worker-facing API (docs/worker-api.md): long-poll, job fetch, state, logs, finish.
+
+The protocol itself (version, paths, the job result) is `dutlab.dispatcher.protocol`, shared
+with the worker; what each report changes is the domain's (`lab/workers.py`, `lab/jobs.py`,
+`lab/results.py`). This module parses the bodies, holds the long-poll and shapes the answers.
+"""
 
 from __future__ import annotations
 
-import json
+import re
 import threading
 import time
-from datetime import timedelta
 
-import yaml
 from bottle import request
 
-from .. import events, jobs, results
-from ..db import write_txn
-from ..devicecfg import render_for_job
-from ..errors import ApiError, bad_request, conflict
-from ..logstore import JobFolder, LogGap
-from ..models import TestJob, Worker, utcnow
+from dutlab.dispatcher.protocol import (
+    JOB,
+    JOB_FINISH,
+    JOB_LOGS,
+    JOB_STATE,
+    OLDEST_PROTOCOL,
+    POLL,
+    PROTOCOL,
+    JobResult,
+    supported,
+)
+
+from ..errors import bad_request, conflict
+from ..lab import jobs, results, workers
+from ..models import Worker
 from ..plugins import current_job, current_worker, json_body
-from ..states import JobState, WorkerState
+from ..states import JobState
 from . import Routes
 
-PROTOCOL = 1
-routes = Routes("/internal/v1")
+routes = Routes()
 _waiting: dict[int, threading.BoundedSemaphore] = {}
+#: the protocol's path fields and the route wildcards they become
+_WILDCARDS = {"job_id": "<job_id:int>", "name": "<name>"}
+
+
+def rule(template: str) -> str:
+    """A protocol path template (`.../jobs/{job_id}`) as a route rule (`.../jobs/<job_id:int>`)."""
+    return re.sub(r"\{(\w+)\}", lambda m: _WILDCARDS[m.group(1)], template)
 
 
 def waiting_slot(threads: int) -> threading.BoundedSemaphore:
@@ -43,11 +61,10 @@ def check_protocol(value: object) -> int:
         proto = int(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise bad_request("'protocol' must be an integer", "protocol") from None
-    if proto not in (PROTOCOL, PROTOCOL - 1) or proto < 1:
-        raise conflict(
-            f"worker protocol {proto} is not supported; the server speaks {PROTOCOL} and {PROTOCOL - 1}: "
-            "upgrade dutlab on this worker", "protocol"
-        )
+    if not supported(proto):
+        spoken = f"{PROTOCOL}" if OLDEST_PROTOCOL == PROTOCOL else f"{OLDEST_PROTOCOL} to {PROTOCOL}"
+        raise conflict(f"worker protocol {proto} is not supported; the server speaks {spoken}: "
+                       "upgrade dutlab on this worker", "protocol")
     return proto
 
 
@@ -59,16 +76,7 @@ def _id_list(value: object, path: str) -> set[int]:
     return set(value)
 
 
-def heartbeat(worker: Worker, version: str, protocol: int) -> None:
-    was_offline = worker.state == WorkerState.OFFLINE
-    Worker.update(state=WorkerState.ONLINE, last_ping=utcnow(), offline_since=None,
-                  version=version[:50], protocol=protocol).where(Worker.id == worker.id).execute()
-    if was_offline:
-        worker.state = WorkerState.ONLINE
-        events.schedule_soon(f"worker {worker.hostname} is online")
-
-
-@routes.post("/workers/<name>/poll", auth="worker")
+@routes.post(rule(POLL), auth="worker")
 def poll(name: str) -> dict:
     settings = _settings()
     worker = current_worker()
@@ -80,9 +88,9 @@ def poll(name: str) -> dict:
     except (TypeError, ValueError):
         raise bad_request("'wait' must be a number of seconds", "wait") from None
     wait = min(wait, settings.longpoll_timeout, settings.worker_heartbeat_timeout / 2)
-    heartbeat(worker, str(body.get("version", "")), protocol)
+    workers.heartbeat(worker, str(body.get("version", "")), protocol)
     answer = wait_for_work(worker, running, wait, settings.longpoll_interval, waiting_slot(settings.threads))
-    Worker.update(last_ping=utcnow()).where(Worker.id == worker.id).execute()
+    workers.mark_seen(worker)
     return {"protocol": PROTOCOL, **answer}
 
 
@@ -97,7 +105,7 @@ def wait_for_work(worker: Worker, running: set[int], wait: float, interval: floa
             seq = Worker.select(Worker.wake_seq).where(Worker.id == worker.id).scalar()
             if seq != seen:
                 seen = seq
-                answer = work_for(worker, running)
+                answer = workers.work_for(worker, running)
                 if answer["start"] or answer["cancel"] or answer["unknown"]:
                     return answer
             if time.monotonic() >= deadline:
@@ -112,56 +120,15 @@ def wait_for_work(worker: Worker, running: set[int], wait: float, interval: floa
             slot.release()
 
 
-def work_for(worker: Worker, running: set[int]) -> dict:
-    """What this worker must start, cancel and forget now."""
-    from ..auth import hash_secret, new_secret
-
-    start, cancel = [], []
-    mine = list(TestJob.select().where(
-        TestJob.worker == worker,
-        TestJob.state.in_([JobState.SCHEDULED, JobState.RUNNING, JobState.CANCELING]),
-    ))
-    for job in mine:
-        if job.id in running:
-            if job.state == JobState.CANCELING:
-                cancel.append(job.id)
-        elif job.state == JobState.SCHEDULED:
-            token = new_secret()
-            TestJob.update(token_hash=hash_secret(token)).where(TestJob.id == job.id).execute()
-            start.append({"id": job.id, "token": token})
-        elif job.state == JobState.CANCELING and job.start_time is None:
-            jobs.finish(job, "fail", "Canceled", "canceled before the worker started it")
-        elif job.start_time is not None and utcnow() - job.start_time > timedelta(seconds=60):
-            # the worker says it no longer runs this job and never reported its end
-            jobs.finish(job, "fail", "Infrastructure",
-                        f"worker {worker.hostname} no longer runs job {job.id} and did not report its end")
-    known = {j.id for j in mine}
-    unknown = sorted(running - known)
-    return {"start": start, "cancel": cancel, "unknown": unknown}
-
-
-@routes.get("/jobs/<job_id:int>", auth="job")
+@routes.get(rule(JOB), auth="job")
 def fetch_job(job_id: int) -> dict:
-    settings = _settings()
     job = current_job()
-    if job.state not in (JobState.SCHEDULED, JobState.RUNNING, JobState.CANCELING):
-        raise conflict(f"job {job_id} is {JobState(job.state).label}; there is nothing to run")
-    definition = yaml.safe_dump(json.loads(job.definition), sort_keys=False, default_flow_style=False)
-    device_yaml = render_for_job(job, settings)
-    folder = JobFolder(settings.output_dir, job.id)
-    folder.write("device.yaml", device_yaml)
-    return {
-        "id": job.id,
-        "protocol": PROTOCOL,
-        "definition": definition,
-        "device": device_yaml,
-        "env": {},
-        "env_dut": "",
-        "log_line_count": folder.line_count(),
-    }
+    package = jobs.work_package(job, _settings())
+    return {"id": job.id, "protocol": PROTOCOL, "definition": package["definition"], "device": package["device"],
+            "env": {}, "env_dut": "", "log_line_count": package["log_line_count"]}
 
 
-@routes.post("/jobs/<job_id:int>/state", auth="job")
+@routes.post(rule(JOB_STATE), auth="job")
 def job_state(job_id: int) -> dict:
     body = json_body()
     if str(body.get("state", "")).lower() != "running":
@@ -170,43 +137,18 @@ def job_state(job_id: int) -> dict:
     return {"id": job.id, "state": JobState(job.state).label}
 
 
-@routes.post("/jobs/<job_id:int>/logs", auth="job")
+@routes.post(rule(JOB_LOGS), auth="job")
 def job_logs(job_id: int) -> dict:
-    settings = _settings()
     body = json_body()
-    index, lines = body.get("index"), body.get("lines")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise bad_request("'index' must be the line number (>= 0) of the first line sent", "index")
-    if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
-        raise bad_request("'lines' must be a list of single-line JSON log records", "lines")
-    if len(lines) > settings.max_log_batch:
-        raise ApiError(413, f"at most {settings.max_log_batch} lines per batch; send smaller batches", "lines")
-    job = current_job()
-    folder = JobFolder(settings.output_dir, job.id)
-    try:
-        count, added = folder.append(index, lines)
-    except LogGap as gap:
-        raise conflict(str(gap), "index", line_count=gap.line_count) from None
-    if added:
-        with write_txn():
-            results.ingest(job, added)
-    return {"line_count": count}
+    return {"line_count": results.append_log(current_job(), body.get("index"), body.get("lines"), _settings())}
 
 
-@routes.post("/jobs/<job_id:int>/finish", auth="job")
+@routes.post(rule(JOB_FINISH), auth="job")
 def job_finish(job_id: int) -> dict:
-    settings = _settings()
     body = json_body()
-    job = current_job()
-    folder = JobFolder(settings.output_dir, job.id)
-    stored = folder.line_count()
-    claimed = body.get("log_line_count")
-    if isinstance(claimed, int) and claimed > stored:
-        raise conflict(f"the server holds {stored} of {claimed} log lines; upload the rest first",
-                       "log_line_count", line_count=stored)
-    description = body.get("description")
-    if isinstance(description, str) and description:
-        folder.write("description.yaml", description)
-    job = jobs.finish(job, str(body.get("result", "")), str(body.get("error_type") or "")[:30],
-                      str(body.get("error_msg") or ""))
+    reported = str(body.get("result", ""))
+    if reported not in ("pass", "fail"):
+        raise bad_request(f"result must be 'pass' or 'fail', not {reported!r}", "result")
+    job = jobs.finish_reported(current_job(), JobResult.from_mapping(body), body.get("description"),
+                               body.get("log_line_count"), _settings())
     return {"id": job.id, "state": JobState(job.state).label}

@@ -6,12 +6,13 @@ import json
 
 from bottle import HTTPResponse, request
 
-from .. import jobs, results
 from ..errors import ApiError, bad_request
+from ..lab import jobs, results
+from ..lab.jobs import job_json
 from ..logstore import JobFolder
-from ..models import Device, DeviceType, JobTag, Tag, TestJob, User, Worker
-from ..plugins import current_user, json_body
-from ..states import JobHealth, JobState
+from ..models import TestJob
+from ..plugins import current_user, json_body, json_response
+from ..states import JobState
 from . import Routes
 
 routes = Routes("/api/v1/jobs")
@@ -21,52 +22,8 @@ def _settings():
     return request.app.config["dutlab.settings"]
 
 
-def job_json(job: TestJob) -> dict:
-    tags = [t.name for t in Tag.select(Tag.name).join(JobTag).where(JobTag.job == job)]
-    return {
-        "id": job.id,
-        "description": job.description,
-        "submitter": job.submitter.username,
-        "device_type": job.requested_device_type.name,
-        "requested_device": _name(Device, job.requested_device_id, "hostname"),
-        "actual_device": _name(Device, job.actual_device_id, "hostname"),
-        "worker": _name(Worker, job.worker_id, "hostname"),
-        "state": JobState(job.state).label,
-        "health": JobHealth(job.health).label,
-        "priority": job.priority,
-        "visibility": job.visibility,
-        "viewing_groups": [vg.group.name for vg in job.viewing_groups],
-        "tags": tags,
-        "health_check": job.health_check,
-        "submit_time": _iso(job.submit_time),
-        "scheduled_time": _iso(job.scheduled_time),
-        "start_time": _iso(job.start_time),
-        "end_time": _iso(job.end_time),
-        "failure_comment": job.failure_comment,
-        "error_type": job.error_type,
-        "error_msg": job.error_msg,
-        "metadata": json.loads(job.metadata or "{}"),
-    }
-
-
-def _name(model, pk, attr):
-    if pk is None:
-        return None
-    row = model.get_or_none(model.id == pk)
-    return getattr(row, attr) if row else None
-
-
-def _iso(value):
-    return value.isoformat() + "Z" if value else None
-
-
 def get_visible(job_id: int) -> TestJob:
-    from ..auth import may_view_job
-
-    job = TestJob.get_or_none(TestJob.id == job_id)
-    if job is None or not may_view_job(current_user(), job):
-        raise ApiError(404, f"job '{job_id}' does not exist (or is not visible to you)")
-    return job
+    return jobs.visible_job(job_id, current_user())
 
 
 def definition_text() -> str:
@@ -103,41 +60,27 @@ def _int_arg(name: str, default: int | None, minimum: int = 0) -> int | None:
 @routes.post("", auth="user")
 def submit() -> HTTPResponse:
     created = jobs.submit(current_user(), definition_text(), _settings())
-    body = {"message": "job(s) successfully submitted", "job_ids": [j.id for j in created]}
-    return HTTPResponse(json.dumps(body), status=201, headers={"Content-Type": "application/json"})
+    return json_response(201, {"message": "job(s) successfully submitted", "job_ids": [j.id for j in created]})
 
 
 @routes.post("/validate")
 def validate() -> dict:
     try:
-        jobs.check_definition(current_user(), definition_text(), _settings())
-    except ApiError as exc:
-        return {"valid": False, "error": exc.message, "path": exc.path}
+        problem = jobs.first_problem(current_user(), definition_text(), _settings())
+    except ApiError as exc:  # the body itself (not UTF-8, no definition)
+        problem = exc
+    if problem is not None:
+        return {"valid": False, "error": problem.message, "path": problem.path}
     return {"valid": True, "message": "Job valid."}
 
 
 @routes.get("")
 def list_jobs() -> dict:
-    from ..auth import may_view_job
-
-    query = TestJob.select().order_by(TestJob.id.desc())
-    for key, enum, column in (("state", JobState, TestJob.state), ("health", JobHealth, TestJob.health)):
-        value = request.query.get(key)
-        if value:
-            try:
-                query = query.where(column == enum.parse(value))
-            except ValueError as exc:
-                raise bad_request(str(exc), key) from None
-    if request.query.get("device_type"):
-        query = query.join(DeviceType, on=(TestJob.requested_device_type == DeviceType.id)).where(
-            DeviceType.name == request.query.device_type)
-    if request.query.get("submitter"):
-        query = query.switch(TestJob).join(User, on=(TestJob.submitter == User.id)).where(
-            User.username == request.query.submitter)
+    query = request.query
+    visible = jobs.list_jobs(current_user(), query.get("state"), query.get("health"),
+                             query.get("device_type") or None, query.get("submitter") or None)
     limit = min(_int_arg("limit", 50, 1), 1000)
     offset = _int_arg("offset", 0)
-    user = current_user()
-    visible = [j for j in query if may_view_job(user, j)]
     return {"count": len(visible), "results": [job_json(j) for j in visible[offset:offset + limit]]}
 
 
@@ -154,8 +97,7 @@ def cancel(job_id: int) -> dict:
 @routes.post("/<job_id:int>/resubmit", auth="user")
 def resubmit(job_id: int) -> HTTPResponse:
     created = jobs.resubmit(current_user(), get_visible(job_id), _settings())
-    body = {"message": "job(s) successfully submitted", "job_ids": [j.id for j in created]}
-    return HTTPResponse(json.dumps(body), status=201, headers={"Content-Type": "application/json"})
+    return json_response(201, {"message": "job(s) successfully submitted", "job_ids": [j.id for j in created]})
 
 
 def _text(body: str, ctype: str = "application/yaml", **headers: str) -> HTTPResponse:

@@ -6,7 +6,7 @@ import json
 
 from bottle import HTTPResponse, request
 
-from .. import playbooks
+from .. import playbooks, tasks
 from ..errors import ApiError, bad_request
 from ..models import PlaybookRun
 from ..plugins import json_body
@@ -38,8 +38,6 @@ def show_run(run_id: int) -> dict:
 @routes.post("", auth="admin")
 def start_run() -> HTTPResponse:
     """Run a configured schedule's playbook now: {"name": "<schedule name>"}."""
-    from .. import tasks
-
     name = json_body().get("name")
     if not isinstance(name, str) or not name:
         raise bad_request("send {\"name\": \"<schedule name>\"}", "name")

@@ -20,6 +20,7 @@ from bottle import HTTPResponse, request
 from .. import auth
 from ..errors import ApiError
 from ..models import User
+from ..plugins import parse_authorization
 from ..rpc import INTERNAL_ERROR, INVALID_REQUEST, Call, Fault, dispatch, log, methods
 from . import Routes
 
@@ -35,8 +36,6 @@ def _plain(status: int, text: str, **headers: str) -> HTTPResponse:
 
 def _caller() -> User | None:
     """The user of the Basic username:token (or dutlab's `Token <secret>`), None when anonymous."""
-    from ..plugins import parse_authorization
-
     try:
         scheme, secret, username = parse_authorization()
     except ApiError as exc:

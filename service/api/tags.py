@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from bottle import HTTPResponse, request
 
-from .. import lab
-from ..app import json_ok
-from ..plugins import json_body
+from ..lab import tags
+from ..lab.checks import page
+from ..plugins import json_body, json_response
 from . import Routes
 
 routes = Routes("/api/v1/tags")
@@ -14,25 +14,25 @@ routes = Routes("/api/v1/tags")
 
 @routes.get("")
 def list_tags() -> dict:
-    return lab.page(lab.list_tags(), request.query.get("limit"), request.query.get("offset"), lab.tag_json)
+    return page(tags.list_tags(), request.query.get("limit"), request.query.get("offset"), tags.tag_json)
 
 
 @routes.post("", auth="admin")
 def create_tag() -> HTTPResponse:
-    return json_ok(lab.tag_json(lab.create_tag(json_body()), devices=True), 201)
+    return json_response(201, tags.tag_json(tags.create_tag(json_body()), devices=True))
 
 
 @routes.get("/<name>")
 def show_tag(name: str) -> dict:
-    return lab.tag_json(lab.get_tag(name), devices=True)
+    return tags.tag_json(tags.get_tag(name), devices=True)
 
 
 @routes.patch("/<name>", auth="admin")
 def update_tag(name: str) -> dict:
-    return lab.tag_json(lab.update_tag(name, json_body()), devices=True)
+    return tags.tag_json(tags.update_tag(name, json_body()), devices=True)
 
 
 @routes.delete("/<name>", auth="admin")
 def delete_tag(name: str) -> HTTPResponse:
-    lab.delete_tag(name)
+    tags.delete_tag(name)
     return HTTPResponse(status=204)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from bottle import HTTPResponse, request
 
-from .. import auth, lab, lab_users
-from ..app import json_ok
+from .. import auth
 from ..errors import ApiError, forbidden
-from ..plugins import current_user, json_body, parse_authorization
+from ..lab import users
+from ..lab.checks import page
+from ..plugins import current_user, json_body, json_response, parse_authorization
 from . import Routes
 
 routes = Routes("/api/v1")
@@ -23,14 +24,14 @@ def _no_content() -> HTTPResponse:
 @routes.get("/users", auth="user")
 def list_users() -> dict:
     user = current_user()
-    rows = lab_users.list_users() if auth.is_admin(user) else [user]
-    return lab.page(rows, request.query.get("limit"), request.query.get("offset"), lab_users.user_json)
+    rows = users.list_users() if auth.is_admin(user) else [user]
+    return page(rows, request.query.get("limit"), request.query.get("offset"), users.user_json)
 
 
 @routes.post("/users", auth="admin")
 def create_user() -> HTTPResponse:
-    user, _ = lab_users.create_user(json_body(), current_user())
-    return json_ok(lab_users.user_json(user), 201)
+    user, _ = users.create_user(json_body(), current_user())
+    return json_response(201, users.user_json(user))
 
 
 @routes.get("/users/<name>", auth="user")
@@ -38,17 +39,17 @@ def show_user(name: str) -> dict:
     caller = current_user()
     if caller.username != name and not auth.is_admin(caller):
         raise forbidden(f"user '{caller.username}' may not see user '{name}'")
-    return lab_users.user_json(lab_users.get_user(name))
+    return users.user_json(users.get_user(name))
 
 
 @routes.patch("/users/<name>", auth="user")
 def update_user(name: str) -> dict:
-    return lab_users.user_json(lab_users.update_user(name, json_body(), current_user()))
+    return users.user_json(users.update_user(name, json_body(), current_user()))
 
 
 @routes.delete("/users/<name>", auth="admin")
 def delete_user(name: str) -> HTTPResponse:
-    lab_users.delete_user(name)
+    users.delete_user(name)
     return _no_content()
 
 
@@ -57,28 +58,28 @@ def delete_user(name: str) -> HTTPResponse:
 
 @routes.get("/groups", auth="user")
 def list_groups() -> dict:
-    return lab.page(lab_users.list_groups(), request.query.get("limit"), request.query.get("offset"),
-                    lab_users.group_json)
+    return page(users.list_groups(), request.query.get("limit"), request.query.get("offset"),
+                users.group_json)
 
 
 @routes.post("/groups", auth="admin")
 def create_group() -> HTTPResponse:
-    return json_ok(lab_users.group_json(lab_users.create_group(json_body())), 201)
+    return json_response(201, users.group_json(users.create_group(json_body())))
 
 
 @routes.get("/groups/<name>", auth="user")
 def show_group(name: str) -> dict:
-    return lab_users.group_json(lab_users.get_group(name))
+    return users.group_json(users.get_group(name))
 
 
 @routes.patch("/groups/<name>", auth="admin")
 def update_group(name: str) -> dict:
-    return lab_users.group_json(lab_users.update_group(name, json_body()))
+    return users.group_json(users.update_group(name, json_body()))
 
 
 @routes.delete("/groups/<name>", auth="admin")
 def delete_group(name: str) -> HTTPResponse:
-    lab_users.delete_group(name)
+    users.delete_group(name)
     return _no_content()
 
 
@@ -91,8 +92,8 @@ def list_tokens() -> dict:
     username = request.query.get("user") or caller.username
     if username != caller.username and not auth.is_admin(caller):
         raise forbidden(f"user '{caller.username}' may not list the tokens of '{username}'")
-    rows = lab_users.list_tokens(username)
-    return lab.page(rows, request.query.get("limit"), request.query.get("offset"), lab_users.token_json)
+    rows = users.list_tokens(username)
+    return page(rows, request.query.get("limit"), request.query.get("offset"), users.token_json)
 
 
 @routes.post("/tokens", auth="public", skip=["dutlab-auth"])
@@ -102,20 +103,20 @@ def create_token() -> HTTPResponse:
     body = json_body()
     username, password = body.pop("username", None), body.pop("password", None)
     caller = _token_caller(username, password)
-    token, secret = lab_users.create_token(body, caller)
-    return json_ok(lab_users.token_json(token, secret), 201)
+    token, secret = users.create_token(body, caller)
+    return json_response(201, users.token_json(token, secret))
 
 
 def _token_caller(username: object, password: object):
     scheme, secret, basic_user = parse_authorization()
     if scheme == "basic":
-        user = lab_users.login(basic_user, secret) or auth.user_for_token(secret, basic_user)
+        user = users.login(basic_user, secret) or auth.user_for_token(secret, basic_user)
     elif scheme in ("token", "bearer"):
         user = auth.user_for_token(secret)
     elif scheme:
         raise forbidden(f"a {scheme} token cannot act as a user; use 'Authorization: Token <secret>'")
     elif isinstance(username, str) and isinstance(password, str):
-        user = lab_users.login(username, password)
+        user = users.login(username, password)
     else:
         raise ApiError(401, "authentication required: send a token, HTTP Basic username:password, "
                             "or {\"username\": ..., \"password\": ...}")
@@ -126,5 +127,5 @@ def _token_caller(username: object, password: object):
 
 @routes.delete("/tokens/<token_id>", auth="user")
 def delete_token(token_id: str) -> HTTPResponse:
-    lab_users.delete_token(token_id, current_user())
+    users.delete_token(token_id, current_user())
     return _no_content()

@@ -1,8 +1,9 @@
 """XML-RPC methods with LAVA's names, parameters and return shapes (lava-interfaces.md §1).
 
 Each namespace module (`system`, `jobs`, ...) registers small wrappers with `@exposed(name)`;
-a wrapper translates XML-RPC arguments into a call of the domain functions (`jobs.py`,
-`lab.py`, `lab_devices.py`, ...) and the result into LAVA's shape. `api/rpc2.py` is the
+a wrapper translates XML-RPC arguments into a call of the domain functions (`lab/`) and
+the domain's JSON shape into LAVA's (renaming or picking fields, never rebuilding them from
+the models). `api/rpc2.py` is the
 HTTP endpoint: it decodes the request, calls `dispatch` and encodes the answer.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..auth import is_admin
 from ..config import Settings
 from ..errors import ApiError
 from ..models import User
@@ -52,8 +54,6 @@ class Call:
 
     def require(self, lava_perm: str) -> User:
         """LAVA checks a Django permission; dutlab's lab objects are changed by admins only."""
-        from ..auth import is_admin
-
         user = self.login()
         if not is_admin(user):
             raise Fault(FORBIDDEN, f"User '{user.username}' is missing permission {lava_perm}.")

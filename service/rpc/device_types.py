@@ -1,49 +1,36 @@
-"""scheduler.device_types.* over lab_devices; templates are files in the admin template folder."""
+"""scheduler.device_types.* over lab/device_types.py; templates are files in the admin template folder."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import jinja2
-
-from .. import devicecfg, lab_devices
+from .. import devicecfg
 from ..errors import ApiError
-from ..models import DeviceType
-from ..states import DeviceHealth, DeviceState
+from ..lab import device_types
+from ..lab.devices import device_json, list_devices
 from . import BAD_REQUEST, CONFLICT, NOT_FOUND, Call, Fault, binary, exposed, lava_message, string
-
-
-def _admin_template(call: Call, dtype: DeviceType) -> Path | None:
-    """Where `set_template` writes: the first admin folder (searched before the shipped ones)."""
-    dirs = call.settings.template_dirs
-    return Path(dirs[0]) / f"{devicecfg.template_name(dtype)}.jinja2" if dirs else None
-
-
-def _overridden(call: Call, dtype: DeviceType) -> bool:
-    name = f"{devicecfg.template_name(dtype)}.jinja2"
-    return any((Path(d) / name).is_file() for d in call.settings.template_dirs)
 
 
 @exposed("scheduler.device_types.list")
 def list_types(call: Call, show_all: bool = False) -> list:
     """Device types with their device count; `show_all` adds hidden types and installed
     templates that are not device types yet (installed: false)."""
-    rows = [{"name": t.name, "devices": t.devices.count(), "installed": True,
-             "template": devicecfg.template_text(t, call.settings) is not None}
-            for t in lab_devices.list_device_types(include_hidden=bool(show_all))]
+    infos = [device_types.device_type_json(t, call.settings, full=False)
+             for t in device_types.list_device_types(include_hidden=bool(show_all))]
+    rows = [{"name": i["name"], "devices": len(i["devices"]), "installed": True, "template": i["template_found"]}
+            for i in infos]
     if show_all:
         known = {r["name"] for r in rows}
         rows += [{"name": name, "devices": 0, "installed": False, "template": True}
-                 for name in lab_devices.available_templates(call.settings) if name not in known]
+                 for name in device_types.available_templates(call.settings) if name not in known]
     return sorted(rows, key=lambda r: r["name"])
 
 
 @exposed("scheduler.device_types.show")
 def show(call: Call, name: str) -> dict:
     """Details of one device type."""
-    dtype = lab_devices.get_device_type(string(name, "name"))
-    info = lab_devices.device_type_json(dtype, call.settings)
+    dtype = device_types.get_device_type(string(name, "name"))
+    info = device_types.device_type_json(dtype, call.settings)
     return {
         "name": dtype.name,
         "description": info["description"],
@@ -53,7 +40,7 @@ def show(call: Call, name: str) -> dict:
         "health_frequency": info["health_frequency"],
         "aliases": [],
         "devices": info["devices"],
-        "default_template": not _overridden(call, dtype),
+        "default_template": not device_types.template_overridden(dtype, call.settings),
         "permissions": [],
     }
 
@@ -78,7 +65,7 @@ def add(call: Call, name: str, description: str | None = None, display: bool = T
     owners restrict devices in dutlab."""
     call.require("lava_scheduler_app.add_devicetype")
     try:
-        lab_devices.create_device_type({"name": string(name, "name"),
+        device_types.create_device_type({"name": string(name, "name"),
                                         **_fields(description, display, health_frequency, health_denominator)})
     except ApiError as exc:
         raise _fault(exc) from None
@@ -91,7 +78,7 @@ def update(call: Call, name: str, description: str | None = None, display: bool 
     """Change a device type; nil arguments stay as they are."""
     call.require("lava_scheduler_app.change_devicetype")
     try:
-        lab_devices.update_device_type(string(name, "name"), _fields(description, display, health_frequency,
+        device_types.update_device_type(string(name, "name"), _fields(description, display, health_frequency,
                                                                      health_denominator, health_disabled))
     except ApiError as exc:
         raise _fault(exc) from None
@@ -100,23 +87,22 @@ def update(call: Call, name: str, description: str | None = None, display: bool 
 @exposed("scheduler.device_types.devices")
 def devices(call: Call, name: str, health: str | None = None) -> list:
     """[{hostname, health, state}] of the type's devices, optionally of one health."""
-    dtype = lab_devices.get_device_type(string(name, "name"))
-    rows = lab_devices.list_devices(device_type=dtype.name, health=health)
-    return [{"hostname": d.hostname, "health": DeviceHealth(d.health).label, "state": DeviceState(d.state).label}
-            for d in rows]
+    dtype = device_types.get_device_type(string(name, "name"))
+    infos = [device_json(d) for d in list_devices(device_type=dtype.name, health=health)]
+    return [{"hostname": i["hostname"], "health": i["health"], "state": i["state"]} for i in infos]
 
 
 @exposed("scheduler.device_types.aliases.list")
 def aliases_list(call: Call, name: str) -> list:
     """Device-type aliases: dutlab has none, so always []."""
-    lab_devices.get_device_type(string(name, "name"))
+    device_types.get_device_type(string(name, "name"))
     return []
 
 
 @exposed("scheduler.device_types.get_template")
 def get_template(call: Call, name: str) -> Any:
     """The jinja2 template devices of this type extend (admin override first)."""
-    dtype = lab_devices.get_device_type(string(name, "name"))
+    dtype = device_types.get_device_type(string(name, "name"))
     text = devicecfg.template_text(dtype, call.settings)
     if text is None:
         raise Fault(NOT_FOUND, f"Device-type '{name}' template was not found.")
@@ -128,30 +114,18 @@ def set_template(call: Call, name: str, config: str) -> None:
     """Install a template override in the admin folder; an empty string removes the override
     (the shipped template, if any, applies again)."""
     call.require("lava_scheduler_app.change_devicetype")
-    dtype = lab_devices.get_device_type(string(name, "name"))
-    text = string(config, "config")
-    path = _admin_template(call, dtype)
-    if path is None:
-        raise Fault(BAD_REQUEST, "Bad request: the server has no admin template folder (template_dirs)")
     try:
-        if not text.strip():
-            path.unlink(missing_ok=True)
-            return
-        jinja2.Environment(autoescape=False).parse(text)  # refuse a template no device could render  # nosec
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    except jinja2.TemplateSyntaxError as exc:
-        raise Fault(BAD_REQUEST, f"Bad request: the template is not valid jinja2: line {exc.lineno}: {exc}") from None
-    except OSError as exc:
-        raise Fault(BAD_REQUEST, f"Bad request: unable to write {path}: {exc.strerror}") from None
+        device_types.set_template(string(name, "name"), string(config, "config"), call.settings)
+    except ApiError as exc:
+        if exc.status == BAD_REQUEST:
+            raise Fault(BAD_REQUEST, f"Bad request: {exc.message}") from None
+        raise
 
 
 @exposed("scheduler.device_types.get_health_check")
 def get_health_check(call: Call, name: str) -> Any:
     """The health-check job definition of this type (its own, else the shipped file)."""
-    text, _source = lab_devices.health_check_text(string(name, "name"), call.settings)
+    text, _source = device_types.health_check_text(string(name, "name"), call.settings)
     if text is None:
         raise Fault(NOT_FOUND, f"Device-type '{name}' health-check was not found.")
     return binary(text)
@@ -161,4 +135,4 @@ def get_health_check(call: Call, name: str) -> Any:
 def set_health_check(call: Call, name: str, config: str) -> None:
     """Store the type's health-check definition (validated like a job); empty: the shipped file."""
     call.require("lava_scheduler_app.change_devicetype")
-    lab_devices.update_device_type(string(name, "name"), {"health_check": string(config, "config")})
+    device_types.update_device_type(string(name, "name"), {"health_check": string(config, "config")})

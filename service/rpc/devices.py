@@ -1,4 +1,4 @@
-"""scheduler.devices.* and scheduler.devices.tags.* over lab_devices."""
+"""scheduler.devices.* and scheduler.devices.tags.* over devices."""
 
 from __future__ import annotations
 
@@ -6,42 +6,37 @@ from typing import Any
 
 import yaml
 
-from .. import devicecfg, lab_devices
+from .. import devicecfg
 from ..errors import ApiError
+from ..lab import devices
 from ..models import Device
-from ..states import DeviceHealth, DeviceState
 from . import BAD_REQUEST, CONFLICT, NOT_FOUND, Call, Fault, binary, exposed, lava_message, optional_text, string
 
 
 def _list_entry(device: Device) -> dict:
-    return {
-        "hostname": device.hostname,
-        "type": device.device_type.name,
-        "health": DeviceHealth(device.health).label,
-        "state": DeviceState(device.state).label,
-        "current_job": device.current_job_id,
-        "pipeline": True,
-    }
+    info = devices.device_json(device)
+    return {"hostname": info["hostname"], "type": info["device_type"], "health": info["health"],
+            "state": info["state"], "current_job": info["current_job"], "pipeline": True}
 
 
 def _permissions(device: Device) -> list[dict]:
     # LAVA lists per-group Django permissions; dutlab's equivalent is the owner group, which
     # alone may submit to (and view) the device
-    info = lab_devices.device_json(device)
+    info = devices.device_json(device)
     return [{"name": "submit_to_device", "group": info["owner_group"]}] if info["owner_group"] else []
 
 
 @exposed("scheduler.devices.list")
 def list_devices(call: Call, show_all: bool = False, offline_info: bool = False) -> list:
     """Devices sorted by hostname; Retired ones only with `show_all`."""
-    return [_list_entry(d) for d in lab_devices.list_devices(include_retired=bool(show_all))]
+    return [_list_entry(d) for d in devices.list_devices(include_retired=bool(show_all))]
 
 
 @exposed("scheduler.devices.show")
 def show(call: Call, hostname: str) -> dict:
     """Details of one device."""
-    device = lab_devices.get_device(string(hostname, "hostname"))
-    info = lab_devices.device_json(device)
+    device = devices.get_device(string(hostname, "hostname"))
+    info = devices.device_json(device)
     return {
         "hostname": device.hostname,
         "device_type": info["device_type"],
@@ -74,7 +69,7 @@ def add(call: Call, hostname: str, type_name: str, worker_hostname: str | None =
             **_changes(worker=worker_hostname, physical_user=user_name, physical_group=group_name,
                        health=health, description=description)}
     try:
-        lab_devices.create_device(data, call.settings, user.username)
+        devices.create_device(data, call.settings, user.username)
     except ApiError as exc:
         raise _fault(exc) from None
 
@@ -100,7 +95,7 @@ def update(call: Call, hostname: str, worker_hostname: str | None = None, user_n
     if "health" in changes and "reason" not in changes:
         changes["reason"] = f"set by {user.username} (XML-RPC)"
     try:
-        lab_devices.update_device(string(hostname, "hostname"), changes, call.settings, user.username)
+        devices.update_device(string(hostname, "hostname"), changes, call.settings, user.username)
     except ApiError as exc:
         raise _fault(exc) from None
 
@@ -109,19 +104,19 @@ def update(call: Call, hostname: str, worker_hostname: str | None = None, user_n
 def delete(call: Call, hostname: str) -> None:
     """Remove a device that runs no job."""
     call.require("lava_scheduler_app.delete_device")
-    lab_devices.delete_device(string(hostname, "hostname"))
+    devices.delete_device(string(hostname, "hostname"))
 
 
 @exposed("scheduler.devices.get_dictionary")
 def get_dictionary(call: Call, hostname: str, render: bool = False, context: str | None = None) -> Any:
     """The device dictionary (jinja2), or with `render` the device configuration (YAML) for a
     job `context` given as YAML. Owners and admins only."""
-    device = lab_devices.read_dictionary(string(hostname, "hostname"), call.user)
+    device = devices.read_dictionary(string(hostname, "hostname"), call.user)
     if not device.dictionary.strip():
         raise Fault(NOT_FOUND, f"Device '{hostname}' does not have a configuration")
     if not render:
         return binary(device.dictionary)
-    return binary(lab_devices.render_dictionary(device, call.settings, _context(context)))
+    return binary(devices.render_dictionary(device, call.settings, _context(context)))
 
 
 def _context(text: Any) -> dict | None:
@@ -140,31 +135,31 @@ def _context(text: Any) -> dict | None:
 def set_dictionary(call: Call, hostname: str, dictionary: str) -> bool:
     """Store the device dictionary (it must render); an empty string removes it."""
     call.require("lava_scheduler_app.change_device")
-    lab_devices.set_dictionary(string(hostname, "hostname"), string(dictionary, "dictionary"), call.settings)
+    devices.set_dictionary(string(hostname, "hostname"), string(dictionary, "dictionary"), call.settings)
     return True
 
 
 @exposed("scheduler.devices.tags.list")
 def tags_list(call: Call, hostname: str) -> list:
     """The device's tags, sorted."""
-    return lab_devices.device_tags(lab_devices.get_device(string(hostname, "hostname")))
+    return devices.device_tags(devices.get_device(string(hostname, "hostname")))
 
 
 @exposed("scheduler.devices.tags.add")
 def tags_add(call: Call, hostname: str, name: str) -> None:
     """Tag the device; the tag is created when missing."""
     call.require("lava_scheduler_app.change_device")
-    lab_devices.add_device_tags(string(hostname, "hostname"), [string(name, "name")])
+    devices.add_device_tags(string(hostname, "hostname"), [string(name, "name")])
 
 
 @exposed("scheduler.devices.tags.delete")
 def tags_delete(call: Call, hostname: str, name: str) -> None:
     """Remove a tag from the device."""
     call.require("lava_scheduler_app.change_device")
-    lab_devices.remove_device_tags(string(hostname, "hostname"), [string(name, "name")], strict=True)
+    devices.remove_device_tags(string(hostname, "hostname"), [string(name, "name")], strict=True)
 
 
 @exposed("scheduler.devices.perms_list")
 def perms_list(call: Call, hostname: str) -> list:
     """[{name, group}]: the owner group may submit to the device."""
-    return _permissions(lab_devices.get_device(string(hostname, "hostname")))
+    return _permissions(devices.get_device(string(hostname, "hostname")))

@@ -8,10 +8,12 @@ from typing import Any
 
 from peewee import JOIN
 
-from .. import auth, jobs
+from .. import auth
 from ..errors import ApiError
+from ..lab import jobs
+from ..lab.checks import as_datetime
 from ..logstore import JobFolder
-from ..models import Device, DeviceType, JobTag, Tag, TestJob, utcnow
+from ..models import DeviceType, TestJob, utcnow
 from ..states import JobHealth, JobState
 from . import BAD_REQUEST, FORBIDDEN, NOT_FOUND, Call, Fault, binary, exposed, string
 
@@ -32,58 +34,48 @@ def get_job(call: Call, job_id: Any) -> TestJob:
     return job
 
 
-def visibility_label(job: TestJob) -> str:
-    if job.visibility == "group":
-        return f"Group ({', '.join(vg.group.name for vg in job.viewing_groups)})"
-    return job.visibility.capitalize()
-
-
-def _hostname(device_id: int | None) -> str | None:
-    row = Device.get_or_none(Device.id == device_id) if device_id else None
-    return row.hostname if row else None
+def visibility_label(info: dict) -> str:
+    """LAVA's visibility text: Public, Personal or "Group (a, b)"."""
+    if info["visibility"] == "group":
+        return f"Group ({', '.join(info['viewing_groups'])})"
+    return info["visibility"].capitalize()
 
 
 def job_dict(job: TestJob) -> dict:
     """LAVA's scheduler.jobs.show answer; times are datetimes (dateTime.iso8601 on the wire)."""
-    tags = [t.name for t in Tag.select(Tag.name).join(JobTag).where(JobTag.job == job).order_by(Tag.name)]
+    info = jobs.job_json(job, time=as_datetime)
     return {
-        "id": job.id,
-        "description": job.description,
-        "device": _hostname(job.actual_device_id),
-        "device_type": job.requested_device_type.name,
-        "health_check": job.health_check,
+        "id": info["id"],
+        "description": info["description"],
+        "device": info["actual_device"],
+        "device_type": info["device_type"],
+        "health_check": info["health_check"],
         "pipeline": True,
-        "health": JobHealth(job.health).label,
-        "state": JobState(job.state).label,
-        "submitter": job.submitter.username,
-        "submit_time": job.submit_time,
-        "start_time": job.start_time,
-        "end_time": job.end_time,
-        "tags": tags,
-        "visibility": visibility_label(job),
-        "failure_comment": job.failure_comment or None,
-        "error_msg": job.error_msg or None,
-        "error_type": job.error_type or None,
+        "health": info["health"],
+        "state": info["state"],
+        "submitter": info["submitter"],
+        "submit_time": info["submit_time"],
+        "start_time": info["start_time"],
+        "end_time": info["end_time"],
+        "tags": sorted(info["tags"]),
+        "visibility": visibility_label(info),
+        "failure_comment": info["failure_comment"] or None,
+        "error_msg": info["error_msg"] or None,
+        "error_type": info["error_type"] or None,
     }
 
 
 def _list_entry(job: TestJob, verbose: bool) -> dict:
-    out = {
-        "id": job.id,
-        "description": job.description,
-        "device_type": job.requested_device_type.name,
-        "health": JobHealth(job.health).label,
-        "state": JobState(job.state).label,
-        "submitter": job.submitter.username,
-    }
+    info = jobs.job_json(job, time=as_datetime)
+    out = {key: info[key] for key in ("id", "description", "device_type", "health", "state", "submitter")}
     if verbose:
         # LAVA sends these times as str(datetime), unlike jobs.show
         out.update({
-            "actual_device": _hostname(job.actual_device_id),
-            "start_time": str(job.start_time) if job.start_time else None,
-            "end_time": str(job.end_time) if job.end_time else None,
-            "error_msg": job.error_msg or None,
-            "error_type": job.error_type or None,
+            "actual_device": info["actual_device"],
+            "start_time": str(info["start_time"]) if info["start_time"] else None,
+            "end_time": str(info["end_time"]) if info["end_time"] else None,
+            "error_msg": info["error_msg"] or None,
+            "error_type": info["error_type"] or None,
         })
     return out
 
@@ -166,8 +158,9 @@ def queue(call: Call, device_types: list | None = None, start: int = 0, limit: i
             device_types = [device_types]
         query = query.where(DeviceType.name.in_([str(name) for name in device_types]))
     rows = _page(call, query, _int(start, "start", 0), min(_int(limit, "limit", 25, 1), MAX_LIMIT))
-    return [{"id": job.id, "description": job.description, "requested_device_type": job.requested_device_type.name,
-             "submitter": job.submitter.username} for job in rows]
+    entries = [jobs.job_json(job) for job in rows]
+    return [{"id": e["id"], "description": e["description"], "requested_device_type": e["device_type"],
+             "submitter": e["submitter"]} for e in entries]
 
 
 @exposed("scheduler.jobs.show")
@@ -209,19 +202,13 @@ def configuration(call: Call, job_id: str) -> list:
 
 @exposed("scheduler.jobs.validate")
 def validate(call: Call, definition: str, strict: bool = False) -> dict:
-    """{} when the definition is valid, else {"path", "msg"} of the first problem.
+    """{} when the definition is valid, else {"path", "msg"} of the first problem: the same
+    verdict as submit (and REST validate), the lab's checks included.
 
     dutlab always validates strictly (unknown keys are errors), so `strict` changes nothing.
     """
-    from dutlab.dispatcher.schema.common import JobDefinitionError
-    from dutlab.dispatcher.schema.job import validate_job
-    from dutlab.dispatcher.schema.loader import parse_job
-
-    try:
-        validate_job(parse_job(string(definition, "definition")))
-    except JobDefinitionError as exc:
-        return {"path": exc.path, "msg": exc.message}
-    return {}
+    problem = jobs.first_problem(call.user, string(definition, "definition"), call.settings)
+    return {} if problem is None else {"path": problem.path, "msg": problem.message}
 
 
 @exposed("scheduler.jobs.submit", "scheduler.submit_job")

@@ -1,4 +1,4 @@
-"""results.*: test cases of a job as YAML or CSV strings (LAVA's export shape, results.py)."""
+"""results.*: test cases of a job as YAML or CSV strings (LAVA's export shape, lab/results.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 
 import yaml
 
-from .. import results
+from ..lab import results
 from ..models import TestCase, TestJob, TestSuite
 from . import NOT_FOUND, Call, Fault, exposed
 from .jobs import get_job
@@ -55,9 +55,7 @@ def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
 
 
 def _suites(call: Call, job_id: str) -> list[dict]:
-    job = _job(call, job_id)
-    suites = TestSuite.select().where(TestSuite.job == job).order_by(TestSuite.id)
-    return [{"name": s.name, "job": str(job.id), "id": str(s.id)} for s in suites]
+    return results.suites_json(_job(call, job_id))
 
 
 @exposed("results.get_testjob_results_yaml")

@@ -1,11 +1,12 @@
-"""scheduler.workers.* over lab.py (lavacli's system maintenance/active drive workers.update)."""
+"""scheduler.workers.* over lab/workers.py (lavacli's system maintenance/active drive workers.update)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from .. import lab
 from ..errors import ApiError
+from ..lab import workers
+from ..lab.checks import as_datetime
 from . import BAD_REQUEST, CONFLICT, Call, Fault, exposed, lava_message, string
 
 #: last_ping of a worker that never polled: lavacli reads `.value` of it, so nil would crash it
@@ -15,21 +16,20 @@ NEVER = dt.datetime(1970, 1, 1)
 @exposed("scheduler.workers.list")
 def list_workers(call: Call, show_all: bool = False) -> list:
     """Worker hostnames; Retired ones only with `show_all`."""
-    return [w.hostname for w in lab.list_workers(include_retired=bool(show_all))]
+    return [w.hostname for w in workers.list_workers(include_retired=bool(show_all))]
 
 
 @exposed("scheduler.workers.show")
 def show(call: Call, hostname: str) -> dict:
     """Details of one worker. Its token is never shown (only its hash is stored)."""
-    worker = lab.get_worker(string(hostname, "hostname"))
-    info = lab.worker_json(worker)
+    info = workers.worker_json(workers.get_worker(string(hostname, "hostname")), time=as_datetime)
     return {
         "hostname": info["hostname"],
         "description": info["description"],
         "state": info["state"],
         "health": info["health"],
         "devices": info["devices"],
-        "last_ping": worker.last_ping or NEVER,
+        "last_ping": info["last_ping"] or NEVER,
         "job_limit": info["job_limit"],
         "version": info["version"] or None,
         # dutlab keeps no per-worker dispatcher.yaml / env files: every worker uses the defaults
@@ -54,7 +54,7 @@ def add(call: Call, hostname: str, description: str | None = None, disabled: boo
     if description is not None:
         data["description"] = description
     try:
-        lab.create_worker(data)
+        workers.create_worker(data)
     except ApiError as exc:
         raise _fault(exc) from None
 
@@ -70,7 +70,7 @@ def update(call: Call, hostname: str, description: str | None = None, health: st
     if "health" in changes:
         changes["reason"] = "XML-RPC"
     try:
-        lab.update_worker(string(hostname, "hostname"), changes, user.username)
+        workers.update_worker(string(hostname, "hostname"), changes, user.username)
     except ApiError as exc:
         raise _fault(exc) from None
 
@@ -79,4 +79,4 @@ def update(call: Call, hostname: str, description: str | None = None, health: st
 def delete(call: Call, hostname: str) -> None:
     """Remove a worker that has no devices."""
     call.require("lava_scheduler_app.delete_worker")
-    lab.delete_worker(string(hostname, "hostname"))
+    workers.delete_worker(string(hostname, "hostname"))

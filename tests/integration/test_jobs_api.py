@@ -30,15 +30,20 @@ def header(path: Path, key: str) -> str | None:
     return None
 
 
-@pytest.fixture
-def lab(lab_server, tmp_path):
-    """A server with device type qemu and one device on an (offline) worker: jobs stay queued."""
+def add_queued_lab(lab_server, tmp_path):
+    """Device type qemu and one device on an (offline) worker: jobs stay queued."""
     lab_server.manage("device-types", "add", "qemu", "--disable-health-checks")
     lab_server.manage("workers", "add", "w1")
     d = tmp_path / "qemu01.jinja2"
     d.write_text(QEMU_DICT)
     lab_server.manage("devices", "add", "qemu01", "--device-type", "qemu", "--worker", "w1", "--dictionary", str(d))
     return lab_server
+
+
+@pytest.fixture
+def lab(lab_server, tmp_path):
+    """A server with device type qemu and one device on an (offline) worker: jobs stay queued."""
+    return add_queued_lab(lab_server, tmp_path)
 
 
 def test_malformed_corpus_is_refused_with_paths(lab):

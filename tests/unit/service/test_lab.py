@@ -7,8 +7,9 @@ import datetime as dt
 import pytest
 
 import factories
-from dutlab.service import auth, lab, lab_devices, lab_users
+from dutlab.service import auth
 from dutlab.service.errors import ApiError
+from dutlab.service.lab import checks, device_types, devices, maintenance, tags, users, workers
 from dutlab.service.models import Device, HealthHistory, TestJob, Token, User, Worker, utcnow
 from dutlab.service.queue import huey
 from dutlab.service.states import DeviceHealth, JobState, WorkerHealth
@@ -37,8 +38,8 @@ def refused(status: int, path: str | None = None):
 @pytest.fixture
 def qemu_lab(db, settings):
     """Device type qemu, worker w1, device qemu01 (Good)."""
-    dtype = lab_devices.create_device_type({"name": "qemu"})
-    worker, _ = lab.create_worker({"hostname": "w1"})
+    dtype = device_types.create_device_type({"name": "qemu"})
+    worker, _ = workers.create_worker({"hostname": "w1"})
     device = factories.device("qemu01", dtype, worker, health=DeviceHealth.GOOD)
     return dtype, worker, device
 
@@ -52,157 +53,157 @@ def health(hostname: str) -> str:
 
 def test_unknown_field_is_named(db):
     with refused(400, "colour"):
-        lab.create_tag({"name": "fast", "colour": "red"})
+        tags.create_tag({"name": "fast", "colour": "red"})
 
 
 def test_page_limits_and_validates(db):
     rows = list(range(120))
-    assert lab.page(rows) == {"count": 120, "results": rows[:50]}
-    assert lab.page(rows, "10", "115")["results"] == rows[115:]
+    assert checks.page(rows) == {"count": 120, "results": rows[:50]}
+    assert checks.page(rows, "10", "115")["results"] == rows[115:]
     with refused(400, "limit"):
-        lab.page(rows, "zero")
+        checks.page(rows, "zero")
     with refused(400, "offset"):
-        lab.page(rows, 5, -1)
+        checks.page(rows, 5, -1)
 
 
 def test_names_refuse_slashes_and_dots(db):
     for bad in ("a/b", ".hidden", "", "with space"):
         with refused(400, "hostname"):
-            lab.create_worker({"hostname": bad})
+            workers.create_worker({"hostname": bad})
 
 
 # Users, groups, tokens ############################################################
 
 
 def test_generated_password_logs_in(db):
-    user, password = lab_users.create_user({"username": "alice"}, generate_password=True)
+    user, password = users.create_user({"username": "alice"}, generate_password=True)
     assert password and len(password) >= 12
-    assert lab_users.login("alice", password).id == user.id
-    assert lab_users.login("alice", "wrong") is None
+    assert users.login("alice", password).id == user.id
+    assert users.login("alice", "wrong") is None
     assert User.get_by_id(user.id).last_login is not None
-    _, none = lab_users.create_user({"username": "bob", "password": "given-pw"}, generate_password=True)
-    assert none is None and lab_users.login("bob", "given-pw")
+    _, none = users.create_user({"username": "bob", "password": "given-pw"}, generate_password=True)
+    assert none is None and users.login("bob", "given-pw")
 
 
 def test_user_json_has_no_secret(db):
-    user, _ = lab_users.create_user({"username": "alice", "password": "pw-alice", "email": "a@example.org"})
-    out = lab_users.user_json(user)
+    user, _ = users.create_user({"username": "alice", "password": "pw-alice", "email": "a@example.org"})
+    out = users.user_json(user)
     assert "password" not in str(out) and "pbkdf2" not in str(out)
     assert out["email"] == "a@example.org" and out["is_active"] is True
 
 
 def test_duplicate_user_conflicts(db):
-    lab_users.create_user({"username": "alice"})
+    users.create_user({"username": "alice"})
     with refused(409, "username"):
-        lab_users.create_user({"username": "alice"})
+        users.create_user({"username": "alice"})
 
 
 def test_only_superusers_make_superusers(db):
-    admin_group = lab_users.create_group({"name": "admins", "permissions": ["admin"]})
-    carol, _ = lab_users.create_user({"username": "carol", "groups": [admin_group.name]})
+    admin_group = users.create_group({"name": "admins", "permissions": ["admin"]})
+    carol, _ = users.create_user({"username": "carol", "groups": [admin_group.name]})
     with refused(403):
-        lab_users.create_user({"username": "mallory", "is_superuser": True}, caller=carol)
+        users.create_user({"username": "mallory", "is_superuser": True}, caller=carol)
     boss = factories.user("boss", superuser=True)
-    user, _ = lab_users.create_user({"username": "second", "is_superuser": True}, caller=boss)
+    user, _ = users.create_user({"username": "second", "is_superuser": True}, caller=boss)
     assert user.is_superuser
 
 
 def test_update_changes_only_given_fields(db):
-    lab_users.create_user({"username": "alice", "email": "a@x", "password": "pw-one"})
-    user = lab_users.update_user("alice", {"is_active": False})
+    users.create_user({"username": "alice", "email": "a@x", "password": "pw-one"})
+    user = users.update_user("alice", {"is_active": False})
     assert user.email == "a@x" and not user.is_active
-    assert lab_users.login("alice", "pw-one") is None  # inactive accounts cannot log in
+    assert users.login("alice", "pw-one") is None  # inactive accounts cannot log in
     with refused(400, "is_active"):
-        lab_users.update_user("alice", {"is_active": "no"})
+        users.update_user("alice", {"is_active": "no"})
 
 
 def test_users_change_only_their_own_email_and_password(db):
-    alice, _ = lab_users.create_user({"username": "alice"})
-    lab_users.create_user({"username": "bob"})
-    lab_users.update_user("alice", {"password": "new-pw"}, caller=alice)
-    assert lab_users.login("alice", "new-pw")
+    alice, _ = users.create_user({"username": "alice"})
+    users.create_user({"username": "bob"})
+    users.update_user("alice", {"password": "new-pw"}, caller=alice)
+    assert users.login("alice", "new-pw")
     with refused(403):
-        lab_users.update_user("alice", {"is_superuser": True}, caller=alice)
+        users.update_user("alice", {"is_superuser": True}, caller=alice)
     with refused(403):
-        lab_users.update_user("bob", {"email": "x@y"}, caller=alice)
+        users.update_user("bob", {"email": "x@y"}, caller=alice)
 
 
 def test_staff_is_the_staff_group_with_admin(db):
-    user, _ = lab_users.create_user({"username": "sam", "is_staff": True})
-    assert lab_users.user_json(user)["is_staff"] and auth.is_admin(user)
-    lab_users.update_user("sam", {"is_staff": False})
-    assert not lab_users.user_json(user)["is_staff"] and not auth.is_admin(user)
+    user, _ = users.create_user({"username": "sam", "is_staff": True})
+    assert users.user_json(user)["is_staff"] and auth.is_admin(user)
+    users.update_user("sam", {"is_staff": False})
+    assert not users.user_json(user)["is_staff"] and not auth.is_admin(user)
 
 
 def test_delete_user_keeps_job_history_and_owned_devices(db, qemu_lab):
     dtype, worker, device = qemu_lab
-    lab_users.create_user({"username": "owner"})
-    lab_devices.update_device("qemu01", {"owner_user": "owner"}, None)
+    users.create_user({"username": "owner"})
+    devices.update_device("qemu01", {"owner_user": "owner"}, None)
     with refused(409):
-        lab_users.delete_user("owner")
+        users.delete_user("owner")
     submitter = factories.user("submitter")
     TestJob.create(submitter=submitter, original_definition="x", definition="{}", requested_device_type=dtype)
     with refused(409):
-        lab_users.delete_user("submitter")
-    lab_users.create_user({"username": "temp"})
-    lab_users.delete_user("temp")
+        users.delete_user("submitter")
+    users.create_user({"username": "temp"})
+    users.delete_user("temp")
     with refused(404):
-        lab_users.get_user("temp")
+        users.get_user("temp")
 
 
 def test_group_permissions_and_members(db):
-    lab_users.create_user({"username": "alice"})
-    lab_users.create_user({"username": "bob"})
+    users.create_user({"username": "alice"})
+    users.create_user({"username": "bob"})
     with refused(400, "permissions[1]"):
-        lab_users.create_group({"name": "g", "permissions": ["submit", "fly"]})
+        users.create_group({"name": "g", "permissions": ["submit", "fly"]})
     with refused(400, "members[0]"):
-        lab_users.create_group({"name": "g", "members": ["nobody"]})
-    group = lab_users.create_group({"name": "g", "members": ["alice"], "permissions": ["submit"]})
-    lab_users.add_to_group("g", ["bob"], list(lab_users.SUBMITTING))
-    assert lab_users.group_json(group) == {"name": "g", "permissions": ["cancel_resubmit", "submit"],
+        users.create_group({"name": "g", "members": ["nobody"]})
+    group = users.create_group({"name": "g", "members": ["alice"], "permissions": ["submit"]})
+    users.add_to_group("g", ["bob"], list(users.SUBMITTING))
+    assert users.group_json(group) == {"name": "g", "permissions": ["cancel_resubmit", "submit"],
                                           "members": ["alice", "bob"]}
-    lab_users.update_group("g", {"members": ["bob"]})  # PATCH replaces the list it is given
-    assert lab_users.group_json(group) == {"name": "g", "permissions": ["cancel_resubmit", "submit"],
+    users.update_group("g", {"members": ["bob"]})  # PATCH replaces the list it is given
+    assert users.group_json(group) == {"name": "g", "permissions": ["cancel_resubmit", "submit"],
                                           "members": ["bob"]}
 
 
 def test_tokens_are_hashed_and_shown_once(db):
-    alice, _ = lab_users.create_user({"username": "alice"})
-    token, secret = lab_users.create_token({"user": "alice", "description": "ci"})
+    alice, _ = users.create_user({"username": "alice"})
+    token, secret = users.create_token({"user": "alice", "description": "ci"})
     assert Token.get_by_id(token.id).secret_hash == auth.hash_secret(secret)
-    assert secret not in str(lab_users.token_json(token))
-    assert lab_users.token_json(token, secret)["secret"] == secret
+    assert secret not in str(users.token_json(token))
+    assert users.token_json(token, secret)["secret"] == secret
     assert auth.user_for_token(secret).id == alice.id
-    _, mine = lab_users.create_token({"user": "alice", "secret": "migrated-from-lava-123"})
+    _, mine = users.create_token({"user": "alice", "secret": "migrated-from-lava-123"})
     assert mine == "migrated-from-lava-123"
     with refused(409, "secret"):
-        lab_users.create_token({"user": "alice", "secret": "migrated-from-lava-123"})
+        users.create_token({"user": "alice", "secret": "migrated-from-lava-123"})
     with refused(400, "secret"):
-        lab_users.create_token({"user": "alice", "secret": "a b"})
+        users.create_token({"user": "alice", "secret": "a b"})
 
 
 def test_token_rights(db):
-    alice, _ = lab_users.create_user({"username": "alice"})
-    bob, _ = lab_users.create_user({"username": "bob"})
-    token, _ = lab_users.create_token({}, caller=alice)
+    alice, _ = users.create_user({"username": "alice"})
+    bob, _ = users.create_user({"username": "bob"})
+    token, _ = users.create_token({}, caller=alice)
     assert token.user_id == alice.id
     with refused(403):
-        lab_users.create_token({"user": "alice"}, caller=bob)
+        users.create_token({"user": "alice"}, caller=bob)
     with refused(404):
-        lab_users.delete_token(token.id, caller=bob)
-    lab_users.delete_token(token.id, caller=alice)
+        users.delete_token(token.id, caller=bob)
+    users.delete_token(token.id, caller=alice)
     assert not Token.select().exists()
 
 
 def test_prune_tokens_by_age(db):
-    lab_users.create_user({"username": "alice"})
-    old, _ = lab_users.create_token({"user": "alice"})
-    used, _ = lab_users.create_token({"user": "alice"})
-    fresh, _ = lab_users.create_token({"user": "alice"})
+    users.create_user({"username": "alice"})
+    old, _ = users.create_token({"user": "alice"})
+    used, _ = users.create_token({"user": "alice"})
+    fresh, _ = users.create_token({"user": "alice"})
     long_ago = utcnow() - dt.timedelta(days=800)
     Token.update(created=long_ago).where(Token.id.in_([old.id, used.id])).execute()
     Token.update(last_used=utcnow()).where(Token.id == used.id).execute()
-    assert lab_users.prune_tokens(730) == 1
+    assert users.prune_tokens(730) == 1
     assert {t.id for t in Token.select()} == {used.id, fresh.id}
 
 
@@ -210,132 +211,132 @@ def test_prune_tokens_by_age(db):
 
 
 def test_device_type_fields(db, settings):
-    dtype = lab_devices.create_device_type({"name": "qemu", "health_frequency": 6, "health_denominator": "jobs"})
-    out = lab_devices.device_type_json(dtype, settings)
+    dtype = device_types.create_device_type({"name": "qemu", "health_frequency": 6, "health_denominator": "jobs"})
+    out = device_types.device_type_json(dtype, settings)
     assert out["template"] == "qemu" and out["template_found"] is True
     assert (out["health_frequency"], out["health_denominator"]) == (6, "jobs")
     with refused(400, "health_denominator"):
-        lab_devices.update_device_type("qemu", {"health_denominator": "days"})
+        device_types.update_device_type("qemu", {"health_denominator": "days"})
     with refused(400, "health_frequency"):
-        lab_devices.update_device_type("qemu", {"health_frequency": 0})
+        device_types.update_device_type("qemu", {"health_frequency": 0})
     with refused(400, "shape"):
-        lab_devices.update_device_type("qemu", {"shape": "round"})
-    missing = lab_devices.create_device_type({"name": "no-such-board"})
-    assert lab_devices.device_type_json(missing, settings)["template_found"] is False
+        device_types.update_device_type("qemu", {"shape": "round"})
+    missing = device_types.create_device_type({"name": "no-such-board"})
+    assert device_types.device_type_json(missing, settings)["template_found"] is False
 
 
 def test_health_check_definition_is_validated(db, settings):
-    lab_devices.create_device_type({"name": "qemu"})
-    text, source = lab_devices.health_check_text("qemu", settings)
+    device_types.create_device_type({"name": "qemu"})
+    text, source = device_types.health_check_text("qemu", settings)
     assert source == "file" and "job_name" in text
     with refused(400) as _:
-        lab_devices.update_device_type("qemu", {"health_check": "job_name: x\nactions: 3\n"})
+        device_types.update_device_type("qemu", {"health_check": "job_name: x\nactions: 3\n"})
     good = factories.job_text("hc")
-    lab_devices.update_device_type("qemu", {"health_check": good})
-    assert lab_devices.health_check_text("qemu", settings) == (good, "database")
-    lab_devices.update_device_type("qemu", {"health_check": ""})
-    assert lab_devices.health_check_text("qemu", settings)[1] == "file"
+    device_types.update_device_type("qemu", {"health_check": good})
+    assert device_types.health_check_text("qemu", settings) == (good, "database")
+    device_types.update_device_type("qemu", {"health_check": ""})
+    assert device_types.health_check_text("qemu", settings)[1] == "file"
 
 
 def test_device_type_with_devices_or_jobs_is_kept(db, qemu_lab):
     with refused(409):
-        lab_devices.delete_device_type("qemu")
-    lab_devices.create_device_type({"name": "spare"})
-    lab_devices.delete_device_type("spare")
+        device_types.delete_device_type("qemu")
+    device_types.create_device_type({"name": "spare"})
+    device_types.delete_device_type("spare")
 
 
 # Devices ##########################################################################
 
 
 def test_new_device_is_unknown_and_hides_its_dictionary(db, settings, qemu_lab):
-    device = lab_devices.create_device(
+    device = devices.create_device(
         {"hostname": "qemu02", "device_type": "qemu", "worker": "w1", "dictionary": QEMU_DICT,
          "tags": ["fast", "big"]}, settings)
-    out = lab_devices.device_json(device)
+    out = devices.device_json(device)
     assert out["health"] == "Unknown" and out["state"] == "Idle"
     assert out["tags"] == ["big", "fast"] and out["has_dictionary"] is True
     assert "dictionary" not in out and "memory" not in str(out)
-    offline = lab_devices.create_device({"hostname": "qemu03", "device_type": "qemu", "health": "Maintenance"},
+    offline = devices.create_device({"hostname": "qemu03", "device_type": "qemu", "health": "Maintenance"},
                                         settings)
-    assert lab_devices.device_json(offline)["health"] == "Maintenance"
+    assert devices.device_json(offline)["health"] == "Maintenance"
 
 
 def test_bad_dictionary_is_refused(db, settings, qemu_lab):
     with refused(400, "dictionary"):
-        lab_devices.update_device("qemu01", {"dictionary": "{% extends 'nope.jinja2' %}"}, settings)
+        devices.update_device("qemu01", {"dictionary": "{% extends 'nope.jinja2' %}"}, settings)
     with refused(400, "dictionary"):
-        lab_devices.update_device("qemu01", {"dictionary": "{% set x = %}"}, settings)
-    lab_devices.update_device("qemu01", {"dictionary": ""}, settings)
-    assert lab_devices.device_json(lab_devices.get_device("qemu01"))["has_dictionary"] is False
+        devices.update_device("qemu01", {"dictionary": "{% set x = %}"}, settings)
+    devices.update_device("qemu01", {"dictionary": ""}, settings)
+    assert devices.device_json(devices.get_device("qemu01"))["has_dictionary"] is False
 
 
 def test_owner_is_a_user_or_a_group(db, settings, qemu_lab):
-    lab_users.create_user({"username": "alice"})
-    lab_users.create_group({"name": "team"})
+    users.create_user({"username": "alice"})
+    users.create_group({"name": "team"})
     with refused(400, "owner_group"):
-        lab_devices.update_device("qemu01", {"owner_user": "alice", "owner_group": "team"}, settings)
+        devices.update_device("qemu01", {"owner_user": "alice", "owner_group": "team"}, settings)
     with refused(400, "owner_user"):
-        lab_devices.update_device("qemu01", {"owner_user": "nobody"}, settings)
-    out = lab_devices.device_json(lab_devices.update_device("qemu01", {"owner_group": "team"}, settings))
+        devices.update_device("qemu01", {"owner_user": "nobody"}, settings)
+    out = devices.device_json(devices.update_device("qemu01", {"owner_group": "team"}, settings))
     assert (out["owner_user"], out["owner_group"]) == (None, "team")
-    out = lab_devices.device_json(lab_devices.update_device("qemu01", {"owner_user": "alice"}, settings))
+    out = devices.device_json(devices.update_device("qemu01", {"owner_user": "alice"}, settings))
     assert (out["owner_user"], out["owner_group"]) == ("alice", None)
-    out = lab_devices.device_json(lab_devices.update_device("qemu01", {"physical_group": "team"}, settings))
+    out = devices.device_json(devices.update_device("qemu01", {"physical_group": "team"}, settings))
     assert (out["owner_user"], out["physical_group"]) == ("alice", "team")
-    out = lab_devices.device_json(lab_devices.update_device("qemu01", {"owner_user": None}, settings))
+    out = devices.device_json(devices.update_device("qemu01", {"owner_user": None}, settings))
     assert out["owner_user"] is None and out["owner_group"] is None
 
 
 def test_dictionary_readers(db, settings, qemu_lab):
-    owner, _ = lab_users.create_user({"username": "owner"})
-    other, _ = lab_users.create_user({"username": "other"})
+    owner, _ = users.create_user({"username": "owner"})
+    other, _ = users.create_user({"username": "other"})
     admin = factories.user("root", superuser=True)
     with refused(401):
-        lab_devices.read_dictionary("qemu01", None)
-    assert lab_devices.read_dictionary("qemu01", other).hostname == "qemu01"  # no owner: everyone
-    lab_devices.update_device("qemu01", {"owner_user": "owner"}, settings)
+        devices.read_dictionary("qemu01", None)
+    assert devices.read_dictionary("qemu01", other).hostname == "qemu01"  # no owner: everyone
+    devices.update_device("qemu01", {"owner_user": "owner"}, settings)
     with refused(403):
-        lab_devices.read_dictionary("qemu01", other)
-    assert lab_devices.read_dictionary("qemu01", owner).dictionary == QEMU_DICT
-    assert lab_devices.read_dictionary("qemu01", admin).dictionary == QEMU_DICT
-    rendered = lab_devices.render_dictionary(lab_devices.get_device("qemu01"), settings, {"arch": "amd64"})
+        devices.read_dictionary("qemu01", other)
+    assert devices.read_dictionary("qemu01", owner).dictionary == QEMU_DICT
+    assert devices.read_dictionary("qemu01", admin).dictionary == QEMU_DICT
+    rendered = devices.render_dictionary(devices.get_device("qemu01"), settings, {"arch": "amd64"})
     assert "qemu-system-x86_64" in rendered
 
 
 def test_health_change_is_recorded_with_reason_and_actor(db, settings, qemu_lab):
     before = huey.pending_count()
-    lab_devices.set_device_health("qemu01", "maintenance", "new cable", actor="alice")
+    devices.update_device("qemu01", {"health": "maintenance", "reason": "new cable"}, settings, actor="alice")
     assert huey.pending_count() > before  # a scheduling pass is on its way
-    [entry] = lab_devices.health_history("qemu01")
-    assert lab_devices.history_json(entry) | {"time": None} == {
+    [entry] = devices.health_history("qemu01")
+    assert devices.history_json(entry) | {"time": None} == {
         "time": None, "old_health": "Good", "new_health": "Maintenance", "reason": "new cable", "actor": "alice"}
     with refused(400, "health"):
-        lab_devices.set_device_health("qemu01", "sleepy")
+        devices.update_device("qemu01", {"health": "sleepy"}, settings)
     with refused(400, "reason"):
-        lab_devices.update_device("qemu01", {"reason": "why not"}, settings)
+        devices.update_device("qemu01", {"reason": "why not"}, settings)
 
 
 def test_device_list_filters(db, settings, qemu_lab):
-    lab_devices.create_device({"hostname": "qemu02", "device_type": "qemu", "tags": ["fast"],
+    devices.create_device({"hostname": "qemu02", "device_type": "qemu", "tags": ["fast"],
                                "health": "Retired"}, settings)
-    assert [d.hostname for d in lab_devices.list_devices()] == ["qemu01", "qemu02"]
-    assert [d.hostname for d in lab_devices.list_devices(include_retired=False)] == ["qemu01"]
-    assert [d.hostname for d in lab_devices.list_devices(health="good")] == ["qemu01"]
-    assert [d.hostname for d in lab_devices.list_devices(tag="fast")] == ["qemu02"]
-    assert [d.hostname for d in lab_devices.list_devices(worker="w1")] == ["qemu01"]
+    assert [d.hostname for d in devices.list_devices()] == ["qemu01", "qemu02"]
+    assert [d.hostname for d in devices.list_devices(include_retired=False)] == ["qemu01"]
+    assert [d.hostname for d in devices.list_devices(health="good")] == ["qemu01"]
+    assert [d.hostname for d in devices.list_devices(tag="fast")] == ["qemu02"]
+    assert [d.hostname for d in devices.list_devices(worker="w1")] == ["qemu01"]
     with refused(400, "state"):
-        lab_devices.list_devices(state="sleeping")
+        devices.list_devices(state="sleeping")
     with refused(400, "device_type"):
-        lab_devices.list_devices(device_type="nope")
+        devices.list_devices(device_type="nope")
 
 
 def test_device_tags(db, qemu_lab):
-    assert lab_devices.add_device_tags("qemu01", ["b", "a"]) == ["a", "b"]
-    assert lab_devices.remove_device_tags("qemu01", ["a"]) == ["b"]
-    assert lab_devices.remove_device_tags("qemu01", ["a"]) == ["b"]  # already gone: fine for the CLI
+    assert devices.add_device_tags("qemu01", ["b", "a"]) == ["a", "b"]
+    assert devices.remove_device_tags("qemu01", ["a"]) == ["b"]
+    assert devices.remove_device_tags("qemu01", ["a"]) == ["b"]  # already gone: fine for the CLI
     with refused(404):
-        lab_devices.remove_device_tags("qemu01", ["a"], strict=True)
-    assert lab.tag_json(lab.get_tag("b"), devices=True) == {"name": "b", "description": "", "devices": ["qemu01"]}
+        devices.remove_device_tags("qemu01", ["a"], strict=True)
+    assert tags.tag_json(tags.get_tag("b"), devices=True) == {"name": "b", "description": "", "devices": ["qemu01"]}
 
 
 def test_delete_busy_device_is_refused(db, qemu_lab):
@@ -344,27 +345,27 @@ def test_delete_busy_device_is_refused(db, qemu_lab):
                          requested_device_type=dtype, actual_device=device, state=JobState.RUNNING)
     Device.update(current_job=job.id).where(Device.id == device.id).execute()
     with refused(409):
-        lab_devices.delete_device("qemu01")
+        devices.delete_device("qemu01")
 
 
 # Workers ##########################################################################
 
 
 def test_worker_token_is_returned_once_and_hashed(db):
-    worker, token = lab.create_worker({"hostname": "w9", "job_limit": 2, "description": "rack 3"})
+    worker, token = workers.create_worker({"hostname": "w9", "job_limit": 2, "description": "rack 3"})
     assert Worker.get_by_id(worker.id).token_hash == auth.hash_secret(token)
-    out = lab.worker_json(worker)
+    out = workers.worker_json(worker)
     assert "token" not in out and token not in str(out)
     assert (out["job_limit"], out["health"], out["state"]) == (2, "Active", "Offline")
-    new = lab.regenerate_worker_token("w9")
+    new = workers.regenerate_worker_token("w9")
     assert new != token and Worker.get_by_id(worker.id).token_hash == auth.hash_secret(new)
     with refused(400, "job_limit"):
-        lab.update_worker("w9", {"job_limit": -1})
+        workers.update_worker("w9", {"job_limit": -1})
 
 
 def _worker_lab(settings):
-    dtype = lab_devices.create_device_type({"name": "qemu"})
-    worker, _ = lab.create_worker({"hostname": "w1"})
+    dtype = device_types.create_device_type({"name": "qemu"})
+    worker, _ = workers.create_worker({"hostname": "w1"})
     for name, h in (("good", DeviceHealth.GOOD), ("bad", DeviceHealth.BAD), ("unknown", DeviceHealth.UNKNOWN),
                     ("maint", DeviceHealth.MAINTENANCE)):
         factories.device(name, dtype, worker, health=h)
@@ -372,9 +373,9 @@ def _worker_lab(settings):
 
 def test_worker_maintenance_then_active_makes_good_devices_unknown(db, settings):
     _worker_lab(settings)
-    lab.update_worker("w1", {"health": "Maintenance"}, actor="alice")
+    workers.update_worker("w1", {"health": "Maintenance"}, actor="alice")
     assert [health(n) for n in ("good", "bad", "unknown", "maint")] == ["Good", "Bad", "Unknown", "Maintenance"]
-    lab.update_worker("w1", {"health": "Active", "reason": "back from the lab"}, actor="alice")
+    workers.update_worker("w1", {"health": "Active", "reason": "back from the lab"}, actor="alice")
     assert [health(n) for n in ("good", "bad", "unknown", "maint")] == ["Unknown", "Bad", "Unknown", "Maintenance"]
     entry = HealthHistory.get()
     assert entry.actor == "alice" and "back from the lab" in entry.reason and "w1" in entry.reason
@@ -382,20 +383,20 @@ def test_worker_maintenance_then_active_makes_good_devices_unknown(db, settings)
 
 def test_worker_retired_retires_devices_except_bad(db, settings):
     _worker_lab(settings)
-    lab.update_worker("w1", {"health": "RETIRED"})
+    workers.update_worker("w1", {"health": "RETIRED"})
     assert [health(n) for n in ("good", "bad", "unknown", "maint")] == ["Retired", "Bad", "Retired", "Retired"]
     Device.update(health=DeviceHealth.GOOD).where(Device.hostname == "good").execute()
-    lab.update_worker("w1", {"health": "Active"})  # leaving retirement changes no device
+    workers.update_worker("w1", {"health": "Active"})  # leaving retirement changes no device
     assert health("good") == "Good"
     assert Worker.get().health == WorkerHealth.ACTIVE
 
 
 def test_worker_with_devices_is_kept(db, qemu_lab):
     with refused(409):
-        lab.delete_worker("w1")
-    lab.create_worker({"hostname": "spare"})
-    lab.delete_worker("spare")
-    assert [w.hostname for w in lab.list_workers()] == ["w1"]
+        workers.delete_worker("w1")
+    workers.create_worker({"hostname": "spare"})
+    workers.delete_worker("spare")
+    assert [w.hostname for w in workers.list_workers()] == ["w1"]
 
 
 # Maintenance ######################################################################
@@ -406,11 +407,11 @@ def test_maintenance_dry_run_force(db, qemu_lab):
     factories.device("retired", dtype, worker, health=DeviceHealth.RETIRED)
     job = TestJob.create(submitter=factories.user(), original_definition="x", definition="{}",
                          requested_device_type=dtype, actual_device=device, state=JobState.RUNNING)
-    assert lab.maintenance(dry_run=True, force=True) == [
+    assert maintenance.maintenance(dry_run=True, force=True) == [
         "qemu01: Good → Maintenance", f"job {job.id}: Running → Canceling"]
     assert health("qemu01") == "Good"
-    lab.maintenance(force=False)
+    maintenance.maintenance(force=False)
     assert health("qemu01") == "Maintenance" and health("retired") == "Retired"
     assert TestJob.get_by_id(job.id).state == JobState.RUNNING
-    lab.maintenance(force=True, actor="ops")
+    maintenance.maintenance(force=True, actor="ops")
     assert TestJob.get_by_id(job.id).state == JobState.CANCELING

@@ -8,11 +8,15 @@ from datetime import timedelta
 import pytest
 
 import factories as f
-from dutlab.service import jobs, scheduler
+from dutlab.dispatcher.protocol import JobResult
+from dutlab.service import scheduler
 from dutlab.service.db import connection
 from dutlab.service.errors import ApiError
+from dutlab.service.lab import jobs
 from dutlab.service.models import Device, HealthHistory, TestJob, Worker, utcnow
 from dutlab.service.states import DeviceHealth, DeviceState, JobHealth, JobState, WorkerState
+
+PASS = JobResult("pass")
 
 
 def submit(user, settings, **kw) -> TestJob:
@@ -38,7 +42,7 @@ def test_priority_then_submit_time(db, settings):
         job = TestJob.get_by_id(report.scheduled[0])
         order.append(job.description)
         jobs.mark_running(job)
-        jobs.finish(job, "pass")
+        jobs.finish(job, PASS)
     assert order == ["high", "first", "second", "low"]
     assert {state(j) for j in (low, first, high, second)} == {JobState.FINISHED}
 
@@ -95,7 +99,7 @@ def test_health_checks_come_first(db, settings):
     assert hc.health_check and hc.actual_device_id == dev.id and hc.state == JobState.SCHEDULED
     assert state(job) == JobState.SUBMITTED
     jobs.mark_running(hc)
-    jobs.finish(hc, "pass")
+    jobs.finish(hc, PASS)
     assert Device.get_by_id(dev.id).health == DeviceHealth.GOOD
     history = HealthHistory.select().where(HealthHistory.device == dev).order_by(HealthHistory.id.desc()).first()
     assert "passed" in history.reason and history.actor == "dutlab-health"
@@ -108,7 +112,7 @@ def test_failed_health_check_makes_device_bad_with_reason(db, settings):
     dev = f.device("q1", dt, w, health=DeviceHealth.UNKNOWN)
     hc = TestJob.get_by_id(scheduler.run_pass(settings).health_checks[0])
     jobs.mark_running(hc)
-    jobs.finish(hc, "fail", "Infrastructure", "QEMU exited immediately (exit code 1)")
+    jobs.finish(hc, JobResult.failed("Infrastructure", "QEMU exited immediately (exit code 1)"))
     dev = Device.get_by_id(dev.id)
     assert dev.health == DeviceHealth.BAD and dev.state == DeviceState.IDLE
     reason = HealthHistory.select().where(HealthHistory.device == dev).order_by(HealthHistory.id.desc()).first()
@@ -122,12 +126,12 @@ def test_health_check_due_by_hours_and_jobs(db, settings):
     alice = f.user()
     hc = TestJob.get_by_id(scheduler.run_pass(settings).health_checks[0])  # never checked: due
     jobs.mark_running(hc)
-    jobs.finish(hc, "pass")
+    jobs.finish(hc, PASS)
     for _ in range(2):
         job = submit(alice, settings)
         assert scheduler.run_pass(settings).scheduled == [job.id]
         jobs.mark_running(TestJob.get_by_id(job.id))
-        jobs.finish(TestJob.get_by_id(job.id), "pass")
+        jobs.finish(TestJob.get_by_id(job.id), PASS)
     assert len(scheduler.run_pass(settings).health_checks) == 1  # 2 jobs since: due again
     del dev
 
@@ -138,11 +142,11 @@ def test_infrastructure_error_sends_device_to_unknown(db, settings):
     dev = f.device("q1", dt, w)
     job = submit(alice, settings)
     scheduler.run_pass(settings)
-    jobs.finish(jobs.mark_running(TestJob.get_by_id(job.id)), "fail", "Infrastructure", "power on failed")
+    jobs.finish(jobs.mark_running(TestJob.get_by_id(job.id)), JobResult.failed("Infrastructure", "power on failed"))
     assert Device.get_by_id(dev.id).health == DeviceHealth.UNKNOWN
     job2 = submit(alice, settings)
     scheduler.run_pass(settings)
-    jobs.finish(jobs.mark_running(TestJob.get_by_id(job2.id)), "fail", "Test", "a test failed")
+    jobs.finish(jobs.mark_running(TestJob.get_by_id(job2.id)), JobResult.failed("Test", "a test failed"))
     assert Device.get_by_id(dev.id).health == DeviceHealth.UNKNOWN  # a test failure changes nothing
 
 
@@ -155,7 +159,7 @@ def test_worker_job_limit(db, settings):
     assert len(scheduler.run_pass(settings).scheduled) == 1
     assert scheduler.run_pass(settings).scheduled == []
     running = a if state(a) == JobState.SCHEDULED else b
-    jobs.finish(jobs.mark_running(TestJob.get_by_id(running.id)), "pass")
+    jobs.finish(jobs.mark_running(TestJob.get_by_id(running.id)), PASS)
     assert len(scheduler.run_pass(settings).scheduled) == 1
 
 
@@ -213,7 +217,7 @@ def test_cancel_submitted_is_immediate_and_running_goes_canceling(db, settings):
     queued = b if running is a else a
     assert jobs.cancel(alice, TestJob.get_by_id(queued.id)).health == JobHealth.CANCELED
     assert jobs.cancel(alice, TestJob.get_by_id(running.id)).state == JobState.CANCELING
-    done = jobs.finish(TestJob.get_by_id(running.id), "fail", "Canceled", "")
+    done = jobs.finish(TestJob.get_by_id(running.id), JobResult.failed("Canceled", ""))
     assert done.health == JobHealth.CANCELED
 
 
@@ -248,7 +252,7 @@ def test_concurrent_passes_never_double_book(db, settings):
 
     def finish_some() -> None:
         for job in list(TestJob.select().where(TestJob.state == JobState.SCHEDULED)):
-            jobs.finish(jobs.mark_running(job), "pass")
+            jobs.finish(jobs.mark_running(job), PASS)
 
     stop = threading.Event()
     passers = [threading.Thread(target=passer, args=(stop,)) for _ in range(3)]

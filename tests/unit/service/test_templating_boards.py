@@ -13,8 +13,9 @@ import pytest
 from dutlab.dispatcher.schema.common import JobDefinitionError
 from dutlab.dispatcher.schema.job import SUPPORTED
 from dutlab.dispatcher.schema.loader import parse_job
-from dutlab.service import devicecfg, lab_devices
+from dutlab.service import devicecfg
 from dutlab.service.config import Settings
+from dutlab.service.lab import device_types
 from dutlab.service.models import Device, DeviceType
 from dutlab.service.templating import load_device_config, shipped_device_types_dir
 
@@ -283,7 +284,7 @@ def test_base_uboot_alone_renders_no_address_set():
 
 
 def test_board_types_are_listed_and_base_is_not():
-    names = lab_devices.available_templates(Settings(template_dirs=[]))
+    names = device_types.available_templates(Settings(template_dirs=[]))
     assert set(BOARDS) <= set(names)
     assert "base-uboot" not in names
 

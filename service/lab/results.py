@@ -1,4 +1,5 @@
-"""Results: test cases derived from `lvl: results` log lines, and their exports.
+"""Job logs and results: log batches from workers, the test cases derived from their
+`lvl: results` lines, and the exports.
 
 The export dict follows LAVA's (lava-interfaces.md §1.5) so lavacli and scripts written for LAVA
 read it unchanged; JUnit XML uses the suite name as classname.
@@ -9,11 +10,36 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
+from typing import Any
 
 import yaml
 
-from .models import TestCase, TestJob, TestSuite, utcnow
-from .states import ResultCode
+from ..config import Settings
+from ..db import write_txn
+from ..errors import ApiError, bad_request, conflict
+from ..logstore import JobFolder, LogGap
+from ..models import TestCase, TestJob, TestSuite, utcnow
+from ..states import ResultCode
+
+
+def append_log(job: TestJob, index: Any, lines: Any, settings: Settings) -> int:
+    """Store a batch of log records from line `index` on (a resent batch changes nothing) and
+    file its results; return how many lines the server holds. A gap is a 409 with that count."""
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise bad_request("'index' must be the line number (>= 0) of the first line sent", "index")
+    if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+        raise bad_request("'lines' must be a list of single-line JSON log records", "lines")
+    if len(lines) > settings.max_log_batch:
+        raise ApiError(413, f"at most {settings.max_log_batch} lines per batch; send smaller batches", "lines")
+    folder = JobFolder(settings.output_dir, job.id)
+    try:
+        count, added = folder.append(index, lines)
+    except LogGap as gap:
+        raise conflict(str(gap), "index", line_count=gap.line_count) from None
+    if added:
+        with write_txn():
+            ingest(job, added)
+    return count
 
 
 def ingest(job: TestJob, numbered_records: Iterable[tuple[int, str]]) -> int:
@@ -67,6 +93,12 @@ def _store(job: TestJob, line: int, msg: dict, suites: dict[str, TestSuite]) -> 
         logged=utcnow(),
     )
     return True
+
+
+def suites_json(job: TestJob) -> list[dict]:
+    """The job's test suites as LAVA lists them: {name, job, id}, ids as strings."""
+    suites = TestSuite.select().where(TestSuite.job == job).order_by(TestSuite.id)
+    return [{"name": s.name, "job": str(job.id), "id": str(s.id)} for s in suites]
 
 
 def cases(job: TestJob, suite: str | None = None, case: str | None = None) -> list[TestCase]:

@@ -11,12 +11,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from . import auth
-from .db import write_txn
-from .errors import ApiError, bad_request, conflict, forbidden
-from .lab import boolean, check_fields, insert, iso, lookup, string_list, text
-from .models import Device, Group, GroupMember, GroupPermission, TestJob, Token, User, utcnow
-from .states import PERMISSIONS
+from .. import auth
+from ..db import write_txn
+from ..errors import ApiError, bad_request, conflict, forbidden
+from ..models import Device, Group, GroupMember, GroupPermission, TestJob, Token, User, utcnow
+from ..states import PERMISSIONS
+from .checks import boolean, check_fields, insert, iso, lookup, string_list, text
 
 USERNAME_RE = re.compile(r"^[\w.@+-]{1,150}$")
 GROUPNAME_RE = re.compile(r"^[\w .@+-]{1,150}$")
@@ -42,6 +42,7 @@ def _group_names(user: User) -> list[str]:
 
 
 def user_json(user: User) -> dict:
+    """The one JSON shape of a user (never the password hash)."""
     groups = _group_names(user)
     return {
         "username": user.username,
@@ -192,6 +193,7 @@ def get_group(group_name: str, path: str | None = None) -> Group:
 
 
 def group_json(group: Group) -> dict:
+    """The one JSON shape of a group: its permissions and members, sorted."""
     perms = GroupPermission.select().where(GroupPermission.group == group).order_by(GroupPermission.perm)
     members = User.select(User.username).join(GroupMember).where(GroupMember.group == group)
     return {
@@ -274,6 +276,7 @@ def delete_group(group_name: str) -> None:
 
 
 def token_json(token: Token, secret: str | None = None) -> dict:
+    """The one JSON shape of a token; the secret only when it was just made (it is stored hashed)."""
     out = {
         "id": token.id,
         "user": token.user.username,

@@ -1,7 +1,9 @@
-"""Device types, devices, device dictionaries, device health and device tags.
+"""Devices, their dictionaries and tags, and device health: the one transition and its history.
 
 A device has one owner (a user or a group; only owners may submit to it and read its
-dictionary) and one physical-access contact (a user or a group, informational).
+dictionary) and one physical-access contact (a user or a group, informational). Every health
+change, whoever makes it (an admin, a health check, a worker's health, maintenance), goes
+through `set_health`, which records who and why and applies LAVA's rules.
 """
 
 from __future__ import annotations
@@ -9,155 +11,82 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from . import auth, devicecfg, events
-from .config import Settings
-from .db import write_txn
-from .devices import set_health
-from .errors import ApiError, bad_request, conflict, forbidden
-from .lab import (
-    CLI_ACTOR,
-    boolean,
-    check_fields,
-    ensure_tags,
-    get_tag,
-    get_worker,
-    insert,
-    integer,
-    iso,
-    label,
-    lookup,
-    name,
-    string_list,
-    text,
-)
-from .lab_users import get_group, get_user
-from .models import Device, DeviceTag, DeviceType, HealthHistory, Tag, TestJob, User, Worker
-from .states import DeviceHealth, DeviceState
-from .templating import TemplateError, load_device_config
+from .. import auth, devicecfg, events
+from ..config import Settings
+from ..db import write_txn
+from ..errors import ApiError, bad_request, conflict, forbidden
+from ..models import Device, DeviceTag, DeviceType, Group, HealthHistory, Tag, TestJob, User, Worker
+from ..states import DeviceHealth, DeviceState, JobState, WorkerHealth
+from ..templating import TemplateError, load_device_config
+from .checks import check_fields, insert, iso, label, lookup, name, string_list, text
+from .device_types import get_device_type
+from .tags import ensure_tags, get_tag
+from .users import get_group, get_user
 
-DEVICE_TYPE_FIELDS = ("name", "description", "template", "health_frequency", "health_denominator",
-                      "disable_health_checks", "display", "health_check")
+#: who the health history names for the lab's own decisions (health checks, lost workers,
+#: maintenance); also the user that submits health-check jobs
+HEALTH_ACTOR = "dutlab-health"
+#: who the health history names for changes made without a named user (the admin CLI's fallback)
+ADMIN_ACTOR = "dutlab-admin"
+
 DEVICE_FIELDS = ("hostname", "device_type", "worker", "description", "health", "reason", "owner_user",
                  "owner_group", "physical_user", "physical_group", "tags", "dictionary")
 #: (user field, group field) pairs of which at most one is set
 OWNER_PAIRS = (("owner_user", "owner_group"), ("physical_user", "physical_group"))
 
-# Device types #####################################################################
+# Health ###########################################################################
 
 
-def get_device_type(type_name: str, path: str | None = None) -> DeviceType:
-    return lookup(DeviceType, "name", type_name, "device type", path)
+def set_health(device: Device, health: DeviceHealth, reason: str, actor: str) -> bool:
+    """Set `device`'s health and record it; return False when it already had that health.
+
+    A Retired device stops its job (LAVA cancels it too); a device that may run jobs again
+    asks for a scheduling pass.
+    """
+    current = Device.get_by_id(device.id)
+    if current.health == health:
+        return False
+    Device.update(health=health).where(Device.id == device.id).execute()
+    HealthHistory.create(device=device, old_health=current.health, new_health=health, reason=reason, actor=actor)
+    device.health = health
+    if health == DeviceHealth.RETIRED and current.current_job_id:
+        TestJob.update(state=JobState.CANCELING).where(
+            TestJob.id == current.current_job_id,
+            TestJob.state.in_([JobState.SCHEDULED, JobState.RUNNING]),
+        ).execute()
+        events.wake_worker(current.worker_id)
+    if health in (DeviceHealth.GOOD, DeviceHealth.UNKNOWN, DeviceHealth.LOOPING):
+        events.schedule_soon(f"device {device.hostname} is {health.label}")
+    return True
 
 
-def device_type_json(dtype: DeviceType, settings: Settings | None = None, full: bool = True) -> dict:
-    out = {
-        "name": dtype.name,
-        "description": dtype.description,
-        "template": devicecfg.template_name(dtype),
-        "health_frequency": dtype.health_frequency,
-        "health_denominator": dtype.health_denominator,
-        "disable_health_checks": dtype.disable_health_checks,
-        "display": dtype.display,
-        "devices": [d.hostname for d in dtype.devices.order_by(Device.hostname)],
+def follow_worker_health(worker: Worker, old: WorkerHealth, health: WorkerHealth, why: str, actor: str) -> None:
+    """LAVA's rules for a worker's devices: → Active makes Good devices Unknown (a health check
+    proves them again), unless the worker leaves retirement; → Retired retires every device not
+    Bad or Retired; → Maintenance changes no device (the scheduler skips workers not Active)."""
+    if health == WorkerHealth.ACTIVE and old != WorkerHealth.RETIRED:
+        for device in Device.select().where(Device.worker == worker, Device.health == DeviceHealth.GOOD):
+            set_health(device, DeviceHealth.UNKNOWN, why, actor)
+    elif health == WorkerHealth.RETIRED:
+        keep = (DeviceHealth.BAD, DeviceHealth.RETIRED)
+        for device in Device.select().where(Device.worker == worker, Device.health.not_in(keep)):
+            set_health(device, DeviceHealth.RETIRED, why, actor)
+
+
+def health_history(hostname: str) -> list[HealthHistory]:
+    device = get_device(hostname)
+    return list(HealthHistory.select().where(HealthHistory.device == device).order_by(HealthHistory.id.desc()))
+
+
+def history_json(entry: HealthHistory) -> dict:
+    """The one JSON shape of a health-history entry."""
+    return {
+        "time": iso(entry.time),
+        "old_health": DeviceHealth(entry.old_health).label,
+        "new_health": DeviceHealth(entry.new_health).label,
+        "reason": entry.reason,
+        "actor": entry.actor,
     }
-    if settings is not None:
-        out["template_found"] = devicecfg.template_text(dtype, settings) is not None
-    if full:
-        out["health_check"] = dtype.health_check
-    return out
-
-
-def list_device_types(include_hidden: bool = True) -> list[DeviceType]:
-    query = DeviceType.select().order_by(DeviceType.name)
-    if not include_hidden:
-        query = query.where(DeviceType.display == True)  # noqa: E712 (peewee expression)
-    return list(query)
-
-
-def available_templates(settings: Settings) -> list[str]:
-    """Template names in the search path that a device type can use (LAVA skips base*)."""
-    found = set()
-    for folder in devicecfg.device_search_path(settings):
-        if folder.is_dir():
-            found.update(p.stem for p in folder.glob("*.jinja2") if not p.name.startswith("base"))
-    return sorted(found)
-
-
-def _device_type_fields(data: Mapping[str, Any]) -> dict:
-    fields: dict[str, Any] = {}
-    if "description" in data:
-        fields["description"] = text(data["description"], "description")
-    if "template" in data:
-        fields["template"] = name(data["template"], "template", "template name") if data["template"] else ""
-    if "health_frequency" in data:
-        fields["health_frequency"] = integer(data["health_frequency"], "health_frequency", 1)
-    if "health_denominator" in data:
-        if data["health_denominator"] not in ("hours", "jobs"):
-            raise bad_request(f"health_denominator must be 'hours' or 'jobs', not {data['health_denominator']!r}",
-                              "health_denominator")
-        fields["health_denominator"] = data["health_denominator"]
-    for key in ("disable_health_checks", "display"):
-        if key in data:
-            fields[key] = boolean(data[key], key)
-    if "health_check" in data:
-        fields["health_check"] = _health_check(data["health_check"])
-    return fields
-
-
-def _health_check(value: Any) -> str:
-    """A health-check job definition, validated like a submission; '' means the shipped file."""
-    from dutlab.dispatcher.schema.common import JobDefinitionError
-    from dutlab.dispatcher.schema.job import validate_job
-    from dutlab.dispatcher.schema.loader import parse_job
-
-    definition = text(value, "health_check")
-    if definition.strip():
-        try:
-            validate_job(parse_job(definition))
-        except JobDefinitionError as exc:
-            raise bad_request(f"health_check: {exc.message}", f"health_check.{exc.path}".rstrip(".")) from None
-    return definition
-
-
-def create_device_type(data: Mapping[str, Any]) -> DeviceType:
-    check_fields(data, DEVICE_TYPE_FIELDS, required=("name",))
-    type_name = name(data["name"], "name", "device type name")
-    if DeviceType.get_or_none(DeviceType.name == type_name):
-        raise conflict(f"device type '{type_name}' already exists", "name")
-    fields = _device_type_fields(data)
-    return insert(lambda: DeviceType.create(name=type_name, **fields), f"device type '{type_name}'", "name")
-
-
-def update_device_type(type_name: str, changes: Mapping[str, Any]) -> DeviceType:
-    dtype = get_device_type(type_name)
-    check_fields(changes, DEVICE_TYPE_FIELDS)
-    if "name" in changes and changes["name"] != type_name:
-        raise bad_request("a device type cannot be renamed", "name")
-    fields = _device_type_fields(changes)
-    if fields:
-        DeviceType.update(**fields).where(DeviceType.id == dtype.id).execute()
-        events.schedule_soon(f"device type {type_name} changed")
-    return DeviceType.get_by_id(dtype.id)
-
-
-def delete_device_type(type_name: str) -> None:
-    dtype = get_device_type(type_name)
-    count = dtype.devices.count()
-    if count:
-        raise conflict(f"device type '{type_name}' still has {count} device(s); delete or move them first")
-    if TestJob.select().where(TestJob.requested_device_type == dtype).exists():
-        raise conflict(f"device type '{type_name}' has jobs in its history; hide it instead (display: false)")
-    dtype.delete_instance()
-
-
-def health_check_text(type_name: str, settings: Settings) -> tuple[str | None, str]:
-    """The health-check definition devices of this type run and where it comes from:
-    'database' (set through the API), 'file' (health-checks/<template>.yaml) or 'none'."""
-    dtype = get_device_type(type_name)
-    if dtype.health_check.strip():
-        return dtype.health_check, "database"
-    found = devicecfg.health_check_definition(Device(device_type=dtype, dictionary=""), settings)
-    return found, "file" if found is not None else "none"
 
 
 # Devices ##########################################################################
@@ -172,8 +101,6 @@ def _username(user_id: int | None) -> str | None:
 
 
 def _groupname(group_id: int | None) -> str | None:
-    from .models import Group
-
     return Group.get_by_id(group_id).name if group_id else None
 
 
@@ -183,11 +110,11 @@ def device_tags(device: Device) -> list[str]:
 
 
 def device_json(device: Device) -> dict:
-    """Everything about a device except its dictionary (GET .../dictionary, for owners)."""
+    """The one JSON shape of a device: everything but its dictionary (GET .../dictionary, for owners)."""
     return {
         "hostname": device.hostname,
         "device_type": device.device_type.name,
-        "worker": get_worker_name(device.worker_id),
+        "worker": _worker_name(device.worker_id),
         "description": device.description,
         "state": DeviceState(device.state).label,
         "health": DeviceHealth(device.health).label,
@@ -202,8 +129,13 @@ def device_json(device: Device) -> dict:
     }
 
 
-def get_worker_name(worker_id: int | None) -> str | None:
+def _worker_name(worker_id: int | None) -> str | None:
     return Worker.get_by_id(worker_id).hostname if worker_id else None
+
+
+def _worker(hostname: Any, path: str) -> Worker:
+    # looked up here, not through workers.py: that module depends on this one (worker health)
+    return lookup(Worker, "hostname", hostname, "worker", path)
 
 
 def list_devices(include_retired: bool = True, **filters: Any) -> list[Device]:
@@ -218,7 +150,7 @@ def list_devices(include_retired: bool = True, **filters: Any) -> list[Device]:
     if filters.get("device_type"):
         query = query.where(Device.device_type == get_device_type(filters["device_type"], "device_type"))
     if filters.get("worker"):
-        query = query.where(Device.worker == get_worker(filters["worker"], "worker"))
+        query = query.where(Device.worker == _worker(filters["worker"], "worker"))
     if filters.get("tag"):
         tagged = DeviceTag.select(DeviceTag.device).where(DeviceTag.tag == get_tag(filters["tag"], "tag"))
         query = query.where(Device.id.in_(tagged))
@@ -249,7 +181,7 @@ def _device_fields(data: Mapping[str, Any]) -> dict:
     if "device_type" in data:
         fields["device_type"] = get_device_type(data["device_type"], "device_type")
     if "worker" in data:
-        fields["worker"] = get_worker(data["worker"], "worker") if data["worker"] is not None else None
+        fields["worker"] = _worker(data["worker"], "worker") if data["worker"] is not None else None
     if "description" in data:
         fields["description"] = text(data["description"], "description")
     return fields
@@ -267,7 +199,7 @@ def check_dictionary(value: Any, hostname: str, dtype: DeviceType, settings: Set
     return dictionary
 
 
-def create_device(data: Mapping[str, Any], settings: Settings, actor: str = CLI_ACTOR) -> Device:
+def create_device(data: Mapping[str, Any], settings: Settings, actor: str = ADMIN_ACTOR) -> Device:
     """Add a device: state Idle, health Unknown unless `health` says otherwise."""
     check_fields(data, DEVICE_FIELDS, required=("hostname", "device_type"))
     hostname = name(data["hostname"], "hostname", "device hostname", 200)
@@ -286,8 +218,8 @@ def create_device(data: Mapping[str, Any], settings: Settings, actor: str = CLI_
     return device
 
 
-def update_device(hostname: str, changes: Mapping[str, Any], settings: Settings,
-                  actor: str = CLI_ACTOR) -> Device:
+def update_device(hostname: str, changes: Mapping[str, Any], settings: Settings | None,
+                  actor: str = ADMIN_ACTOR) -> Device:
     """Change the given fields; `health` (with an optional `reason`) goes into the health history."""
     device = get_device(hostname)
     check_fields(changes, DEVICE_FIELDS)
@@ -313,31 +245,12 @@ def update_device(hostname: str, changes: Mapping[str, Any], settings: Settings,
     return Device.get_by_id(device.id)
 
 
-def set_device_health(hostname: str, health: Any, reason: Any = "", actor: str = CLI_ACTOR) -> Device:
-    return update_device(hostname, {"health": health, "reason": reason or ""}, settings=None, actor=actor)
-
-
 def delete_device(hostname: str) -> None:
     device = get_device(hostname)
     if device.current_job_id is not None:
         raise conflict(f"device '{hostname}' is running job {device.current_job_id}; "
                        "cancel it or wait for it to end first")
     device.delete_instance()
-
-
-def health_history(hostname: str) -> list[HealthHistory]:
-    device = get_device(hostname)
-    return list(HealthHistory.select().where(HealthHistory.device == device).order_by(HealthHistory.id.desc()))
-
-
-def history_json(entry: HealthHistory) -> dict:
-    return {
-        "time": iso(entry.time),
-        "old_health": DeviceHealth(entry.old_health).label,
-        "new_health": DeviceHealth(entry.new_health).label,
-        "reason": entry.reason,
-        "actor": entry.actor,
-    }
 
 
 # Dictionaries #####################################################################

@@ -1,215 +1,39 @@
-"""Backups and restores of a lab server (docs/backup.md).
+"""Restoring a backup into a fresh install of the same dutlab version.
 
-A backup is one tar.gz: the database dump, the settings file, the admin config the settings point
-at (template and health-check folders, the secret key) and every job output folder, plus
-MANIFEST.json (versions, database kind, time, a sha256 per member). The manifest is written last
-because the checksums are taken from the very bytes archived while live logs may still grow.
-
-The database is dumped first and the files copied after it: job folders are then at least as new
-as the rows that name them (logs only grow), never older.
-
-A restore goes into a fresh install of the same dutlab version: it checks the manifest, refuses a
-target holding data (unless forced), verifies every checksum in a staging folder before touching
-anything, loads the dump, puts the files in place, and sets every device that is not Retired to
-Maintenance so nothing runs on hardware whose state nobody has checked since the backup.
+It checks the manifest, refuses a target holding data (unless forced), verifies every checksum
+in a staging folder before touching anything, loads the dump, puts the files in place, and sets
+every device that is not Retired to Maintenance so nothing runs on hardware whose state nobody
+has checked since the backup.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import hashlib
 import json
 import os
 import shutil
 import socket
-import sqlite3
-import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
-from urllib.parse import unquote, urlparse
+from typing import Any
+from urllib.parse import urlparse
 
-from .config import Settings
+from .. import __version__, migrations
+from ..config import Settings
+from ..db import connection, database, open_database
+from ..lab.maintenance import maintenance
+from ..models import TestJob
+from ..states import JobState
+from .archive import DB_MEMBER, FORMAT, MANIFEST, BackupError, Say, database_kind, pg_env, run_pg, sqlite_path
 
-FORMAT = 1
-MANIFEST = "MANIFEST.json"
-DB_MEMBER = {"sqlite": "database/dutlab.sqlite3", "postgresql": "database/dutlab.pgdump"}
+#: who the health history names for the devices a restore puts into Maintenance
 RESTORE_ACTOR = "dutlab-restore"
-#: per-job lock files and half-written files are recreated or discarded by the log store
-SKIP_SUFFIXES = (".lock", ".tmp", ".partial")
 CHUNK = 1024 * 1024
 
-Say = Callable[[str], None]
-
-
-class BackupError(RuntimeError):
-    """A backup or restore that cannot go on; the message says what to do."""
-
-
-# -- what goes in -----------------------------------------------------------------------------------
-
-def database_kind(url: str) -> str:
-    return "sqlite" if url.startswith("sqlite:") else "postgresql"
-
-
-def sqlite_path(url: str) -> Path:
-    return Path(url.split(":///", 1)[1])
-
-
-def tree_members(root: Path, prefix: str) -> list[tuple[str, Path]]:
-    """(archive name, file) for every regular file under `root` (symlinks followed)."""
-    if not root.is_dir():
-        return []
-    found = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.name.endswith(SKIP_SUFFIXES):
-            found.append((f"{prefix}/{path.relative_to(root).as_posix()}", path))
-    return found
-
-
-def config_members(settings: Settings, config_file: str | None) -> list[tuple[str, Path]]:
-    """The settings file and the admin files it names (not the shipped ones: they come with the package)."""
-    found = []
-    if config_file and Path(config_file).is_file():
-        found.append(("config/server.yaml", Path(config_file)))
-    if Path(settings.secret_key_file).is_file():
-        found.append(("config/secret_key", Path(settings.secret_key_file)))
-    for i, folder in enumerate(settings.template_dirs):
-        found += tree_members(Path(folder), f"config/template_dirs/{i}")
-    found += tree_members(Path(settings.health_checks_dir), "config/health_checks")
-    return found
-
-
-def dump_database(url: str, workdir: Path) -> Path:
-    """A consistent dump of the live database, in `workdir`."""
-    if database_kind(url) == "sqlite":
-        return _dump_sqlite(sqlite_path(url), workdir / "dutlab.sqlite3")
-    dest = workdir / "dutlab.pgdump"
-    _run_pg(["pg_dump", "--format=custom", "--no-owner", "--no-privileges", f"--file={dest}"], url)
-    return dest
-
-
-def _dump_sqlite(source: Path, dest: Path) -> Path:
-    if not source.is_file():
-        raise BackupError(f"the database file {source} does not exist")
-    # the online backup API copies a snapshot while the server keeps writing (WAL readers never block)
-    with closing(sqlite3.connect(source, timeout=30)) as src, closing(sqlite3.connect(dest)) as dst:
-        src.backup(dst)
-        dst.execute("PRAGMA journal_mode=DELETE")  # one self-contained file, no -wal beside it
-    return dest
-
-
-def _pg_env(url: str) -> dict[str, str]:
-    """libpq variables for `url`, so the password never shows in a process list."""
-    parts = urlparse(url)
-    env = dict(os.environ)
-    values = {"PGHOST": parts.hostname, "PGPORT": parts.port, "PGUSER": parts.username,
-              "PGPASSWORD": parts.password, "PGDATABASE": parts.path.lstrip("/")}
-    env.update({k: unquote(str(v)) for k, v in values.items() if v})
-    return env
-
-
-def _run_pg(command: list[str], url: str) -> None:
-    try:
-        proc = subprocess.run(command, env=_pg_env(url), capture_output=True, text=True)
-    except FileNotFoundError:
-        raise BackupError(f"{command[0]} is not installed (apt-get install postgresql-client)") from None
-    if proc.returncode != 0:
-        raise BackupError(f"{command[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
-
-
-# -- writing the archive -----------------------------------------------------------------------------
-
-class _HashingReader:
-    """Reads at most `size` bytes of a file (a log may grow meanwhile) and hashes what it gave."""
-
-    def __init__(self, fh: IO[bytes], size: int) -> None:
-        self.fh, self.left, self.sha = fh, size, hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        n = self.left if n < 0 else min(n, self.left)
-        data = self.fh.read(n)
-        self.left -= len(data)
-        self.sha.update(data)
-        return data
-
-
-def add_file(tar: tarfile.TarFile, name: str, path: Path, members: dict[str, dict]) -> None:
-    with open(path, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = st.st_size, int(st.st_mtime), st.st_mode & 0o777
-        reader = _HashingReader(fh, st.st_size)
-        tar.addfile(info, reader)  # type: ignore[arg-type]  # tarfile only calls read()
-    members[name] = {"sha256": reader.sha.hexdigest(), "size": info.size}
-
-
-def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    import io
-
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), int(dt.datetime.now().timestamp()), 0o600
-    tar.addfile(info, io.BytesIO(data))
-
-
-def default_output(settings: Settings) -> Path:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return Path(settings.data_dir) / "backups" / f"dutlab-backup-{stamp}.tar.gz"
-
-
-def base_manifest(settings: Settings, config_file: str | None) -> dict[str, Any]:
-    from . import __version__, migrations
-    from .models import Device, TestJob
-
-    return {
-        "format": FORMAT,
-        "dutlab_version": __version__,
-        "schema_version": migrations.current_version(),
-        "database": database_kind(settings.database),
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "hostname": socket.gethostname(),
-        "source": {"settings_file": config_file or "", "data_dir": settings.data_dir,
-                   "output_dir": settings.output_dir, "template_dirs": settings.template_dirs,
-                   "health_checks_dir": settings.health_checks_dir, "secret_key_file": settings.secret_key_file},
-        "counts": {"jobs": TestJob.select().count(), "devices": Device.select().count()},
-    }
-
-
-def create_backup(settings: Settings, config_file: str | None, output: str | None = None,
-                  say: Say = print) -> Path:
-    """Write the archive (0600: it holds password hashes and the secret key); return its path."""
-    manifest = base_manifest(settings, config_file)
-    out = Path(output) if output else default_output(settings)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    members: dict[str, dict] = {}
-    # the dump goes next to the archive: same disk, and /tmp may be small
-    with tempfile.TemporaryDirectory(prefix=".dutlab-dump-", dir=out.parent) as work:
-        dump = dump_database(settings.database, Path(work))
-        say(f"database: {manifest['database']} dump of schema {manifest['schema_version']} "
-            f"({dump.stat().st_size} bytes)")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
-            add_file(tar, DB_MEMBER[manifest["database"]], dump, members)
-            files = config_members(settings, config_file) + tree_members(Path(settings.output_dir), "jobs")
-            for name, path in files:
-                try:
-                    add_file(tar, name, path, members)
-                except FileNotFoundError:
-                    pass  # deleted since the listing (e.g. a job removed): nothing to keep
-            manifest["members"] = members
-            add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-    os.replace(partial, out)
-    jobs = {name.split("/")[1] for name in members if name.startswith("jobs/")}
-    say(f"files: {len(jobs)} job folders, {sum(n.startswith('config/') for n in members)} config files")
-    return out
-
-
-# -- reading and checking an archive -----------------------------------------------------------------
 
 def read_manifest(archive: str | Path) -> dict[str, Any]:
     try:
@@ -228,8 +52,6 @@ def read_manifest(archive: str | Path) -> dict[str, Any]:
 
 def check_compatible(manifest: dict[str, Any], target_url: str) -> None:
     """Refuse what this install cannot load as is: another version, schema or database kind."""
-    from . import __version__, migrations
-
     made_by, schema = manifest.get("dutlab_version"), manifest.get("schema_version")
     if made_by != __version__:
         raise BackupError(f"this backup was made by dutlab {made_by} (database schema {schema}); this is dutlab "
@@ -247,8 +69,6 @@ def check_compatible(manifest: dict[str, Any], target_url: str) -> None:
 
 def tables_with_rows() -> list[str]:
     """Tables of the open database holding data (the schema_version bookkeeping does not count)."""
-    from .db import database
-
     found = []
     for table in database.get_tables():
         if table == "schema_version" or table.startswith("sqlite_"):
@@ -307,12 +127,8 @@ def extract_verified(archive: str | Path, manifest: dict[str, Any], staging: Pat
         raise BackupError(f"the archive lacks {len(missing)} files its manifest lists, e.g. {missing[0]}")
 
 
-# -- loading ------------------------------------------------------------------------------------------
-
 def load_database(dump: Path, url: str) -> None:
     """Replace the target database's content with the dump (the caller checked it may)."""
-    from .db import database
-
     if database_kind(url) == "sqlite":
         database.close()
         target = sqlite_path(url)
@@ -326,14 +142,12 @@ def load_database(dump: Path, url: str) -> None:
         return
     _drop_tables()
     database.close()
-    _run_pg(["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
-             f"--dbname={_pg_env(url)['PGDATABASE']}", str(dump)], url)
+    run_pg(["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
+             f"--dbname={pg_env(url)['PGDATABASE']}", str(dump)], url)
 
 
 def _drop_tables() -> None:
     # an empty install may be migrated already; the dump brings its own schema
-    from .db import database
-
     with database.atomic():
         for table in database.get_tables():
             database.execute_sql(f'DROP TABLE IF EXISTS "{table}" CASCADE')
@@ -400,16 +214,11 @@ def restore_files(staging: Path, settings: Settings, config_file: str | None) ->
 
 def put_devices_in_maintenance(archive: str | Path, created: str) -> list[str]:
     """Every device not Retired goes to Maintenance: nobody checked the hardware since the backup."""
-    from .lab import maintenance
-
     reason = f"restored from backup {Path(archive).name} (made {created}); check before use"
     return maintenance(actor=RESTORE_ACTOR, reason=reason)
 
 
 def active_jobs() -> list[int]:
-    from .models import TestJob
-    from .states import JobState
-
     active = (JobState.SCHEDULING, JobState.SCHEDULED, JobState.RUNNING, JobState.CANCELING)
     return [j.id for j in TestJob.select(TestJob.id).where(TestJob.state.in_(active)).order_by(TestJob.id)]
 
@@ -444,11 +253,6 @@ def unwritable(settings: Settings, config_file: str | None) -> list[str]:
 def restore(archive: str | Path, settings: Settings, config_file: str | None, force: bool = False,
             say: Say = print) -> None:
     """Restore `archive` into the install `settings` describe (its database must be open)."""
-    from . import migrations
-    from .db import connection, open_database
-    from .models import TestJob
-    from .states import JobState
-
     manifest = read_manifest(archive)
     check_compatible(manifest, settings.database)
     with connection():

@@ -1,23 +1,29 @@
-"""Test jobs: submit, cancel, resubmit, and the state changes workers report.
+"""Test jobs: validate, submit, cancel, resubmit, run, finish, and the one JSON shape of a job.
 
-Everything a job definition must satisfy is checked here, before anything is stored; the
-transitions follow LAVA's state machine (lava-interfaces.md §3.8).
+Everything a job definition must satisfy is checked here, before anything is stored, by one
+function (`check_definition`): REST validate and submit, XML-RPC validate and submit, the
+admin CLI and the scheduler's health checks all get their verdict from it. The transitions
+follow LAVA's state machine (lava-interfaces.md §3.8); how a job's end changes its device's
+health is here too (`finish`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from dutlab.dispatcher.schema.common import JobDefinitionError, timeout_seconds
-from dutlab.dispatcher.schema.loader import parse_job
+import yaml
 
-from . import auth, events
-from .config import Settings
-from .db import write_txn
-from .errors import ApiError, bad_request, forbidden
-from .logstore import JobFolder
-from .models import (
+from dutlab.dispatcher.protocol import ERROR_TYPE_MAX, INFRASTRUCTURE_ERRORS, JobResult
+
+from .. import auth, devicecfg, events
+from ..config import Settings
+from ..db import write_txn
+from ..errors import ApiError, bad_request, conflict, forbidden
+from ..logstore import JobFolder
+from ..models import (
     Device,
     DeviceTag,
     DeviceType,
@@ -27,9 +33,18 @@ from .models import (
     Tag,
     TestJob,
     User,
+    Worker,
     utcnow,
 )
-from .states import PRIORITY_NAMES, DeviceHealth, DeviceState, JobHealth, JobState
+from ..states import PRIORITY_NAMES, DeviceHealth, DeviceState, JobHealth, JobState
+from .checks import iso
+from .definitions import parse, seconds
+from .devices import HEALTH_ACTOR, set_health
+
+#: job states in which a worker holds the job
+ACTIVE = (JobState.SCHEDULED, JobState.RUNNING, JobState.CANCELING)
+
+# Validation #######################################################################
 
 
 @dataclass
@@ -47,11 +62,9 @@ class Submission:
 
 
 def check_definition(user: User | None, text: str, settings: Settings) -> Submission:
-    """Validate `text` for `user`; raise ApiError(400, path) on the first problem."""
-    try:
-        job = parse_job(text)  # parses and validates
-    except JobDefinitionError as exc:
-        raise ApiError(400, exc.message, exc.path) from None
+    """Validate `text` for `user` (None: the lab itself, no permission checks); raise
+    ApiError(4xx, sentence, path) on the first problem: the schema's, then the lab's."""
+    job = parse(text)
     if "lava-multinode" in (job.get("protocols") or {}):
         raise bad_request("MultiNode jobs are not supported yet; submit one job per device", "protocols")
     device_type = DeviceType.get_or_none(DeviceType.name == job["device_type"])
@@ -107,7 +120,7 @@ def _priority(value: object) -> int:
 def _queue_timeout(job: dict, settings: Settings) -> int | None:
     queue = (job.get("timeouts") or {}).get("queue")
     if queue:
-        return timeout_seconds(queue)
+        return seconds(queue)
     return settings.queue_timeout_hours * 3600 or None
 
 
@@ -131,6 +144,18 @@ def _check_devices(user: User | None, device_type: DeviceType, tags: list[Tag]) 
             f"no device of type '{device_type.name}' that you may use carries all tags: {names}", "tags"
         )
     raise forbidden(f"every device of type '{device_type.name}' is restricted to other owners")
+
+
+def first_problem(user: User | None, text: str, settings: Settings) -> ApiError | None:
+    """None when `user` may submit `text`, else its first problem: the one verdict of every validate."""
+    try:
+        check_definition(user, text, settings)
+    except ApiError as exc:
+        return exc
+    return None
+
+
+# Submitting, canceling ############################################################
 
 
 def create(user: User, sub: Submission, *, health_check: bool = False, device: Device | None = None) -> TestJob:
@@ -195,6 +220,87 @@ def cancel(user: User, job: TestJob) -> TestJob:
     return job
 
 
+# Reading ##########################################################################
+
+
+def _name(model: Any, pk: int | None, attr: str) -> str | None:
+    row = model.get_or_none(model.id == pk) if pk is not None else None
+    return getattr(row, attr) if row else None
+
+
+def job_json(job: TestJob, time: Callable[[Any], Any] = iso) -> dict:
+    """The one shape of a job. `time` writes the times: ISO text for JSON, or `checks.as_datetime`
+    for XML-RPC, which sends datetimes."""
+    tags = Tag.select(Tag.name).join(JobTag).where(JobTag.job == job).order_by(JobTag.id)  # as submitted
+    return {
+        "id": job.id,
+        "description": job.description,
+        "submitter": job.submitter.username,
+        "device_type": job.requested_device_type.name,
+        "requested_device": _name(Device, job.requested_device_id, "hostname"),
+        "actual_device": _name(Device, job.actual_device_id, "hostname"),
+        "worker": _name(Worker, job.worker_id, "hostname"),
+        "state": JobState(job.state).label,
+        "health": JobHealth(job.health).label,
+        "priority": job.priority,
+        "visibility": job.visibility,
+        "viewing_groups": [vg.group.name for vg in job.viewing_groups],
+        "tags": [t.name for t in tags],
+        "health_check": job.health_check,
+        "submit_time": time(job.submit_time),
+        "scheduled_time": time(job.scheduled_time),
+        "start_time": time(job.start_time),
+        "end_time": time(job.end_time),
+        "failure_comment": job.failure_comment,
+        "error_type": job.error_type,
+        "error_msg": job.error_msg,
+        "metadata": json.loads(job.metadata or "{}"),
+    }
+
+
+def visible_job(job_id: int, user: User | None) -> TestJob:
+    """The job, if `user` may see it; otherwise a 404 that does not tell whether it exists."""
+    job = TestJob.get_or_none(TestJob.id == job_id)
+    if job is None or not auth.may_view_job(user, job):
+        raise ApiError(404, f"job '{job_id}' does not exist (or is not visible to you)")
+    return job
+
+
+def list_jobs(user: User | None, state: Any = None, health: Any = None, device_type: str | None = None,
+              submitter: str | None = None) -> list[TestJob]:
+    """The jobs `user` may see, newest first, filtered by state, health, device type, submitter."""
+    query = TestJob.select().order_by(TestJob.id.desc())
+    for key, value, enum, column in (("state", state, JobState, TestJob.state),
+                                     ("health", health, JobHealth, TestJob.health)):
+        if value:
+            try:
+                query = query.where(column == enum.parse(value))
+            except ValueError as exc:
+                raise bad_request(str(exc), key) from None
+    if device_type:
+        query = query.join(DeviceType, on=(TestJob.requested_device_type == DeviceType.id)).where(
+            DeviceType.name == device_type)
+    if submitter:
+        query = query.switch(TestJob).join(User, on=(TestJob.submitter == User.id)).where(
+            User.username == submitter)
+    return [j for j in query if auth.may_view_job(user, j)]
+
+
+# Running ##########################################################################
+
+
+def work_package(job: TestJob, settings: Settings) -> dict:
+    """What a worker needs to run `job`: its definition, the device configuration rendered for
+    it (kept as device.yaml: the configuration the job ran with) and the lines logged so far."""
+    if job.state not in ACTIVE:
+        raise conflict(f"job {job.id} is {JobState(job.state).label}; there is nothing to run")
+    definition = yaml.safe_dump(json.loads(job.definition), sort_keys=False, default_flow_style=False)
+    device_yaml = devicecfg.render_for_job(job, settings)
+    folder = JobFolder(settings.output_dir, job.id)
+    folder.write("device.yaml", device_yaml)
+    return {"definition": definition, "device": device_yaml, "log_line_count": folder.line_count()}
+
+
 def mark_running(job: TestJob) -> TestJob:
     with write_txn():
         TestJob.update(state=JobState.RUNNING, start_time=utcnow()).where(
@@ -207,38 +313,54 @@ def mark_running(job: TestJob) -> TestJob:
     return TestJob.get_by_id(job.id)
 
 
-def finish(job: TestJob, result: str, error_type: str = "", error_msg: str = "",
-           actor: str = "dutlab-health") -> TestJob:
-    """End a job with the worker's verdict and apply LAVA's device-health rules."""
-    from .devices import set_health  # devices imports jobs for cancel-on-retire
+# Ending ###########################################################################
 
-    if result not in ("pass", "fail"):
-        raise bad_request(f"result must be 'pass' or 'fail', not {result!r}", "result")
+
+def finish_reported(job: TestJob, result: JobResult, description: Any, log_line_count: Any,
+                    settings: Settings) -> TestJob:
+    """A worker's report that `job` ended: refused while the server lacks some of its log lines
+    (nothing may be lost after Finished), the pipeline description kept, then `finish`."""
+    folder = JobFolder(settings.output_dir, job.id)
+    stored = folder.line_count()
+    if isinstance(log_line_count, int) and log_line_count > stored:
+        raise conflict(f"the server holds {stored} of {log_line_count} log lines; upload the rest first",
+                       "log_line_count", line_count=stored)
+    if isinstance(description, str) and description:
+        folder.write("description.yaml", description)
+    return finish(job, result)
+
+
+def finish(job: TestJob, result: JobResult, actor: str = HEALTH_ACTOR) -> TestJob:
+    """End a job with the worker's (or the lab's) verdict and apply LAVA's device-health rules.
+
+    A job already Finished stays as it is: a report sent twice changes nothing.
+    """
+    error_type = result.error_type[:ERROR_TYPE_MAX] if not result.passed else ""
+    error_msg = result.error_msg if not result.passed else ""
     now = utcnow()
     with write_txn():
         job = TestJob.get_by_id(job.id)
         if job.state == JobState.FINISHED:
             return job
-        health = JobHealth.COMPLETE if result == "pass" else JobHealth.INCOMPLETE
+        health = JobHealth.COMPLETE if result.passed else JobHealth.INCOMPLETE
         if job.state == JobState.CANCELING:
             health = JobHealth.CANCELED
-        comment = error_msg if health != JobHealth.COMPLETE else ""
+        comment = result.error_msg if health != JobHealth.COMPLETE else ""
         TestJob.update(
             state=JobState.FINISHED, health=health, end_time=now, start_time=job.start_time or now,
-            error_type=error_type if result == "fail" else "", error_msg=error_msg if result == "fail" else "",
-            failure_comment=comment,
+            error_type=error_type, error_msg=error_msg, failure_comment=comment,
         ).where(TestJob.id == job.id).execute()
         device = Device.get_or_none(Device.id == job.actual_device_id)
         if device is not None and device.current_job_id == job.id:
             Device.update(state=DeviceState.IDLE, current_job=None).where(Device.id == device.id).execute()
-            _device_health_after(device, job, health, error_type, error_msg, actor, set_health)
+            _device_health_after(device, job, health, error_type, error_msg, actor)
     events.schedule_soon(f"job {job.id} finished")
     return TestJob.get_by_id(job.id)
 
 
-def _device_health_after(device, job, health, error_type, error_msg, actor, set_health) -> None:
-    from .states import INFRASTRUCTURE_ERRORS
-
+def _device_health_after(device: Device, job: TestJob, health: JobHealth, error_type: str, error_msg: str,
+                         actor: str) -> None:
+    """A health check decides Good or Bad; an infrastructure error makes a Good device Unknown."""
     if job.health_check:
         Device.update(last_health_report_job=job.id).where(Device.id == device.id).execute()
         if device.health in (DeviceHealth.GOOD, DeviceHealth.UNKNOWN, DeviceHealth.BAD):

@@ -1,0 +1,181 @@
+"""One verdict per job definition, whoever asks: REST validate and submit, XML-RPC validate and
+submit, and `dutlab-server manage jobs validate` refuse each of the 149 malformed jobs of
+tests/data/bad-jobs with the same sentence and the same path (the one the file's header names),
+and the same for definitions the schema accepts but the lab refuses (LAB_CASES).
+
+Once in process (the `app` fixture, the CLI as a process on the same database) and once over
+the wire (a real server, XML-RPC through xmlrpc.client as lavacli sends it).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import xmlrpc.client
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from test_jobs_api import BAD, JOB, add_queued_lab, header
+
+import factories
+from dutlab.service.states import DeviceHealth
+from labkit import BIN
+
+Rpc = Callable[..., object]
+GOOD = JOB.format(visibility="public")
+#: (file name, definition, path): valid for the schema, refused by the lab's checks
+LAB_CASES = [
+    ("unknown-device-type.yaml", GOOD.replace("device_type: qemu", "device_type: beagle"), "device_type"),
+    ("no-usable-device.yaml", GOOD.replace("device_type: qemu", "device_type: retired"), "device_type"),
+    ("unknown-tag.yaml", GOOD + "tags: [nope]\n", "tags[0]"),
+    ("unknown-group.yaml", JOB.format(visibility="{group: [nobody]}"), "visibility.group[0]"),
+]
+
+
+def cases(folder: Path) -> list[tuple[Path, str]]:
+    """(file, path at fault) of every case: the corpus as it is, the lab cases written to `folder`."""
+    out = [(path, header(path, "path")) for path in BAD]
+    for name, text, want in LAB_CASES:
+        (folder / name).write_text(text)
+        out.append((folder / name, want))
+    return out
+
+
+def lava_fault(path: str, message: str) -> tuple[int, str]:
+    """What XML-RPC submit answers for a refused definition: LAVA's three wordings."""
+    if path == "device_type" and "does not exist" in message:
+        return 404, f"Specified device or device type not found: {message}"
+    if path == "device_type" or path.startswith("tags"):
+        return 400, f"Device unavailable: {message}"
+    return 400, f"Problem with submitted job data: {path + ': ' if path else ''}{message}"
+
+
+def fault_or_value(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except xmlrpc.client.Fault as fault:
+        return fault
+
+
+def corpus_failures(api, rpc: Rpc, cli_rows: dict[str, dict], bad: list[tuple[Path, str]]) -> list[str]:
+    """Every disagreement between the five answers for each bad job (empty: one verdict)."""
+    failures = []
+    for path, want in bad:
+        text = path.read_text()
+        checked = api("POST", "/api/v1/jobs/validate", {"definition": text})
+        verdict = checked.json()
+        if checked.status != 200 or verdict.get("valid") is not False or verdict.get("path") != want:
+            failures.append(f"{path.name}: REST validate {checked.status} {verdict} (want path {want!r})")
+            continue
+        error = verdict["error"]
+        submitted = api("POST", "/api/v1/jobs", {"definition": text})
+        if (submitted.status, submitted.json()) != (400, {"error": error, "path": want}):
+            failures.append(f"{path.name}: REST submit {submitted.status} {submitted.json()}, validate said {error!r}")
+        answer = rpc("scheduler.jobs.validate", text)
+        if answer != {"path": want, "msg": error}:
+            failures.append(f"{path.name}: XML-RPC validate {answer!r}, REST said {want!r}: {error!r}")
+        fault = rpc("scheduler.jobs.submit", text)
+        got = (fault.faultCode, fault.faultString) if isinstance(fault, xmlrpc.client.Fault) else fault
+        if got != lava_fault(want, error):
+            failures.append(f"{path.name}: XML-RPC submit {got!r}, want {lava_fault(want, error)!r}")
+        row = cli_rows.get(str(path))
+        if row != {"file": str(path), "valid": False, "path": want, "error": error}:
+            failures.append(f"{path.name}: manage jobs validate {row!r}, REST said {want!r}: {error!r}")
+    return failures
+
+
+def cli_verdicts(run: Callable[..., subprocess.CompletedProcess], bad: list[tuple[Path, str]]) -> dict[str, dict]:
+    """`manage jobs validate --json` of every case in one run: exit 1 and one row per file."""
+    proc = run("jobs", "validate", "--json", *(str(path) for path, _ in bad))
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    return {row["file"]: row for row in json.loads(proc.stdout)}
+
+
+# In process ########################################################################
+
+
+def wsgi_rpc(app) -> Rpc:
+    def call(method: str, *params: object) -> object:
+        r = app.api("POST", "/RPC2", xmlrpc.client.dumps(params, method, allow_none=True),
+                    headers={"Content-Type": "text/xml"})
+        return fault_or_value(lambda: xmlrpc.client.loads(r.body, use_builtin_types=True)[0][0])
+
+    return call
+
+
+@pytest.fixture
+def lab(app, settings, tmp_path):
+    """A device type qemu with one device on an offline worker, a type with only a retired device,
+    and a CLI on the same database."""
+    offline = factories.worker("w1", online=False)
+    factories.device("qemu01", factories.device_type("qemu"), offline)
+    factories.device("old01", factories.device_type("retired"), offline, health=DeviceHealth.RETIRED)
+    config = tmp_path / "server.yaml"
+    config.write_text(yaml.safe_dump({
+        "data_dir": settings.data_dir, "database": settings.database, "queue": "memory:",
+        "template_dirs": settings.template_dirs, "health_checks_dir": settings.health_checks_dir,
+        "secret_key_file": settings.secret_key_file}))
+
+    def manage(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "dutlab-server"), "--config", str(config), "manage", *args],
+                              capture_output=True, text=True, timeout=300)
+
+    app.manage = manage
+    return app
+
+
+def test_every_front_end_gives_the_same_verdict_in_process(lab, tmp_path):
+    assert len(BAD) == 149
+    bad = cases(tmp_path)
+    failures = corpus_failures(lab.api, wsgi_rpc(lab), cli_verdicts(lab.manage, bad), bad)
+    assert not failures, "\n".join(failures)
+    assert lab.api("GET", "/api/v1/jobs").json()["count"] == 0  # nothing was stored
+
+
+def test_manage_jobs_validate_prints_one_verdict_per_file(lab, tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(JOB.format(visibility="public"))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(JOB.format(visibility="public").replace("qemu, media", "qemuu, media"))
+    assert lab.manage("jobs", "validate", str(good)).stdout == f"{good}: valid\n"
+    proc = lab.manage("jobs", "validate", str(good), str(typo))
+    assert proc.returncode == 1
+    first, second = proc.stdout.splitlines()
+    assert first == f"{good}: valid"
+    assert second.startswith(f"{typo}: invalid at actions[0].boot.method: ") and "qemuu" in second
+    # the lab's checks, not only the schema's: the same answer as a submission
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text(JOB.format(visibility="public").replace("device_type: qemu", "device_type: beagle"))
+    line = lab.manage("jobs", "validate", str(unknown)).stdout.strip()
+    assert line.startswith(f"{unknown}: invalid at device_type: device type 'beagle' does not exist")
+    missing = lab.manage("jobs", "validate", str(tmp_path / "absent.yaml"))
+    assert missing.returncode == 1 and "cannot read" in missing.stderr and missing.stdout == ""
+
+
+# Over the wire #####################################################################
+
+
+@pytest.fixture
+def served(lab_server, tmp_path):
+    """As `lab` above, on a real server."""
+    lab = add_queued_lab(lab_server, tmp_path)
+    lab.manage("device-types", "add", "retired", "--disable-health-checks")
+    lab.manage("devices", "add", "old01", "--device-type", "retired", "--worker", "w1")
+    lab.manage("devices", "update", "old01", "--health", "RETIRED")
+    return lab
+
+
+def test_every_front_end_gives_the_same_verdict_over_http(served, tmp_path):
+    host = served.url.split("//", 1)[1]
+    proxy = xmlrpc.client.ServerProxy(f"http://admin:{served.admin_token}@{host}/RPC2", allow_none=True)
+
+    def rpc(method: str, *params: object) -> object:
+        return fault_or_value(lambda: getattr(proxy, method)(*params))
+
+    bad = cases(tmp_path)
+    rows = cli_verdicts(lambda *args: served.manage(*args, check=False), bad)
+    failures = corpus_failures(served.api, rpc, rows, bad)
+    assert not failures, "\n".join(failures)
+    assert served.api("GET", "/api/v1/jobs").json()["count"] == 0
