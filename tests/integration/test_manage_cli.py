@@ -9,6 +9,8 @@ import json
 
 import pytest
 
+from labkit import REPO
+
 QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"
 
 
@@ -122,7 +124,10 @@ def test_device_types(lab_server, tmp_path):
     hc.write_text("job_name: hc\ndevice_type: qemu\ntimeouts: {job: {minutes: 5}}\nvisibility: public\n"
                   "actions:\n- boot: {method: qemu, media: tmpfs, prompts: ['# ']}\n")
     lab.manage("device-types", "add", "*")
-    assert [t["name"] for t in rows(lab, "device-types", "list")] == ["qemu"]  # base.jinja2 is skipped
+    # every shipped template but the base-* ones a type extends
+    shipped = sorted(p.stem for p in (REPO / "device-types").glob("*.jinja2") if not p.stem.startswith("base"))
+    assert "qemu" in shipped and "qemu-uboot-arm64" in shipped
+    assert [t["name"] for t in rows(lab, "device-types", "list")] == shipped
     added = lab.manage("device-types", "add", "board", "--template", "qemu", "--health-frequency", "3",
                        "--health-denominator", "jobs", "--disable-health-checks", "--description", "a board")
     assert "warning" not in added.stderr
@@ -137,9 +142,10 @@ def test_device_types(lab_server, tmp_path):
     assert (board["disable_health_checks"], board["health_frequency"], board["display"]) == (False, 12, False)
     assert board["health_check"] == hc.read_text()
     listed = rows(lab, "device-types", "list", "--all")
-    assert [(t["name"], t["installed"]) for t in listed] == [("board", True), ("mystery", True), ("qemu", True)]
+    assert [(t["name"], t["installed"]) for t in listed] == sorted(
+        [("board", True), ("mystery", True)] + [(name, True) for name in shipped])
     table = lab.manage("device-types", "list", "--csv").stdout.splitlines()
-    assert table[0].startswith("name,template,devices") and len(table) == 4
+    assert table[0].startswith("name,template,devices") and len(table) == 3 + len(shipped)
     lab.manage("workers", "add", "w1")
     lab.manage("devices", "add", "b1", "--device-type", "board", "--worker", "w1")
     details = lab.manage("device-types", "details", "board", "--devices").stdout
