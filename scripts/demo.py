@@ -137,6 +137,33 @@ class Lab:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        stop_job_runs(self.root / "worker")
+
+
+def stop_job_runs(work_dir: Path, timeout: float = 30) -> None:
+    """The lab's running jobs: dutlab-run (and its QEMU) live in sessions of their own, so that they
+    outlive a worker restart, and stopping the worker leaves them. SIGTERM (the job cancels and
+    cleans up), then SIGKILL whatever still names the worker's folder."""
+    def ours() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                try:
+                    if str(work_dir).encode() in (entry / "cmdline").read_bytes():
+                        found.append(int(entry.name))
+                except OSError:
+                    continue
+        return found
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in ours():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while ours() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def worker_available() -> bool:

@@ -238,3 +238,50 @@ def test_the_device_dictionary_drives_the_lab_through_a_rendered_device_config(b
         assert (device["worker"], device["device_type"]) == ("worker1", "qemu-uboot-arm64"), device
     finally:
         stop()
+
+
+def test_make_board_lab_brings_the_board_lab_up_and_stop_leaves_nothing(tmp_path):
+    """scripts/board_lab.py (make board-lab / board-lab-stop), in a folder of the test's own."""
+    missing = missing_prerequisites()
+    if missing:
+        pytest.fail(str(missing)) if os.environ.get("CI") else pytest.skip(", ".join(missing))
+    import sys
+
+    from labtools import http
+
+    root = tmp_path / "board-lab"
+    env = {**os.environ, "DUTLAB_BOARD_LAB_DIR": str(root)}
+    script = [sys.executable, str(Path(__file__).resolve().parents[2] / "scripts" / "board_lab.py")]
+    out = subprocess.run(script, capture_output=True, text=True, timeout=300, env=env)
+    try:
+        assert out.returncode == 0, out.stdout + out.stderr
+        lines = out.stdout.splitlines()
+        exports = next(line for line in lines if line.startswith("export DUTLAB_URL="))
+        values = dict(kv.split("=", 1) for kv in exports.removeprefix("export ").split())
+        assert values["DUTLAB_USER"] == "admin"
+        devices = http("GET", values["DUTLAB_URL"] + "/api/v1/devices", token=values["DUTLAB_TOKEN"]).json()
+        hostnames = [d["hostname"] for d in devices["results"]]
+        has_template = (Path(__file__).resolve().parents[2] / "device-types" / "qemu-uboot-arm64.jinja2").exists()
+        assert ("uboot01" in hostnames) == has_template, (hostnames, out.stdout)
+        connect = re.search(r"console:\s+(telnet 127\.0\.0\.1 \d+)", out.stdout).group(1)
+        power_on = re.search(r"power:\s+(pduclient .* --command on)", out.stdout).group(1)
+        client = pexpect.spawn(connect, encoding="utf-8", codec_errors="replace", timeout=60,
+                               logfile=open(tmp_path / "console.log", "a"))  # noqa: SIM115
+        client.expect_exact("Escape character")
+        assert subprocess.run(power_on, shell=True, capture_output=True, timeout=120).returncode == 0
+        interrupt(client)
+        client.close()
+        netns = re.search(r"namespace (\S+),", out.stdout).group(1)
+    finally:
+        stopped = subprocess.run([*script, "--stop"], capture_output=True, text=True, timeout=300, env=env)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert not Path("/run/netns", netns).exists()
+    ours = [pid for pid in os.listdir("/proc") if pid.isdigit() and str(root).encode() in _cmdline(pid)]
+    assert ours == [], [_cmdline(pid) for pid in ours]
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

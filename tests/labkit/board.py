@@ -24,23 +24,29 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
+from labkit.board_os import (
+    PDUDAEMON_PORT,
+    alive,
+    free_loopback_address,
+    free_tcp_port,
+    ip,
+    listening,
+    netns_exists,
+    stop_pid,
+)
 from labkit.board_power import power_off, running_pid
 from labkit.role_config import render
 
 HERE = Path(__file__).resolve().parent
 UBOOT = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")
 ASSETS = Path(os.environ.get("DUTLAB_ASSETS", "/var/cache/dutlab/assets")) / "arm64"
-PDUDAEMON_PORT = 16421  # pduclient always talks to this port; labs differ by listen address
 TOOLS = {
     "ip": "iproute2", "qemu-system-aarch64": "qemu-system-arm", "dnsmasq": "dnsmasq-base",
     "ser2net": "ser2net", "pdudaemon": "pdudaemon", "telnet": "telnet",
@@ -65,68 +71,6 @@ def default_mac(name: str) -> str:
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def _free_loopback_address() -> str:
-    """A 127.x.y.z where port 16421 is free: each lab gets its own pdudaemon address."""
-    for _ in range(50):
-        address = f"127.{random.randint(100, 250)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
-        with socket.socket() as s:
-            try:
-                s.bind((address, PDUDAEMON_PORT))
-                return address
-            except OSError:
-                continue
-    raise RuntimeError(f"no loopback address with port {PDUDAEMON_PORT} free")
-
-
-def _listening(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex((host, port)) == 0
-
-
-def _alive(pid: int, marker: str) -> bool:
-    """pid runs and is still ours (its command line holds `marker`), not a recycled pid."""
-    try:
-        return marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
-def _stop_pid(pid: int, marker: str, proc: subprocess.Popen | None = None) -> None:
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-        if not _alive(pid, marker) and (proc is None or proc.poll() is not None):
-            return
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if proc is not None:
-                if proc.poll() is not None:
-                    return
-            elif not _alive(pid, marker):
-                return
-            time.sleep(0.05)
-
-
-def _netns_exists(name: str) -> bool:
-    return Path("/run/netns", name).exists()
-
-
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
-    if check and proc.returncode:
-        raise RuntimeError(f"ip {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc
-
-
 class EmulatedBoardLab:
     """One emulated u-boot board with its console server, PDU and lab network."""
 
@@ -136,15 +80,21 @@ class EmulatedBoardLab:
     def __init__(self, root: Path | str, name: str = "uboot01", *, tftp_root: Path | str | None = None,
                  telnet_port: int | None = None, pdu_daemon: str | None = None, pdu_hostname: str | None = None,
                  pdu_port: int = 1, mac: str | None = None, subnet: str = "10.232.0", memory: int = 512,
-                 reboot_delay: int = 1, dnsmasq_user: str = "root") -> None:
+                 reboot_delay: int = 1, dnsmasq_user: str = "root", worker_dir: Path | str | None = None,
+                 netns: str | None = None, services: bool = True) -> None:
         self.root = Path(root).resolve()
         self.name = name
         self.tag = uuid.uuid4().hex[:6]
-        self.netns = f"dutlab-{name}-{self.tag}"
+        self.netns = netns or f"dutlab-{name}-{self.tag}"
         self.tftp_root = Path(tftp_root).resolve() if tftp_root else self.root / "tftp"
+        #: <tftp_root>/jobs -> <worker_dir>/tmp, as dutlab.lab.tftp links the worker's job folders
+        self.worker_dir = Path(worker_dir).resolve() if worker_dir else None
+        #: False: only the board, its UART and outlet, and the namespace with the bridge (the
+        #: "hardware"); ser2net, pdudaemon and dnsmasq then come from the roles (examples/inventories/boards.yml)
+        self.services = services
         self.telnet_port = telnet_port or free_tcp_port()
         #: pduclient --daemon: "localhost" (pdudaemon on 127.0.0.1) or a loopback address of this lab
-        self.pdu_daemon = pdu_daemon or _free_loopback_address()
+        self.pdu_daemon = pdu_daemon or free_loopback_address()
         self.pdu_hostname = pdu_hostname or f"pdu-{name}"
         self.pdu_port = pdu_port
         self.mac = (mac or default_mac(name)).lower()
@@ -229,14 +179,20 @@ class EmulatedBoardLab:
         for folder in ("logs", "serial", "outlets", "dnsmasq.d"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         self.tftp_root.mkdir(parents=True, exist_ok=True)
+        if self.worker_dir:
+            (self.worker_dir / "tmp").mkdir(parents=True, exist_ok=True)
+            link = self.tftp_root / "jobs"
+            if not link.is_symlink():
+                link.symlink_to(self.worker_dir / "tmp")
         self.started = True
         try:
             self._network()
-            self._dnsmasq()
             self._uart()
-            self._ser2net()
             self._outlet()
-            self._pdudaemon()
+            if self.services:
+                self._dnsmasq()
+                self._ser2net()
+                self._pdudaemon()
         except BaseException:
             self.stop()
             raise
@@ -250,14 +206,14 @@ class EmulatedBoardLab:
         for name in ("pdudaemon", "ser2net", "uart", "dnsmasq"):
             if name in self.pids:
                 pid, marker = self.pids.pop(name)
-                _stop_pid(pid, marker, self._procs.pop(name, None))
-        if _netns_exists(self.netns):
-            _ip("netns", "del", self.netns, check=False)
+                stop_pid(pid, marker, self._procs.pop(name, None))
+        if netns_exists(self.netns):
+            ip("netns", "del", self.netns, check=False)
         (self.root / STATE_FILE).unlink(missing_ok=True)
 
     def leftovers(self) -> list[str]:
         """Anything of this lab still running or still there ([] after a clean stop())."""
-        out = [f"{name} pid {pid}" for name, (pid, marker) in self.pids.items() if _alive(pid, marker)]
+        out = [f"{name} pid {pid}" for name, (pid, marker) in self.pids.items() if alive(pid, marker)]
         # and any process at all that names this lab (a QEMU or power script started by pdudaemon)
         marks = (str(self.root).encode(), self.netns.encode(), f"-{self.tag}".encode())
         for entry in Path("/proc").iterdir():
@@ -269,7 +225,7 @@ class EmulatedBoardLab:
                 if any(mark in cmdline for mark in marks):
                     words = cmdline.replace(b"\0", b" ").decode(errors="replace")
                     out.append(f"pid {entry.name}: {words[:200]}")
-        if _netns_exists(self.netns):
+        if netns_exists(self.netns):
             out.append(f"network namespace {self.netns}")
         if self.uart_path.is_symlink():
             out.append(f"serial link {self.uart_path}")
@@ -323,14 +279,14 @@ class EmulatedBoardLab:
 
     def _network(self) -> None:
         ns = ["-n", self.netns]
-        _ip("netns", "add", self.netns)
-        _ip(*ns, "link", "set", "lo", "up")
-        _ip(*ns, "link", "add", self.bridge, "type", "bridge")
-        _ip(*ns, "addr", "add", f"{self.server_ip}/24", "dev", self.bridge)
-        _ip(*ns, "link", "set", self.bridge, "up")
-        _ip(*ns, "tuntap", "add", "dev", self.tap, "mode", "tap")
-        _ip(*ns, "link", "set", self.tap, "master", self.bridge)
-        _ip(*ns, "link", "set", self.tap, "up")
+        ip("netns", "add", self.netns)
+        ip(*ns, "link", "set", "lo", "up")
+        ip(*ns, "link", "add", self.bridge, "type", "bridge")
+        ip(*ns, "addr", "add", f"{self.server_ip}/24", "dev", self.bridge)
+        ip(*ns, "link", "set", self.bridge, "up")
+        ip(*ns, "tuntap", "add", "dev", self.tap, "mode", "tap")
+        ip(*ns, "link", "set", self.tap, "master", self.bridge)
+        ip(*ns, "link", "set", self.tap, "up")
 
     def _dnsmasq(self) -> None:
         conf_dir = self.root / "dnsmasq.d"
@@ -368,7 +324,7 @@ class EmulatedBoardLab:
         # -u: no UUCP lock files in /run/lock for a lab that must leave nothing behind
         self._spawn("ser2net", ["ser2net", "-n", "-u", "-c", str(config), "-P", str(self.root / "ser2net.pid")],
                     str(config))
-        self._wait("ser2net", lambda: _listening("127.0.0.1", self.telnet_port), f"telnet port {self.telnet_port}")
+        self._wait("ser2net", lambda: listening("127.0.0.1", self.telnet_port), f"telnet port {self.telnet_port}")
 
     def qemu_command(self) -> list[str]:
         """The board: QEMU virt + u-boot, serial to the UART relay, NIC on the lab bridge's tap."""
@@ -395,4 +351,4 @@ class EmulatedBoardLab:
         config.write_text(render("pdudaemon", "pdudaemon.conf.j2", dutlab_pdudaemon_listen_address=listen,
                                  dutlab_pdudaemon_pdus=[pdu], dutlab_pdudaemon_log_level="DEBUG"))
         self._spawn("pdudaemon", ["pdudaemon", f"--conf={config}", "--logfile=-"], str(config))
-        self._wait("pdudaemon", lambda: _listening(listen, PDUDAEMON_PORT), f"listener on {listen}:{PDUDAEMON_PORT}")
+        self._wait("pdudaemon", lambda: listening(listen, PDUDAEMON_PORT), f"listener on {listen}:{PDUDAEMON_PORT}")

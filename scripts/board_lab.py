@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""The board lab: `make lab` plus an emulated u-boot board, uboot01, behind real lab parts.
+
+  make board-lab       server + queue consumer + worker + qemu01 (as `make lab`), and the board
+                       uboot01 (device type qemu-uboot-arm64): QEMU virt running Debian's u-boot,
+                       its UART exported by ser2net on a telnet port, its power on a pdudaemon
+                       outlet, DHCP + TFTP from dnsmasq on a bridge in a network namespace.
+                       Prints the DUTLAB_URL / DUTLAB_USER / DUTLAB_TOKEN exports and the board's
+                       console, power commands and TFTP root. Needs root (namespace, tap).
+  make board-lab-stop  stops all of it, by pid, and deletes the namespace.
+
+The arm64 kernel Image and initramfs a job boots stay where scripts/build-qemu-assets.sh puts
+them: file:///var/cache/dutlab/assets/arm64/vmlinuz and .../initramfs.cpio.gz.
+The device is added when device-types/qemu-uboot-arm64.jinja2 exists; without it the board
+still comes up and the script says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import demo  # noqa: E402  - the lab of `make lab`, reused as it is
+
+from labkit.board import ASSETS, PDUDAEMON_PORT, EmulatedBoardLab, missing_prerequisites  # noqa: E402
+
+REPO = demo.REPO
+ROOT = Path(os.environ.get("DUTLAB_BOARD_LAB_DIR") or REPO / "run" / "board-lab")
+BOARD = "uboot01"
+DEVICE_TYPE = "qemu-uboot-arm64"
+
+
+def template_found() -> Path | None:
+    for folder in (ROOT / "device-types", REPO / "device-types"):
+        if (folder / f"{DEVICE_TYPE}.jinja2").exists():
+            return folder / f"{DEVICE_TYPE}.jinja2"
+    return None
+
+
+def pdu_daemon_address() -> str | None:
+    """`localhost`, as LAVA dictionaries say, when no other pdudaemon holds 127.0.0.1:16421."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", PDUDAEMON_PORT))
+        except OSError:
+            return None
+    return "localhost"
+
+
+def add_board(lab: demo.Lab, board: EmulatedBoardLab) -> str:
+    """Register uboot01 on the server; return what happened, for the summary."""
+    if template_found() is None:
+        return (f"not added: no {DEVICE_TYPE}.jinja2 in device-types/ yet; its dictionary is in "
+                f"{board.root / (BOARD + '.jinja2')}")
+    lab.server("manage", "device-types", "add", DEVICE_TYPE)
+    path = board.root / f"{BOARD}.jinja2"
+    lab.server("manage", "devices", "add", BOARD, "--device-type", DEVICE_TYPE, "--worker", "worker1",
+               "--dictionary", str(path), "--description", "emulated u-boot board (QEMU virt + u-boot)")
+    return f"added as {DEVICE_TYPE}"
+
+
+def start(args: argparse.Namespace) -> int:
+    missing = missing_prerequisites()
+    if missing:
+        print("board-lab: missing " + ", ".join(missing) + "; run scripts/setup.sh (as root)", file=sys.stderr)
+        return 1
+    if (ROOT / "pids.json").exists():
+        stop(args)
+    shutil.rmtree(ROOT, ignore_errors=True)
+    lab = demo.Lab(ROOT, demo.pick_port(args.port))
+    creds = lab.setup()
+    board = EmulatedBoardLab(ROOT / "board", BOARD, tftp_root=ROOT / "tftp", worker_dir=ROOT / "worker",
+                             pdu_daemon=pdu_daemon_address(), telnet_port=demo.pick_port(args.console_port))
+    try:
+        board.start()
+        (board.root / f"{BOARD}.jinja2").write_text(board.dictionary(DEVICE_TYPE))
+        added = add_board(lab, board)
+        lab.start()
+    except BaseException:
+        board.stop()
+        lab.stop()
+        raise
+    (ROOT / "pids.json").write_text(json.dumps(lab.pids))
+    print(f"dutlab board lab running: dashboard and API at {lab.url}/  (logs in {ROOT})")
+    print(f"admin user: admin, password: {creds['password']}")
+    print(f"export DUTLAB_URL={lab.url} DUTLAB_USER=admin DUTLAB_TOKEN={creds['token']}")
+    print(f"board {BOARD}: {added}")
+    print(f"  console:   {board.connection_command}   (ser2net; the UART is {board.uart_path})")
+    print(f"  power:     {board.power_command('on')}   (and off, reboot)")
+    print(f"  network:   namespace {board.netns}, bridge {board.bridge} {board.server_ip}/24, "
+          f"board {board.board_ip} ({board.mac})")
+    print(f"  TFTP root: {board.tftp_root}   (jobs/ -> {ROOT / 'worker' / 'tmp'})")
+    print(f"  kernel:    file://{ASSETS / 'vmlinuz'}  ramdisk: file://{ASSETS / 'initramfs.cpio.gz'}")
+    print("stop it:     make board-lab-stop")
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    """The server, worker and running jobs first (a job's finalize powers the board off), then the board."""
+    pids = ROOT / "pids.json"
+    lab_was_running = pids.exists()
+    if lab_was_running:
+        lab = demo.Lab(ROOT, 0)
+        lab.pids = json.loads(pids.read_text())
+        lab.stop()
+        pids.unlink()
+    board_stopped = EmulatedBoardLab.stop_saved(ROOT / "board")
+    if not (board_stopped or lab_was_running):
+        print(f"no board lab is running ({pids} is missing)")
+        return 0
+    print("board lab stopped")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stop", action="store_true", help="stop the board lab")
+    parser.add_argument("--port", type=int, default=8080, help="the server's port (another when taken)")
+    parser.add_argument("--console-port", type=int, default=7101, help="uboot01's telnet port (another when taken)")
+    args = parser.parse_args()
+    return stop(args) if args.stop else start(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
