@@ -116,12 +116,20 @@ class Lab:
         sys.exit(f"demo: the server did not answer on {self.url}; see {self.root}/server.log")
 
     def stop(self) -> None:
-        for pid in reversed(list(self.pids.values())):
+        # the worker first (it would start the next job), then its jobs while the server still
+        # takes their last log lines and results, then the server and the consumer
+        self._stop([pid for name, pid in self.pids.items() if name == "worker"])
+        stop_job_runs(self.root / "worker")
+        self._stop([pid for name, pid in reversed(self.pids.items()) if name != "worker"])
+
+    @staticmethod
+    def _stop(pids: list[int]) -> None:
+        for pid in pids:
             try:
                 os.killpg(pid, signal.SIGTERM)
             except ProcessLookupError:
                 continue
-        for pid in self.pids.values():
+        for pid in pids:
             for _ in range(100):
                 try:
                     os.kill(pid, 0)
@@ -137,7 +145,6 @@ class Lab:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        stop_job_runs(self.root / "worker")
 
 
 def stop_job_runs(work_dir: Path, timeout: float = 30) -> None:
