@@ -9,6 +9,13 @@
                        console, power commands and TFTP root. Needs root (namespace, tap).
   make board-lab-stop  stops all of it, by pid, and deletes the namespace.
 
+  board_lab.py --hardware DIR       only the board, as a bench has it: QEMU + u-boot behind its
+                                    UART (DIR/serial/by-id-uboot01) and PDU outlet (DIR/outlets),
+                                    and the namespace dutlab-uboot01 with the bridge; ser2net,
+                                    pdudaemon, dnsmasq, server and worker then come from Ansible
+                                    (examples/inventories/boards.yml says how)
+  board_lab.py --hardware-stop DIR  stops that
+
 The arm64 kernel Image and initramfs a job boots stay where scripts/build-qemu-assets.sh puts
 them: file:///var/cache/dutlab/assets/arm64/vmlinuz and .../initramfs.cpio.gz.
 The device is added when device-types/qemu-uboot-arm64.jinja2 exists; without it the board
@@ -120,12 +127,33 @@ def stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def hardware(folder: Path) -> int:
+    missing = missing_prerequisites()
+    if missing:
+        print("board-lab: missing " + ", ".join(missing) + "; run scripts/setup.sh (as root)", file=sys.stderr)
+        return 1
+    EmulatedBoardLab.stop_saved(folder)
+    board = EmulatedBoardLab(folder, BOARD, netns=f"dutlab-{BOARD}", services=False).start()
+    print(f"board {BOARD}: UART {board.uart_path}, outlets {board.root / 'outlets'} "
+          f"(localcmdline: {board.power_script('on')}), network namespace {board.netns} "
+          f"(bridge {board.bridge}, {board.server_ip}/24), MAC {board.mac}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stop", action="store_true", help="stop the board lab")
+    parser.add_argument("--hardware", type=Path, metavar="DIR", help="start only the board (see above)")
+    parser.add_argument("--hardware-stop", type=Path, metavar="DIR", help="stop the board started with --hardware")
     parser.add_argument("--port", type=int, default=8080, help="the server's port (another when taken)")
     parser.add_argument("--console-port", type=int, default=7101, help="uboot01's telnet port (another when taken)")
     args = parser.parse_args()
+    if args.hardware:
+        return hardware(args.hardware.resolve())
+    if args.hardware_stop:
+        stopped = EmulatedBoardLab.stop_saved(args.hardware_stop.resolve())
+        print("board stopped" if stopped else f"no board state in {args.hardware_stop}")
+        return 0
     return stop(args) if args.stop else start(args)
 
 

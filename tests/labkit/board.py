@@ -342,11 +342,14 @@ class EmulatedBoardLab:
                   "qemu_log": str(self.root / "logs" / "qemu.log"), "power_log": str(self.root / "logs" / "power.log")}
         (self.root / "outlets" / f"{self.pdu_port}.json").write_text(json.dumps(outlet, indent=2))
 
+    def power_script(self, action: str, python: str = sys.executable) -> str:
+        """The localcmdline command (cmd_on / cmd_off) of this board's outlet; %s is the port."""
+        return f"{python} {HERE / 'board_power.py'} {self.root / 'outlets'} %s {action}"
+
     def _pdudaemon(self) -> None:
         listen = "127.0.0.1" if self.pdu_daemon == "localhost" else self.pdu_daemon
-        script = f"{sys.executable} {HERE / 'board_power.py'} {self.root / 'outlets'} %s"
         pdu = {"name": self.pdu_hostname, "driver": "localcmdline",
-               "options": {"cmd_on": f"{script} on", "cmd_off": f"{script} off"}}
+               "options": {"cmd_on": self.power_script("on"), "cmd_off": self.power_script("off")}}
         config = self.root / "pdudaemon.conf"
         config.write_text(render("pdudaemon", "pdudaemon.conf.j2", dutlab_pdudaemon_listen_address=listen,
                                  dutlab_pdudaemon_pdus=[pdu], dutlab_pdudaemon_log_level="DEBUG"))
