@@ -33,11 +33,12 @@ fi
 # Debian's pdudaemon has no client; dutlab's pduclient (the pdudaemon role installs the same file)
 # lets device dictionaries say `pduclient --daemon ... --command on` as LAVA labs do
 PDUCLIENT=/usr/local/bin/pduclient
-if ! cmp -s collection/roles/pdudaemon/files/pduclient "$PDUCLIENT"; then
+client="$(printf '#!/usr/bin/python3\n'; cat collection/roles/pdudaemon/files/pduclient.py)"
+if [ "$(cat "$PDUCLIENT" 2>/dev/null)" != "$client" ]; then
   if [ -e "$PDUCLIENT" ] && ! grep -q "dutlab" "$PDUCLIENT"; then
     echo "setup: $PDUCLIENT is not dutlab's: left alone"
   else
-    install -m 0755 collection/roles/pdudaemon/files/pduclient "$PDUCLIENT"
+    printf '%s\n' "$client" > "$PDUCLIENT" && chmod 0755 "$PDUCLIENT"
   fi
 fi
 

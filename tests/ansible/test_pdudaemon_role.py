@@ -22,7 +22,14 @@ from pathlib import Path
 import pytest
 from ansible_harness import REPO, env, play
 from test_collection import test_argument_specs_match_the_defaults as argument_specs_match_the_defaults
-from test_plumbing_roles import converge_idempotent, pid_of, role_play, service, systemd_verify
+from test_plumbing_roles import (
+    converge_idempotent,
+    pid_of,
+    remove_init_service,
+    role_play,
+    service,
+    systemd_verify,
+)
 
 from labtools import BIN
 
@@ -45,7 +52,8 @@ def free_loopback_address() -> str:
 def pdu_host():
     """Variables for a pdudaemon whose files live in one folder, under a unique service name."""
     if shutil.which("pdudaemon") is None:
-        pytest.skip("pdudaemon is not installed (apt-get install pdudaemon)")
+        message = "pdudaemon is not installed (scripts/setup.sh installs it: apt-get install pdudaemon)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     tag = uuid.uuid4().hex[:6]
     base = Path(f"/var/tmp/dutlab-pdu-{tag}")
     base.mkdir(mode=0o755)
@@ -64,11 +72,7 @@ def pdu_host():
     try:
         yield base, variables
     finally:
-        script = Path("/etc/init.d") / name
-        if script.exists():
-            subprocess.run([str(script), "stop"], capture_output=True, timeout=60)
-            subprocess.run(["update-rc.d", "-f", name, "remove"], capture_output=True, timeout=60)
-            script.unlink()
+        remove_init_service(name)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """pduclient: ask a pdudaemon to switch one PDU outlet on, off, or off-and-on (reboot).
 
     pduclient --daemon HOST --hostname PDU --port N --command on|off|reboot [--delay S] [--http]
