@@ -57,8 +57,15 @@ def http_request(args: argparse.Namespace) -> tuple[int, str]:
     return 0, f"pduclient: {args.hostname} port {args.port} {args.command}: done"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """Bad arguments exit 1, as for an unreachable daemon (argparse's own status is 2)."""
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_UNREACHABLE, f"pduclient: {message}\n")
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="pduclient", description=__doc__,
+    parser = _Parser(prog="pduclient", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--daemon", required=True, help="host of the pdudaemon listener (e.g. localhost)")
     parser.add_argument("--hostname", required=True, help="the PDU's name in pdudaemon's configuration")
@@ -68,11 +75,9 @@ def main() -> int:
     parser.add_argument("-H", "--http", action="store_true", help="talk to pdudaemon's http listener")
     parser.add_argument("--timeout", type=float, default=120,
                         help="seconds to wait for the daemon's answer (it answers after switching)")
-    try:
-        args = parser.parse_args()
-    except SystemExit as exc:
-        return EXIT_UNREACHABLE if exc.code else 0
-    rc, message = (http_request if args.http else tcp_request)(args)
+    args = parser.parse_args()
+    request = http_request if args.http else tcp_request
+    rc, message = request(args)
     print(message, file=sys.stderr if rc else sys.stdout)
     return rc
 
