@@ -108,7 +108,6 @@ class EmulatedBoardLab:
         self.uart_path = self.root / "serial" / f"by-id-{name}"
         self.pids: dict[str, tuple[int, str]] = {}
         self._procs: dict[str, subprocess.Popen] = {}
-        self.started = False
 
     # -- what a device dictionary and a test need ---------------------------------------------------
 
@@ -184,7 +183,6 @@ class EmulatedBoardLab:
             link = self.tftp_root / "jobs"
             if not link.is_symlink():
                 link.symlink_to(self.worker_dir / "tmp")
-        self.started = True
         try:
             self._network()
             self._uart()
