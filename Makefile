@@ -1,5 +1,5 @@
 # The README's commands. Everything they need is installed by scripts/setup.sh.
-.PHONY: setup demo lab lab-stop test lint bench
+.PHONY: setup demo lab lab-stop board-lab board-lab-stop test lint bench
 
 setup:
 	scripts/setup.sh
@@ -12,6 +12,13 @@ lab: setup
 
 lab-stop:
 	.venv/bin/python scripts/demo.py --stop
+
+# `make lab` plus the emulated u-boot board uboot01 behind ser2net, pdudaemon and dnsmasq (root)
+board-lab: setup
+	.venv/bin/python scripts/board_lab.py
+
+board-lab-stop:
+	.venv/bin/python scripts/board_lab.py --stop
 
 test:
 	scripts/test.sh

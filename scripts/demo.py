@@ -38,9 +38,9 @@ def random_password(length: int = 12) -> str:
     return "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(length))
 
 
-def start_lab(root: Path, port: int) -> tuple[Lab, str]:
+def start_lab(root: Path, port: int, worker_args: tuple[str, ...] = ()) -> tuple[Lab, str]:
     """A fresh lab in `root`: admin, device type qemu, worker1 (started when the dispatcher is
-    installed) and qemu01, which runs its health check first; (lab, admin password)."""
+    installed, with `worker_args`) and qemu01, which runs its health check first; (lab, admin password)."""
     shutil.rmtree(root, ignore_errors=True)
     lab = Lab.create(root, port=pick_port(port), logs=root)
     password = random_password()
@@ -50,7 +50,7 @@ def start_lab(root: Path, port: int) -> tuple[Lab, str]:
         lab.add_worker("worker1")
         lab.add_qemu_device("qemu01", "worker1", health_checks=True, description="demo QEMU device")
         if worker_available()[0]:
-            lab.start_worker("worker1")
+            lab.start_worker("worker1", None, *worker_args)
     except LabError as exc:
         lab.stop()
         sys.exit(f"demo: {exc}\n(logs in {root})")

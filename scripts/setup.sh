@@ -15,6 +15,7 @@ APT_PACKAGES=(
   e2fsprogs                                       # mke2fs -d: the test overlay drive, built without root
   syslinux syslinux-common mtools dosfstools      # the bootable amd64 disk image (LAVA's qcow2 job form)
   ser2net dnsmasq telnet tftp-hpa isc-dhcp-client # lab plumbing and its probes
+  pdudaemon u-boot-qemu u-boot-tools              # the emulated u-boot board: PDU, firmware, mkimage
   postgresql redis-server                         # the scale backends, tested in CI
   git iproute2 systemd python3-apt make curl      # from: git tests, netns, systemd-analyze, Ansible apt, demo
 )
@@ -27,6 +28,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Debian's pdudaemon has no client; dutlab's pduclient (the pdudaemon role installs the same file)
+# lets device dictionaries say `pduclient --daemon ... --command on` as LAVA labs do
+PDUCLIENT=/usr/local/bin/pduclient
+client="$(printf '#!/usr/bin/python3\n'; cat collection/roles/pdudaemon/files/pduclient.py)"
+if [ "$(cat "$PDUCLIENT" 2>/dev/null)" != "$client" ]; then
+  if [ -e "$PDUCLIENT" ] && ! grep -q "dutlab" "$PDUCLIENT"; then
+    echo "setup: $PDUCLIENT is not dutlab's: left alone"
+  else
+    printf '%s\n' "$client" > "$PDUCLIENT" && chmod 0755 "$PDUCLIENT"
+  fi
 fi
 
 # ansible-core >= 2.20 needs Python 3.12; pyenv ships it on these machines. Fall back to what exists.

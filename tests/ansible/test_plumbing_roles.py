@@ -65,6 +65,15 @@ def service(name: str, action: str) -> subprocess.CompletedProcess:
     return subprocess.run(["service", name, action], capture_output=True, text=True, timeout=60)
 
 
+def remove_init_service(name: str) -> None:
+    """Stop a service a role installed under a test's own name and remove its init script and rc links."""
+    script = Path("/etc/init.d") / name
+    if script.exists():
+        subprocess.run([str(script), "stop"], capture_output=True, timeout=60)
+        subprocess.run(["update-rc.d", "-f", name, "remove"], capture_output=True, timeout=60)
+        script.unlink()
+
+
 def pid_of(pidfile: str | Path) -> int | None:
     try:
         pid = int(Path(pidfile).read_text().split()[0])
@@ -429,11 +438,7 @@ def coordinator_host(base: Path, wheel: Path):
     try:
         yield variables
     finally:
-        script = Path("/etc/init.d") / name
-        if script.exists():
-            subprocess.run([str(script), "stop"], capture_output=True, timeout=60)
-            subprocess.run(["update-rc.d", "-f", name, "remove"], capture_output=True, timeout=60)
-            script.unlink()
+        remove_init_service(name)
         if not user_existed:
             subprocess.run(["userdel", user], capture_output=True, timeout=60)
             subprocess.run(["groupdel", user], capture_output=True, timeout=60)
