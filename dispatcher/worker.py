@@ -68,6 +68,9 @@ class Config:
     keep_jobs: bool = False
     #: the program that runs one job (a path, or a name found next to this Python or on PATH)
     run_command: str = "dutlab-run"
+    #: the TFTP server's root (deploy to: tftp), and the address boards reach it on ('' = find it)
+    tftp_root: str = "/srv/tftp"
+    dispatcher_ip: str = ""
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -89,6 +92,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--cancel-grace", type=float, help="seconds from SIGTERM to SIGKILL on cancel (30)")
     p.add_argument("--keep-jobs", action="store_true", default=None, help="keep job folders when done")
     p.add_argument("--run-command", help="program that runs one job (default dutlab-run)")
+    p.add_argument("--tftp-root", help="the TFTP server's root, for boards that boot over TFTP (/srv/tftp)")
+    p.add_argument("--dispatcher-ip", help="the address boards reach this worker's TFTP server on")
     args = vars(p.parse_args(argv))
     try:
         values = load_config(args.pop("config")) if args.get("config") else {}
@@ -367,7 +372,9 @@ class Worker:
         argv = [*self.run_argv, str(d / "job.yaml"), "--device", str(d / "device.yaml"),
                 "--output-dir", str(d / "output"), "--job-id", str(run.job.id),
                 "--work-dir", str(self.work_dir), "--server", self.cfg.url,
-                "--job-token-file", str(d / "token")]
+                "--job-token-file", str(d / "token"), "--tftp-root", self.cfg.tftp_root]
+        if self.cfg.dispatcher_ip:
+            argv += ["--dispatcher-ip", self.cfg.dispatcher_ip]
         try:
             env = envfile.build([info.get("env"), self.env_spec], os.environ)
             with open(d / "run.log", "ab") as out:
