@@ -41,7 +41,7 @@ def build(ctx: JobContext, params: dict[str, Any]) -> Action:
     top.children = [UBootOverlay(params, METHOD), ConnectDevice(params)]
     if params.get("reset", True):
         top.children.append(BootloaderReset(params, METHOD))
-    top.children += [BootloaderInterrupt(params, METHOD), BootloaderCommands(params, METHOD)]
+    top.children += [BootloaderInterrupt(params, METHOD), UBootCommands(params, METHOD)]
     if params.get("prompts"):
         top.children.append(AutoLogin(params))
     return top
@@ -55,3 +55,9 @@ class UBootAction(Action):
 
 class UBootOverlay(BootloaderOverlay):
     boot_commands = {"image": "booti", "zimage": "bootz", "uimage": "bootm"}
+
+
+class UBootCommands(BootloaderCommands):
+    # U-Boot reports every TFTP failure as "TFTP error: '<the server's text>'"; the device lists
+    # (LAVA's) name tftpd-hpa's "File not found", but dnsmasq says "file ... not found for ...".
+    builtin_errors = ("TFTP error: ",)

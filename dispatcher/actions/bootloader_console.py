@@ -15,7 +15,7 @@ ramdisk format) is a Job error.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from ..console import Console, ConsoleEOF, ConsoleTimeout
 from ..context import JobContext
@@ -91,6 +91,8 @@ class BootloaderCommands(Action):
     name = "bootloader-commands"
     description = "type the boot commands at the bootloader prompt, watching for its error messages"
     summary = "bootloader commands"
+    #: what this bootloader prints on any failure of its kind, watched beside the device's list
+    builtin_errors: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: dict[str, Any], method: str) -> None:
         super().__init__(params)
@@ -125,7 +127,7 @@ class BootloaderCommands(Action):
               what: str, kernel: bool = False) -> int:
         waited = ctx.wait_timeout()
         try:
-            index = console.expect([*patterns, *found.error_messages], timeout=waited)
+            index = console.expect([*patterns, *found.error_messages, *self.builtin_errors], timeout=waited)
         except ConsoleTimeout:
             last = _last_output(console)
             if kernel:
@@ -137,15 +139,19 @@ class BootloaderCommands(Action):
         except ConsoleEOF:
             raise console.closed_error(f"after {command!r}") from None
         if index >= len(patterns):
-            text = console.match.group(0)
-            console.settle(quiet=0.3, timeout=2.0)  # the rest of the message reaches the log
-            raise bootloader_error(self.name, found.method, command, _line_with(console, text))
+            raise bootloader_error(self.name, found.method, command, _error_line(console))
         return index
 
 
-def _line_with(console: Console, text: str) -> str:
-    """The console line that holds ``text`` (a matched message is often part of a longer line)."""
-    return next((line for line in reversed(console.tail(6)) if text in line), text).strip()
+def _error_line(console: Console) -> str:
+    """The whole console line that holds the matched message (often part of a longer line)."""
+    line = console.before.rsplit("\n", 1)[-1] + console.match.group(0)
+    try:
+        rest = console.readline(timeout=1.0) or ""
+    except ConsoleEOF:
+        rest = ""
+    console.settle(quiet=0.3, timeout=2.0)  # what follows the message reaches the log too
+    return (line + rest).strip()
 
 
 def bootloader_error(action: str, method: str, command: str, line: str) -> DutlabError:
@@ -154,11 +160,18 @@ def bootloader_error(action: str, method: str, command: str, line: str) -> Dutla
         return JobError(f"{action}: {method} refused the job's files: {line!r} after {command!r}; check the "
                         "deploy's kernel type and images")
     words = command.split()
-    if words and words[0] in FETCH_COMMANDS:
-        if words[0] in ("dhcp", "bootp") and len(words) < 3:
-            what = "the board got no DHCP answer; check the lab's DHCP server and the board's network link"
+    if not words or words[0] not in FETCH_COMMANDS:
+        return InfrastructureError(f"{action}: {method} printed {line!r} after {command!r}")
+    dhcp = words[0] in ("dhcp", "bootp")
+    if dhcp and not re.search(r"TFTP|not found", line, re.IGNORECASE):
+        what = "the board got no DHCP answer; check the lab's DHCP server and the board's network link"
+    else:
+        if len(words) >= 3:
+            name = repr(words[2])
+        elif dhcp:  # dhcp with autoload on fetches the boot file the DHCP server names
+            name = "the DHCP server's boot file (type 'setenv autoload no' before dhcp to fetch nothing)"
         else:
-            what = (f"the board could not fetch {words[-1]!r}; check the TFTP server (its root must be the worker's "
-                    "TFTP root) and the board's network link")
-        return InfrastructureError(f"{action}: {method} printed {line!r} after {command!r}: {what}")
-    return InfrastructureError(f"{action}: {method} printed {line!r} after {command!r}")
+            name = "the file named by the bootfile variable"
+        what = (f"the board could not fetch {name}; check the TFTP server (its root must be the worker's TFTP root) "
+                "and the board's network link")
+    return InfrastructureError(f"{action}: {method} printed {line!r} after {command!r}: {what}")

@@ -226,6 +226,9 @@ def test_settings_precedence(tmp_path: Path) -> None:
     ("dhcp", "Retry time exceeded; starting again", InfrastructureError,
      "bootloader-commands: u-boot printed 'Retry time exceeded; starting again' after 'dhcp': the board got no DHCP "
      "answer; check the lab's DHCP server and the board's network link"),
+    ("dhcp", "TFTP error: 'File not found' (1)", InfrastructureError,
+     "after 'dhcp': the board could not fetch the DHCP server's boot file (type 'setenv autoload no' before dhcp to "
+     "fetch nothing)"),
     ("booti 0x40400000 - 0x40000000", "Bad Linux ARM64 Image magic!", JobError,
      "bootloader-commands: u-boot refused the job's files: 'Bad Linux ARM64 Image magic!' after 'booti 0x40400000 "
      "- 0x40000000'; check the deploy's kernel type and images"),
