@@ -174,7 +174,19 @@ def substitute(commands: list[str], values: dict[str, str | None], log: Any) -> 
     return out
 
 
-class BootloaderOverlay(Action):
+class BootloaderAction(Action):
+    """An action of a bootloader boot: it knows its method (``u-boot``), which names the device's
+    ``actions.boot.methods.<method>`` and ``constants.<method>``."""
+
+    def __init__(self, params: dict[str, Any], method: str) -> None:
+        super().__init__(params)
+        self.method = method
+
+    def settings(self, ctx: JobContext) -> Settings:
+        return settings(ctx, self.params, self.method)
+
+
+class BootloaderOverlay(BootloaderAction):
     """Fill the placeholders of the boot commands with this job's values."""
 
     name = "bootloader-overlay"
@@ -183,12 +195,8 @@ class BootloaderOverlay(Action):
     #: kernel type -> the bootloader's boot command for it ({BOOTX}); a method sets its own
     boot_commands: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, params: dict[str, Any], method: str) -> None:
-        super().__init__(params)
-        self.method = method
-
     def validate(self, ctx: JobContext) -> list[str]:
-        check_settings(ctx, settings(ctx, self.params, self.method))
+        check_settings(ctx, self.settings(ctx))
         _, problems = command_set(ctx, self.params, self.method)
         mac = method_parameters(ctx.device, self.method).get("lava_mac")
         if mac and not MAC.fullmatch(str(mac)):

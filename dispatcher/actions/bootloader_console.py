@@ -15,13 +15,12 @@ ramdisk format) is a Job error.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from ..console import Console, ConsoleEOF, ConsoleTimeout
 from ..context import JobContext
 from ..errors import DutlabError, InfrastructureError, JobError
-from ..pipeline import Action
-from .bootloader import Settings, settings
+from .bootloader import BootloaderAction, Settings
 
 #: bootloader messages that mean the job's files cannot be booted (anything else: the lab)
 IMAGE_ERRORS = re.compile(r"magic|image format|ramdisk image|corrupt|overlaps|device tree|kernel_comp|"
@@ -44,18 +43,14 @@ def _character_delay(ctx: JobContext) -> float:
     return float(delay) / 1000 if delay else 0.0
 
 
-class BootloaderInterrupt(Action):
+class BootloaderInterrupt(BootloaderAction):
     name = "bootloader-interrupt"
     description = "stop the bootloader's autoboot at its interrupt prompt and wait for its prompt"
     summary = "interrupt the bootloader"
 
-    def __init__(self, params: dict[str, Any], method: str) -> None:
-        super().__init__(params)
-        self.method = method
-
     def run(self, ctx: JobContext) -> None:
         console = _console(ctx, self.name)
-        found = settings(ctx, self.params, self.method)
+        found = self.settings(ctx)
         if not found.needs_interrupt:
             ctx.logger.info(f"the device needs no interrupt: waiting for the prompt {found.prompt!r}")
             self._wait(ctx, console, found.prompt, "the bootloader prompt", "")
@@ -87,20 +82,16 @@ class BootloaderInterrupt(Action):
             raise console.closed_error(f"while waiting for {what} {pattern!r}") from None
 
 
-class BootloaderCommands(Action):
+class BootloaderCommands(BootloaderAction):
     name = "bootloader-commands"
     description = "type the boot commands at the bootloader prompt, watching for its error messages"
     summary = "bootloader commands"
     #: what this bootloader prints on any failure of its kind, watched beside the device's list
     builtin_errors: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, params: dict[str, Any], method: str) -> None:
-        super().__init__(params)
-        self.method = method
-
     def run(self, ctx: JobContext) -> None:
         console = _console(ctx, self.name)
-        found = settings(ctx, self.params, self.method)
+        found = self.settings(ctx)
         commands = ctx.bootloader_commands
         if not commands:
             raise JobError(f"{self.name}: there are no boot commands to type (bootloader-overlay left none)")
