@@ -10,6 +10,7 @@ The `board` fixture is the one seam: a board gives ``device(...)``, ``tftp_root`
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import random
 import subprocess
@@ -37,7 +38,10 @@ STEPS = ["lava-test-case uname --shell uname -a", "lava-test-case false-case --s
          "lava-test-case speed --result pass --measurement 12.5 --units MB/s"]
 EXPECTED = [("uname", "pass", None, None), ("false-case", "fail", None, None), ("speed", "pass", 12.5, "MB/s")]
 #: qemu-user-net: QEMU's own DHCP/TFTP and telnet serial, QMP power; netns-lab: the real lab parts
-BOARDS: dict[str, Any] = {"qemu-user-net": QemuUBootBoard, "netns-lab": NetnsLabBoard}
+#: (tests/labkit/board.py, from the board-lab branch: the boards run here once it is in the tree)
+BOARDS: dict[str, Any] = {"qemu-user-net": QemuUBootBoard}
+if importlib.util.find_spec("labkit") and importlib.util.find_spec("labkit.board"):
+    BOARDS["netns-lab"] = NetnsLabBoard
 Board = QemuUBootBoard | NetnsLabBoard
 
 
