@@ -169,6 +169,11 @@ class Console:
             self.logger.input(text)
         self._send(text + "\n")
 
+    def send(self, text: str) -> None:
+        """Type ``text`` without a newline (a bootloader's interrupt character)."""
+        self.logger.input(text)
+        self._send(text)
+
     def sendcontrol(self, char: str) -> None:
         self.child.sendcontrol(char)
 

@@ -36,6 +36,20 @@ class Overlay:
 
 
 @dataclass
+class TftpFiles:
+    """deploy to: tftp: the job's folder in the worker's TFTP root, and what a bootloader fetches."""
+
+    #: ``<tftp root>/dutlab-<job id>-...``, removed by finalize
+    folder: Path
+    #: kernel, ramdisk, dtb -> path relative to the TFTP root (``{KERNEL}``, ``{RAMDISK}``, ``{DTB}``)
+    files: dict[str, str] = field(default_factory=dict)
+    #: the deploy's ``kernel.type``: image, zimage or uimage (``{BOOTX}``: booti, bootz, bootm)
+    kernel_type: str = ""
+    #: the staged ramdisk is a u-boot image, which carries its own size
+    ramdisk_header: bool = False
+
+
+@dataclass
 class JobContext:
     job_id: int
     job: dict[str, Any]
@@ -62,6 +76,14 @@ class JobContext:
     test_stage: int = 0
     #: command: device user commands whose "undo" finalize must run
     undo_commands: list[str] = field(default_factory=list)
+    #: worker settings for bootloader boots: the TFTP server's root, and the address boards reach
+    #: it on (``{SERVER_IP}``; '' means the worker's own address, found at boot time)
+    tftp_root: Path = Path("/srv/tftp")
+    dispatcher_ip: str = ""
+    #: deploy to: tftp: the staged files
+    tftp: TftpFiles | None = None
+    #: boot: the bootloader commands with their placeholders filled in (bootloader-overlay)
+    bootloader_commands: list[str] = field(default_factory=list)
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())

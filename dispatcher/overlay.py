@@ -128,13 +128,14 @@ def cpio_newc(root: Path, prefix: str) -> bytes:
         info = path.lstat()
         data = os.readlink(path).encode() if stat.S_ISLNK(info.st_mode) else (
             path.read_bytes() if stat.S_ISREG(info.st_mode) else b"")
-        _cpio_entry(out, ino, name, info.st_mode, data)
+        cpio_entry(out, ino, name, info.st_mode, data)
         ino += 1
-    _cpio_entry(out, 0, "TRAILER!!!", 0, b"")
+    cpio_entry(out, 0, "TRAILER!!!", 0, b"")
     return out.getvalue()
 
 
-def _cpio_entry(out: io.BytesIO, ino: int, name: str, mode: int, data: bytes) -> None:
+def cpio_entry(out: io.BytesIO, ino: int, name: str, mode: int, data: bytes) -> None:
+    """One newc member (uid/gid 0, mtime 0); ``data`` is a file's bytes or a symlink's target."""
     name_bytes = name.encode() + b"\0"
     nlink = 2 if stat.S_ISDIR(mode) else 1
     fields = (ino, mode, 0, 0, nlink, 0, len(data), 0, 0, 0, 0, len(name_bytes), 0)
@@ -147,7 +148,12 @@ def _cpio_entry(out: io.BytesIO, ino: int, name: str, mode: int, data: bytes) ->
 
 def append_to_initramfs(initrd: Path, root: Path, dut_path: str) -> None:
     """Append ``root`` as ``dut_path`` to an initramfs (raw or compressed cpio)."""
-    archive = gzip.compress(cpio_newc(root, dut_path.strip("/")), mtime=0)
+    append_cpio(initrd, cpio_newc(root, dut_path.strip("/")))
+
+
+def append_cpio(initrd: Path, cpio: bytes) -> None:
+    """Append a newc cpio archive, gzip'd, to an initramfs (raw or compressed cpio)."""
+    archive = gzip.compress(cpio, mtime=0)
     with open(initrd, "ab") as handle:
         # The kernel skips zero padding between archives; a raw cpio needs 4-byte alignment.
         handle.write(b"\0" * (-handle.tell() % 4))

@@ -3,6 +3,7 @@
 Standalone (an admin debugging a device)::
 
     dutlab-run JOB.yaml --device DEVICE.yaml --output-dir DIR [--job-id N] [--work-dir DIR]
+               [--tftp-root DIR --dispatcher-ip ADDRESS]   (boards that boot over TFTP)
 
 Connected (started by dutlab-worker): add ``--server URL --job-token-file F``; the log is
 uploaded as it grows and the result is reported to the server at the end.
@@ -40,6 +41,7 @@ from .schema.common import JobDefinitionError
 from .schema.loader import parse_job
 
 DEFAULT_WORK_DIR = Path("/var/lib/dutlab/worker")
+DEFAULT_TFTP_ROOT = Path("/srv/tftp")
 UPLOAD_CLOSE_TIMEOUT = 60.0
 
 
@@ -53,6 +55,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
                    help=f"download cache and scratch space (default {DEFAULT_WORK_DIR})")
     p.add_argument("--env-file", type=Path, help="env.yaml (purge/removes/overrides) for this run")
+    p.add_argument("--tftp-root", type=Path, default=DEFAULT_TFTP_ROOT,
+                   help=f"the TFTP server's root: deploy to: tftp stages files there (default {DEFAULT_TFTP_ROOT})")
+    p.add_argument("--dispatcher-ip", default="", help="the address boards reach this worker's TFTP server on "
+                   "({SERVER_IP}; default: the worker's address on its default route)")
     p.add_argument("--server", help="lab server URL: upload the log and report the result there")
     p.add_argument("--job-token-file", type=Path, help="file holding the job token (with --server)")
     p.add_argument("-v", "--verbose", action="store_true", help="also print every log record on stderr")
@@ -122,7 +128,8 @@ def _prepare(args: argparse.Namespace, logger: JobLogger) -> JobContext:
     logger.info(f"job {job.get('job_name', '')!r} on device {device.get('hostname', args.device.name)}")
     tmp_dir = _scratch_dir(args.work_dir, args.job_id)
     return JobContext(job_id=args.job_id, job=job, device=device, logger=logger, output_dir=args.output_dir,
-                      work_dir=args.work_dir, tmp_dir=tmp_dir)
+                      work_dir=args.work_dir, tmp_dir=tmp_dir, tftp_root=args.tftp_root,
+                      dispatcher_ip=args.dispatcher_ip)
 
 
 def _load_job(path: Path) -> dict[str, Any]:

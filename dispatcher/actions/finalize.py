@@ -1,7 +1,7 @@
 """finalize: always the last action. Undo user commands, switch a board off (``power_off``),
 stop the DUT's console process (QEMU is killed with its process group), remove the job's
-scratch directory. Every step runs even when an earlier one failed; a failed power-off is then
-the job's infrastructure error (the board may still be on)."""
+folder in the TFTP root and its scratch directory. Every step runs even when an earlier one
+failed; a failed power-off is then the job's infrastructure error (the board may still be on)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ class Finalize(Action):
         except DutlabError as exc:  # raised after the cleanup; the pipeline logs it
             failed = exc
         self._close_console(ctx)
+        if ctx.tftp is not None:
+            shutil.rmtree(ctx.tftp.folder, ignore_errors=True)  # the job's files in the TFTP root
+            ctx.logger.info(f"removed {ctx.tftp.folder}")
+            ctx.tftp = None
         shutil.rmtree(ctx.tmp_dir, ignore_errors=True)
         ctx.logger.info(f"removed {ctx.tmp_dir}")
         if failed is not None:

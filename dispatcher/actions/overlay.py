@@ -49,15 +49,26 @@ def plan_tests(ctx: JobContext) -> list[PlannedTest]:
 
 def overlay_actions(ctx: JobContext, deploy: dict[str, Any]) -> list[Action]:
     """``lava-overlay`` (with one fetch action per definition) and the packing action."""
-    planned = plan_tests(ctx)
-    if not ctx.test_actions():
+    top = lava_overlay(ctx, deploy)
+    if top is None:
         return []
-    top = LavaOverlay(deploy, planned)
-    kinds = {"inline": InlineRepo, "git": GitRepo, "url": UrlRepo}
-    top.children = [kinds[p.definition.get("from", "inline")](deploy, p) for p in planned]
     ramdisk = next((name for name, image in (deploy.get("images") or {}).items()
                     if (image.get("overlays") or {}).get("lava")), None)
     return [top, ApplyOverlayRamdisk(deploy, ramdisk) if ramdisk else ApplyOverlayImage(deploy)]
+
+
+def lava_overlay(ctx: JobContext, deploy: dict[str, Any]) -> LavaOverlay | None:
+    """``lava-overlay`` with one fetch action per definition (None: the job has no tests).
+
+    A deploy method that packs the overlay its own way adds its packing action after it.
+    """
+    if not ctx.test_actions():
+        return None
+    planned = plan_tests(ctx)
+    top = LavaOverlay(deploy, planned)
+    kinds = {"inline": InlineRepo, "git": GitRepo, "url": UrlRepo}
+    top.children = [kinds[p.definition.get("from", "inline")](deploy, p) for p in planned]
+    return top
 
 
 class LavaOverlay(Action):

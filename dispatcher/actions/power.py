@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..console import Console, ConsoleEOF, ConsoleTimeout
 from ..context import JobContext
 from ..errors import InfrastructureError
 from ..pipeline import Action
@@ -65,10 +66,36 @@ class ResetDevice(Action):
         elif device_commands(ctx, "soft_reboot"):
             if ctx.console is None:
                 raise InfrastructureError("reset-device: soft_reboot needs a connected console")
-            for command in device_commands(ctx, "soft_reboot"):
+            commands = device_commands(ctx, "soft_reboot")
+            for command in commands:
                 ctx.console.sendline(command)
+            message = self.shutdown_message(ctx)
+            if message:
+                _wait_for_shutdown(ctx, ctx.console, message, commands)
         else:
             ctx.logger.info("no hard_reset, power_on or soft_reboot commands: the board is not reset")
+
+    def shutdown_message(self, ctx: JobContext) -> str:
+        """What the board prints when a soft reboot has taken hold ('': do not wait for it).
+
+        A bootloader boot must not miss the interrupt prompt that follows, so it waits.
+        """
+        return ""
+
+
+def _wait_for_shutdown(ctx: JobContext, console: Console, message: str, commands: list[str]) -> None:
+    waited = ctx.wait_timeout()
+    try:
+        console.expect([message], timeout=waited)
+    except ConsoleTimeout:
+        last = " | ".join(line for line in console.tail(3) if line.strip()) or "nothing"
+        raise InfrastructureError(f"reset-device: the shutdown message {message!r} did not appear within "
+                                  f"{waited:.0f} s of typing {'; '.join(commands)!r} (soft_reboot), so the board "
+                                  f"did not reboot (last console output: {last}); check the device's "
+                                  "soft_reboot command and shutdown-message") from None
+    except ConsoleEOF:
+        raise console.closed_error("while waiting for the shutdown message") from None
+    ctx.logger.info(f"soft reboot: the board printed {message!r}")
 
 
 def reset_actions(ctx: JobContext, params: dict[str, Any]) -> list[Action]:

@@ -22,7 +22,16 @@ from typing import Any
 from ..context import JobContext
 from ..errors import JobError
 from ..pipeline import Action
-from . import boot_minimal, boot_qemu, command, deploy_downloads, deploy_tmpfs, test_definitions
+from . import (
+    boot_minimal,
+    boot_qemu,
+    boot_uboot,
+    command,
+    deploy_downloads,
+    deploy_tftp,
+    deploy_tmpfs,
+    test_definitions,
+)
 
 #: the job's action kinds, in the order errors list them
 KINDS = ("deploy", "boot", "test", "command")
@@ -30,8 +39,10 @@ KINDS = ("deploy", "boot", "test", "command")
 MODULES: tuple[ModuleType, ...] = (
     deploy_tmpfs,
     deploy_downloads,
+    deploy_tftp,
     boot_qemu,
     boot_minimal,
+    boot_uboot,
     test_definitions,
     command,
 )

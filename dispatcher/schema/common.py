@@ -197,6 +197,15 @@ def url(schemes: tuple[str, ...] = ("http", "https", "file")) -> Check:
     return check
 
 
+def refused(message: str) -> Check:
+    """A LAVA key dutlab knows but cannot do yet: refused at its path with its own sentence."""
+
+    def check(value: Any, path: str) -> None:
+        fail(path, message)
+
+    return check
+
+
 def regex(value: Any, path: str) -> None:
     string()(value, path)
     try:

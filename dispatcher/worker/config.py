@@ -33,6 +33,9 @@ class Config:
     keep_jobs: bool = False
     #: the program that runs one job (a path, or a name found next to this Python or on PATH)
     run_command: str = "dutlab-run"
+    #: the TFTP server's root (deploy to: tftp), and the address boards reach it on ('' = find it)
+    tftp_root: str = "/srv/tftp"
+    dispatcher_ip: str = ""
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -54,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--cancel-grace", type=float, help="seconds from SIGTERM to SIGKILL on cancel (30)")
     p.add_argument("--keep-jobs", action="store_true", default=None, help="keep job folders when done")
     p.add_argument("--run-command", help="program that runs one job (default dutlab-run)")
+    p.add_argument("--tftp-root", help="the TFTP server's root, for boards that boot over TFTP (/srv/tftp)")
+    p.add_argument("--dispatcher-ip", help="the address boards reach this worker's TFTP server on "
+                   "({SERVER_IP}; default: the address on the route to the default gateway)")
     args = vars(p.parse_args(argv))
     try:
         values = load_config(args.pop("config")) if args.get("config") else {}

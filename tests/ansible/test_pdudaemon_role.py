@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from ansible_harness import REPO, env, play
+from labtools import BIN
 from test_collection import test_argument_specs_match_the_defaults as argument_specs_match_the_defaults
 from test_plumbing_roles import (
     converge_idempotent,
@@ -30,8 +31,6 @@ from test_plumbing_roles import (
     service,
     systemd_verify,
 )
-
-from labtools import BIN
 
 pytestmark = pytest.mark.ansible
 

@@ -119,7 +119,7 @@ class DutlabRun:
         self.count = 0
 
     def start(self, job: dict[str, Any], device: dict[str, Any], job_id: int = 1,
-              work_dir: Path | None = None) -> tuple[subprocess.Popen[str], Path]:
+              work_dir: Path | None = None, extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen[str], Path]:
         self.count += 1
         run_dir = self.tmp_path / f"run{self.count}"
         run_dir.mkdir()
@@ -127,7 +127,7 @@ class DutlabRun:
         (run_dir / "device.yaml").write_text(yaml.safe_dump(device, sort_keys=False))
         argv = [sys.executable, "-m", "dutlab.dispatcher.run", str(run_dir / "job.yaml"),
                 "--device", str(run_dir / "device.yaml"), "--output-dir", str(run_dir / "output"),
-                "--job-id", str(job_id), "--work-dir", str(work_dir or self.work_dir)]
+                "--job-id", str(job_id), "--work-dir", str(work_dir or self.work_dir), *extra_args]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
         self.procs.append(proc)

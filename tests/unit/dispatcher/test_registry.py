@@ -36,6 +36,9 @@ SAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("deploy", "downloads"): {"to": "downloads", "images": IMAGES},
     ("boot", "qemu"): {"method": "qemu", "media": "tmpfs", "prompts": ["# "]},
     ("boot", "minimal"): {"method": "minimal", "prompts": ["# "]},
+    ("deploy", "tftp"): {"to": "tftp", "kernel": {"url": "file:///srv/images/Image", "type": "image"},
+                         "ramdisk": {"url": "file:///srv/images/initramfs.cpio.gz", "compression": "gz"}},
+    ("boot", "u-boot"): {"method": "u-boot", "commands": "ramdisk", "prompts": ["# "]},
     ("test", "definitions"): {"definitions": [INLINE]},
     ("command", "command"): {"name": "relay_on"},
 }

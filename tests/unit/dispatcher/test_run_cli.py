@@ -67,7 +67,8 @@ def test_a_method_the_device_does_not_offer_lists_the_reasons(tmp_path: Path) ->
     result = yaml.safe_load((out / "result.yaml").read_text())
     assert result["error_type"] == "Job"
     assert result["error_msg"] == ("invalid job: actions[0].boot: no method accepts it: qemu01 does not offer boot "
-                                   "method 'qemu' (it offers minimal); minimal: not method 'qemu'")
+                                   "method 'qemu' (it offers minimal); minimal: not method 'qemu'; "
+                                   "u-boot: not method 'qemu'")
 
 
 def test_an_unreadable_device_is_a_configuration_error(tmp_path: Path) -> None:
