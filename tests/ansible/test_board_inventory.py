@@ -24,10 +24,10 @@ import pexpect
 import pytest
 import yaml
 from ansible_harness import BIN, REPO, env, play
-from labtools import start_lab
 from test_pdudaemon_role import pdu_host  # noqa: F401 - fixture
 from test_plumbing_roles import dnsmasq_instance, served_dirs, service, system_ser2net  # noqa: F401
 
+from labkit import start_lab
 from labkit.board import EmulatedBoardLab, default_mac, free_tcp_port, missing_prerequisites
 
 pytestmark = [pytest.mark.ansible, pytest.mark.qemu, pytest.mark.board]

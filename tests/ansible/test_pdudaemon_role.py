@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 from ansible_harness import REPO, env, play
-from labtools import BIN
 from test_collection import test_argument_specs_match_the_defaults as argument_specs_match_the_defaults
 from test_plumbing_roles import (
     converge_idempotent,
@@ -31,6 +30,8 @@ from test_plumbing_roles import (
     service,
     systemd_verify,
 )
+
+from labkit import BIN
 
 pytestmark = pytest.mark.ansible
 

@@ -205,7 +205,7 @@ def test_failures_an_admin_sees(board, tmp_path):
 
 def test_the_device_dictionary_drives_the_lab_through_a_rendered_device_config(board, tmp_path):
     """A real server renders the dictionary; the rendered connect and power commands work the board."""
-    from labtools import start_lab
+    from labkit import start_lab
 
     template = Path(__file__).resolve().parents[2] / "device-types" / "qemu-uboot-arm64.jinja2"
     # until the qemu-uboot-arm64 template lands, base.jinja2 renders the same commands section
@@ -247,7 +247,7 @@ def test_make_board_lab_brings_the_board_lab_up_and_stop_leaves_nothing(tmp_path
         pytest.fail(str(missing)) if os.environ.get("CI") else pytest.skip(", ".join(missing))
     import sys
 
-    from labtools import http
+    from labkit import http
 
     root = tmp_path / "board-lab"
     env = {**os.environ, "DUTLAB_BOARD_LAB_DIR": str(root)}
