@@ -23,9 +23,9 @@ from dutlab.dispatcher.log import JobLogger, read_log
 from dutlab.dispatcher.pipeline import Pipeline
 from dutlab.dispatcher.schema.common import JobDefinitionError
 from dutlab.dispatcher.schema.job import validate_job
+from factories import board_device
 
-DEVICE = yaml.safe_load((Path(__file__).resolve().parents[2] / "data" / "devices" / "qemu-uboot-arm64.yaml")
-                        .read_text())
+DEVICE = board_device()
 KERNEL = "dutlab-1-x/kernel/Image"
 RAMDISK = "dutlab-1-x/ramdisk/rootfs.cpio.gz.uboot"
 
@@ -329,3 +329,4 @@ def test_no_interrupt_prompt_is_an_infrastructure_error_naming_prompt_and_wait(t
     assert str(info.value).startswith("bootloader-interrupt: the interrupt prompt 'Hit any key to stop autoboot' "
                                       "did not appear within 1 s (last console output: nothing); check that the "
                                       "board is powered")
+
