@@ -1,10 +1,12 @@
-"""Build lab objects straight in the database for in-process tests (the `db` fixture)."""
+"""Build lab objects straight in the database for in-process tests (the `db` fixture), and the
+device configuration of a shipped board type as the server renders it."""
 
 from __future__ import annotations
 
 from dutlab.service import auth
 from dutlab.service.models import Device, DeviceTag, DeviceType, Group, GroupMember, Tag, User, Worker, utcnow
 from dutlab.service.states import DeviceHealth, WorkerHealth, WorkerState
+from dutlab.service.templating import load_device_config, shipped_device_types_dir
 
 QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"
 
@@ -55,3 +57,10 @@ def device(name: str, dtype: DeviceType, wrk: Worker, health: DeviceHealth = Dev
         tag, _ = Tag.get_or_create(name=t)
         DeviceTag.create(device=d, tag=tag)
     return d
+
+
+def board_device(device_type: str = "qemu-uboot-arm64", hostname: str = "uboot01", sets: str = "") -> dict:
+    """device-types/<device_type>.jinja2 rendered for `hostname` with a dictionary of `sets`
+    (`{% set ... %}` lines), no job context: what dutlab-run gets for such a board."""
+    return load_device_config(f"{{% extends '{device_type}.jinja2' %}}\n{sets}", hostname=hostname,
+                              device_type=device_type, context={}, search_path=[shipped_device_types_dir()])

@@ -16,7 +16,20 @@ from ..console import Console, ConsoleEOF, ConsoleTimeout
 from ..context import JobContext
 from ..errors import InfrastructureError, JobError, JobTimeout
 from ..pipeline import Action
-from ..schema.common import ACTION_FIELDS, STRINGS, Check, boolean, choice, fail, join, list_of, mapping, regex, string
+from ..schema.common import (
+    ACTION_FIELDS,
+    STRINGS,
+    Check,
+    boolean,
+    choice,
+    fail,
+    join,
+    kind_of,
+    list_of,
+    mapping,
+    regex,
+    string,
+)
 from .common import as_list
 
 PANIC_PATTERNS = (r"Kernel panic - not syncing[^\r\n]*", r"---\[ end Kernel panic[^\r\n]*")
@@ -49,12 +62,22 @@ def _transfer_overlay(value: Any, path: str) -> None:
         fail(join(path, "download_command"), "Set download_command, or transfer_method: zmodem.")
 
 
+def _console_commands(value: Any, path: str) -> None:
+    """``soft_reboot``: one command typed on the console, or a list of them (LAVA takes both)."""
+    if isinstance(value, str):
+        string()(value, path)
+    elif isinstance(value, list):
+        list_of(string(), min_items=1)(value, path)
+    else:
+        fail(path, f"Expected a command (a string) or a list of commands, got {kind_of(value)}.")
+
+
 #: the keys every boot block may carry, in the order they are checked
 BOOT_FIELDS: dict[str, Check] = {
     "method": string(), "prompts": _prompts, "auto_login": _auto_login, "transfer_overlay": _transfer_overlay,
     "parameters": mapping({"kernel-start-message": string(), "shutdown-message": string(),
                            "bootloader-final-message": string()}),
-    "ignore_kernel_messages": boolean, "soft_reboot": string(), **ACTION_FIELDS,
+    "ignore_kernel_messages": boolean, "soft_reboot": _console_commands, **ACTION_FIELDS,
 }
 
 

@@ -2,7 +2,9 @@
 
 ``hard_reset``, ``power_on``, ``power_off`` and ``pre_power_command`` are shell commands (a
 string or a list, run in order) that drive a PDU, a relay board or a lab controller; dutlab
-only runs them. ``soft_reboot`` commands are typed on the board's console instead.
+only runs them. ``soft_reboot`` commands are typed on the board's console instead: the
+device's, or a boot block's own ``soft_reboot`` (LAVA's key), which makes that boot reset a
+board already running Linux from its shell rather than through the PDU.
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ class PrePower(Action):
 class ResetDevice(Action):
     """Reset the board so it boots with the console already connected.
 
-    ``hard_reset`` when the device has one, else ``power_off`` then ``power_on``, else the
-    ``soft_reboot`` commands typed on the console; a board with none of these boots by itself
-    (or is already running) and is left alone.
+    The boot block's ``soft_reboot`` commands typed on the console when it has them (the job
+    knows the board is at a shell, e.g. a second boot); else ``hard_reset`` when the device
+    has one, else ``power_off`` then ``power_on``, else the device's ``soft_reboot`` commands;
+    a board with none of these boots by itself (or is already running) and is left alone.
     """
 
     name = "reset-device"
@@ -58,22 +61,28 @@ class ResetDevice(Action):
     summary = "reset the board"
 
     def run(self, ctx: JobContext) -> None:
-        if device_commands(ctx, "hard_reset"):
+        if self.params.get("soft_reboot"):
+            ctx.logger.info("soft reboot: typing the boot's soft_reboot commands on the console (no power "
+                            "commands for this boot)")
+            self._soft_reboot(ctx, as_list(self.params["soft_reboot"]), "the boot's soft_reboot")
+        elif device_commands(ctx, "hard_reset"):
             run_commands(ctx, "hard_reset")
         elif device_commands(ctx, "power_on"):
             run_commands(ctx, "power_off")
             run_commands(ctx, "power_on")
         elif device_commands(ctx, "soft_reboot"):
-            if ctx.console is None:
-                raise InfrastructureError("reset-device: soft_reboot needs a connected console")
-            commands = device_commands(ctx, "soft_reboot")
-            for command in commands:
-                ctx.console.sendline(command)
-            message = self.shutdown_message(ctx)
-            if message:
-                _wait_for_shutdown(ctx, ctx.console, message, commands)
+            self._soft_reboot(ctx, device_commands(ctx, "soft_reboot"), "the device's soft_reboot command")
         else:
             ctx.logger.info("no hard_reset, power_on or soft_reboot commands: the board is not reset")
+
+    def _soft_reboot(self, ctx: JobContext, commands: list[str], source: str) -> None:
+        if ctx.console is None:
+            raise InfrastructureError("reset-device: soft_reboot needs a connected console")
+        for command in commands:
+            ctx.console.sendline(command)
+        message = self.shutdown_message(ctx)
+        if message:
+            _wait_for_shutdown(ctx, ctx.console, message, commands, source)
 
     def shutdown_message(self, ctx: JobContext) -> str:
         """What the board prints when a soft reboot has taken hold ('': do not wait for it).
@@ -83,16 +92,16 @@ class ResetDevice(Action):
         return ""
 
 
-def _wait_for_shutdown(ctx: JobContext, console: Console, message: str, commands: list[str]) -> None:
+def _wait_for_shutdown(ctx: JobContext, console: Console, message: str, commands: list[str], source: str) -> None:
     waited = ctx.wait_timeout()
     try:
         console.expect([message], timeout=waited)
     except ConsoleTimeout:
         last = " | ".join(line for line in console.tail(3) if line.strip()) or "nothing"
         raise InfrastructureError(f"reset-device: the shutdown message {message!r} did not appear within "
-                                  f"{waited:.0f} s of typing {'; '.join(commands)!r} (soft_reboot), so the board "
-                                  f"did not reboot (last console output: {last}); check the device's "
-                                  "soft_reboot command and shutdown-message") from None
+                                  f"{waited:.0f} s of typing {'; '.join(commands)!r} ({source}), so the board "
+                                  f"did not reboot (last console output: {last}); check {source} and the "
+                                  "shutdown-message (the boot's parameters, else the device's constants)") from None
     except ConsoleEOF:
         raise console.closed_error("while waiting for the shutdown message") from None
     ctx.logger.info(f"soft reboot: the board printed {message!r}")

@@ -207,14 +207,11 @@ def test_the_device_dictionary_drives_the_lab_through_a_rendered_device_config(b
     """A real server renders the dictionary; the rendered connect and power commands work the board."""
     from labkit import start_lab
 
-    template = Path(__file__).resolve().parents[2] / "device-types" / "qemu-uboot-arm64.jinja2"
-    # until the qemu-uboot-arm64 template lands, base.jinja2 renders the same commands section
-    extends = "qemu-uboot-arm64" if template.exists() else "base"
     (tmp_path / "server").mkdir()
     lab, stop = start_lab(tmp_path / "server")
     try:
         lab.start_worker("worker1")
-        lab.add_qemu_device("uboot01", dictionary=board.dictionary(extends=extends), device_type="qemu-uboot-arm64")
+        lab.add_qemu_device("uboot01", dictionary=board.dictionary(), device_type="qemu-uboot-arm64")
         reply = lab.api("GET", "/api/v1/devices/uboot01/dictionary?render=1")
         assert reply.status == 200, reply.text
         config = yaml.safe_load(reply.json()["config"])
@@ -240,8 +237,10 @@ def test_the_device_dictionary_drives_the_lab_through_a_rendered_device_config(b
         stop()
 
 
-def test_make_board_lab_brings_the_board_lab_up_and_stop_leaves_nothing(tmp_path):
-    """scripts/board_lab.py (make board-lab / board-lab-stop), in a folder of the test's own."""
+def test_make_board_lab_runs_a_lavacli_job_on_uboot01_and_stop_leaves_nothing(tmp_path):
+    """scripts/board_lab.py (make board-lab / board-lab-stop) in a folder of the test's own: with the
+    exports it prints, lavacli submits examples/jobs/uboot-tftp-ramdisk.yaml to uboot01 (after the
+    board's own health check) and the job completes with its results; the stop leaves nothing running."""
     missing = missing_prerequisites()
     if missing:
         pytest.fail(str(missing)) if os.environ.get("CI") else pytest.skip(", ".join(missing))
@@ -249,33 +248,55 @@ def test_make_board_lab_brings_the_board_lab_up_and_stop_leaves_nothing(tmp_path
 
     from labkit import http
 
+    repo = Path(__file__).resolve().parents[2]
     root = tmp_path / "board-lab"
     env = {**os.environ, "DUTLAB_BOARD_LAB_DIR": str(root)}
-    script = [sys.executable, str(Path(__file__).resolve().parents[2] / "scripts" / "board_lab.py")]
+    script = [sys.executable, str(repo / "scripts" / "board_lab.py")]
     out = subprocess.run(script, capture_output=True, text=True, timeout=300, env=env)
+    netns = ""
     try:
         assert out.returncode == 0, out.stdout + out.stderr
-        lines = out.stdout.splitlines()
-        exports = next(line for line in lines if line.startswith("export DUTLAB_URL="))
-        values = dict(kv.split("=", 1) for kv in exports.removeprefix("export ").split())
-        assert values["DUTLAB_USER"] == "admin"
-        devices = http("GET", values["DUTLAB_URL"] + "/api/v1/devices", token=values["DUTLAB_TOKEN"]).json()
-        hostnames = [d["hostname"] for d in devices["results"]]
-        has_template = (Path(__file__).resolve().parents[2] / "device-types" / "qemu-uboot-arm64.jinja2").exists()
-        assert ("uboot01" in hostnames) == has_template, (hostnames, out.stdout)
-        connect = re.search(r"console:\s+(telnet 127\.0\.0\.1 \d+)", out.stdout).group(1)
-        power_on = re.search(r"power:\s+(pduclient .* --command on)", out.stdout).group(1)
-        client = pexpect.spawn(connect, encoding="utf-8", codec_errors="replace", timeout=60,
-                               logfile=open(tmp_path / "console.log", "a"))  # noqa: SIM115
-        client.expect_exact("Escape character")
-        assert subprocess.run(power_on, shell=True, capture_output=True, timeout=120).returncode == 0
-        interrupt(client)
-        client.close()
         netns = re.search(r"namespace (\S+),", out.stdout).group(1)
+        exports = next(line for line in out.stdout.splitlines() if line.startswith("export DUTLAB_URL="))
+        values = dict(kv.split("=", 1) for kv in exports.removeprefix("export ").split())
+        url, token = values["DUTLAB_URL"], values["DUTLAB_TOKEN"]
+        assert values["DUTLAB_USER"] == "admin"
+        # what the script prints about the board is what the server renders for uboot01
+        config = yaml.safe_load(http("GET", f"{url}/api/v1/devices/uboot01/dictionary?render=1", token=token)
+                                .json()["config"])
+        assert re.search(r"console:\s+(telnet 127\.0\.0\.1 \d+)", out.stdout).group(1) == config["commands"]["connect"]
+        assert re.search(r"power:\s+(pduclient .* --command on)", out.stdout).group(1) == config["commands"]["power_on"]
+        assert "a job:     examples/jobs/uboot-tftp-ramdisk.yaml" in out.stdout
+
+        job_file = tmp_path / "uboot-tftp-ramdisk.yaml"
+        job_file.write_text((repo / "examples" / "jobs" / "uboot-tftp-ramdisk.yaml").read_text()
+                            .replace("file:///var/cache/dutlab/assets/arm64", f"file://{ASSETS}"))
+        lavacli = Path(sys.executable).parent / "lavacli"
+        cli_env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+
+        def cli(*args: str, timeout: float = 60) -> str:
+            done = subprocess.run([str(lavacli), *args], capture_output=True, text=True, env=cli_env, timeout=timeout)
+            assert done.returncode == 0, f"lavacli {' '.join(args)}: {done.stdout}{done.stderr}"
+            return done.stdout
+
+        cli("identities", "add", "board-lab", "--uri", f"{url}/RPC2", "--username", "admin", "--token", token)
+        job_id = cli("-i", "board-lab", "jobs", "submit", str(job_file)).strip()
+        assert job_id.isdigit(), job_id
+        cli("-i", "board-lab", "jobs", "wait", job_id, "--polling", "2", "--timeout", "600", timeout=660)
+        show = yaml.safe_load(cli("-i", "board-lab", "jobs", "show", job_id, "--yaml"))
+        assert (show["state"], show["health"], show["device"]) == ("Finished", "Complete", "uboot01"), show
+        results = cli("-i", "board-lab", "results", job_id).splitlines()
+        assert results[0] == "Results:" and [r for r in results if r.startswith("* 0_smoke.")] == [
+            "* 0_smoke.uname [pass]", "* 0_smoke.false-case [fail]", "* 0_smoke.speed [pass]"], results
+        assert "* lava.job [pass]" in results
+        # uboot01 passed its health check before the job ran (the scheduler runs it first)
+        device = http("GET", f"{url}/api/v1/devices/uboot01", token=token).json()
+        assert device["health"] == "Good", device
     finally:
         stopped = subprocess.run([*script, "--stop"], capture_output=True, text=True, timeout=300, env=env)
     assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
-    assert not Path("/run/netns", netns).exists()
+    assert netns and not Path("/run/netns", netns).exists()
+    # nothing of the lab runs: no QEMU, ser2net, pdudaemon, dnsmasq, UART relay, server, worker or run
     ours = [pid for pid in os.listdir("/proc") if pid.isdigit() and str(root).encode() in _cmdline(pid)]
     assert ours == [], [_cmdline(pid) for pid in ours]
 

@@ -1,16 +1,15 @@
 """deploy to: tftp + boot method: u-boot, end to end on a real u-boot board (QEMU virt + Debian's
-u-boot, tests/integration/uboot_board.py), through the real dutlab-run, telnet, mkimage and TFTP.
+u-boot, tests/integration/uboot_board.py), through the real dutlab-run alone, telnet, mkimage and TFTP.
 
-The `board` fixture is the one seam: a board gives ``device(...)``, ``tftp_root``,
-``dispatcher_ip`` and ``powered``, so the same tests run on the QEMU board here and on the netns board lab
-(real ser2net, pdudaemon, dnsmasq) by adding it to BOARDS.
+This board needs no root: QEMU's own DHCP/TFTP and telnet serial, QMP stand-in power. The same
+jobs on the board lab of real parts (ser2net, pdudaemon, dnsmasq in a network namespace), submitted
+to the server and run by dutlab-worker, are test_board_jobs.py; CI boots each case once.
 """
 # ruff: noqa: F811 - the fixtures are imported from dispatcher_fixtures and used as arguments
 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
 import random
 import subprocess
@@ -28,7 +27,7 @@ from dispatcher_fixtures import (  # noqa: F401 - fixtures are used by name
     dutlab_run,
     inline_definition,
 )
-from uboot_board import NetnsLabBoard, QemuUBootBoard
+from uboot_board import QemuUBootBoard, missing_prerequisites
 
 from dutlab.service.templating import shipped_device_types_dir
 
@@ -37,12 +36,6 @@ pytestmark = pytest.mark.qemu
 STEPS = ["lava-test-case uname --shell uname -a", "lava-test-case false-case --shell false",
          "lava-test-case speed --result pass --measurement 12.5 --units MB/s"]
 EXPECTED = [("uname", "pass", None, None), ("false-case", "fail", None, None), ("speed", "pass", 12.5, "MB/s")]
-#: qemu-user-net: QEMU's own DHCP/TFTP and telnet serial, QMP power; netns-lab: the real lab parts
-#: (tests/labkit/board.py, from the board-lab branch: the boards run here once it is in the tree)
-BOARDS: dict[str, Any] = {"qemu-user-net": QemuUBootBoard}
-if importlib.util.find_spec("labkit") and importlib.util.find_spec("labkit.board"):
-    BOARDS["netns-lab"] = NetnsLabBoard
-Board = QemuUBootBoard | NetnsLabBoard
 
 
 def _unavailable(reason: str) -> None:
@@ -57,13 +50,12 @@ def _ramdisk_root_supported(initramfs: Path) -> bool:
     return b'case "$ROOT" in /dev/ram*) ROOT= ;; esac' in cpio
 
 
-@pytest.fixture(params=sorted(BOARDS))
-def board(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Board]:
-    kind = BOARDS[request.param]
-    missing = kind.missing_prerequisites()
+@pytest.fixture
+def board(tmp_path: Path) -> Iterator[QemuUBootBoard]:
+    missing = missing_prerequisites()
     if missing:
-        _unavailable(f"the {request.param} u-boot board needs: " + ", ".join(missing))
-    started = kind(tmp_path / "board").start()
+        _unavailable("the QEMU u-boot board needs: " + ", ".join(missing))
+    started = QemuUBootBoard(tmp_path / "board").start()
     try:
         yield started
     finally:
@@ -96,7 +88,7 @@ def uboot_job(assets: Path, *, kernel: dict[str, Any] | None = None, ramdisk: di
             "timeouts": {"job": {"minutes": 5}}, "actions": actions}
 
 
-def run(dutlab_run: DutlabRun, board: Board, job: dict[str, Any], device: dict[str, Any] | None = None,
+def run(dutlab_run: DutlabRun, board: QemuUBootBoard, job: dict[str, Any], device: dict[str, Any] | None = None,
         job_id: int = 1) -> Outcome:
     out = dutlab_run.run(job, device or board.device(), job_id=job_id,
                          extra_args=("--tftp-root", str(board.tftp_root), "--dispatcher-ip", board.dispatcher_ip))
@@ -114,7 +106,7 @@ def typed(out: Outcome) -> list[str]:
 
 # -- jobs that complete -----------------------------------------------------------------------
 
-def test_ramdisk_command_set_completes_with_exactly_the_test_results(dutlab_run: DutlabRun, board: Board,
+def test_ramdisk_command_set_completes_with_exactly_the_test_results(dutlab_run: DutlabRun, board: QemuUBootBoard,
                                                                      assets: Path) -> None:
     out = run(dutlab_run, board, uboot_job(assets), job_id=11)
     assert out.result == {"result": "pass"}, out.stdout
@@ -135,7 +127,7 @@ def test_ramdisk_command_set_completes_with_exactly_the_test_results(dutlab_run:
     assert connected < reset and not board.powered
 
 
-def test_a_mkimaged_ramdisk_with_header_u_boot(dutlab_run: DutlabRun, board: Board, assets: Path,
+def test_a_mkimaged_ramdisk_with_header_u_boot(dutlab_run: DutlabRun, board: QemuUBootBoard, assets: Path,
                                                tmp_path: Path) -> None:
     uinitrd = tmp_path / "uInitrd"
     subprocess.run(["mkimage", "-A", "arm64", "-T", "ramdisk", "-C", "none", "-d", str(assets / "initramfs.cpio.gz"),
@@ -149,7 +141,7 @@ def test_a_mkimaged_ramdisk_with_header_u_boot(dutlab_run: DutlabRun, board: Boa
     assert any("Image Type:   AArch64 Linux RAMDisk Image (uncompressed)" in m for m in out.messages("target"))
 
 
-def test_an_explicit_command_list_with_a_raw_ramdisk(dutlab_run: DutlabRun, board: Board,
+def test_an_explicit_command_list_with_a_raw_ramdisk(dutlab_run: DutlabRun, board: QemuUBootBoard,
                                                      assets: Path) -> None:
     device = board.device()
     device["actions"]["deploy"]["parameters"]["add_header"] = "raw"
@@ -166,7 +158,7 @@ def test_an_explicit_command_list_with_a_raw_ramdisk(dutlab_run: DutlabRun, boar
     assert "using the boot commands of the job definition, not the device's command sets" in out.messages("warning")
 
 
-def test_a_soft_reboot_is_recognised_by_its_shutdown_message(dutlab_run: DutlabRun, board: Board,
+def test_a_soft_reboot_is_recognised_by_its_shutdown_message(dutlab_run: DutlabRun, board: QemuUBootBoard,
                                                              assets: Path) -> None:
     first = board.device()
     del first["commands"]["power_off"]  # leave the board running its shell
@@ -182,10 +174,8 @@ def test_a_soft_reboot_is_recognised_by_its_shutdown_message(dutlab_run: DutlabR
     assert not any(m.startswith("running on the worker: ") for m in out.messages("info"))  # no PDU
 
 
-def test_the_device_type_health_check_passes(dutlab_run: DutlabRun, board: Board, assets: Path) -> None:
+def test_the_device_type_health_check_passes(dutlab_run: DutlabRun, board: QemuUBootBoard, assets: Path) -> None:
     path = shipped_device_types_dir() / "health-checks" / "qemu-uboot-arm64.yaml"
-    if not path.exists():
-        _unavailable(f"{path} is not there (the templates branch ships it)")
     text = path.read_text().replace("file:///var/cache/dutlab/assets/arm64/", f"file://{assets}/")
     out = run(dutlab_run, board, yaml.safe_load(text))
     assert out.result == {"result": "pass"}, out.stdout
@@ -194,7 +184,7 @@ def test_the_device_type_health_check_passes(dutlab_run: DutlabRun, board: Board
 
 # -- failures an admin sees -------------------------------------------------------------------
 
-def test_a_missing_tftp_file_is_an_infrastructure_error_naming_it(dutlab_run: DutlabRun, board: Board,
+def test_a_missing_tftp_file_is_an_infrastructure_error_naming_it(dutlab_run: DutlabRun, board: QemuUBootBoard,
                                                                   assets: Path) -> None:
     commands = ["setenv autoload no", "dhcp", "setenv serverip {SERVER_IP}", "tftp {KERNEL_ADDR} {KERNEL}",
                 "tftp {RAMDISK_ADDR} dutlab-no-such-folder/initramfs.cpio.gz", "{BOOTX}"]
@@ -210,7 +200,7 @@ def test_a_missing_tftp_file_is_an_infrastructure_error_naming_it(dutlab_run: Du
     assert not board.powered
 
 
-def test_a_board_that_never_powers_on_names_the_interrupt_prompt(dutlab_run: DutlabRun, board: Board,
+def test_a_board_that_never_powers_on_names_the_interrupt_prompt(dutlab_run: DutlabRun, board: QemuUBootBoard,
                                                                  assets: Path) -> None:
     device = board.device()
     device["commands"].update(hard_reset="true", power_on="true")  # the relay clicks, the board stays dark
@@ -226,7 +216,7 @@ def test_a_board_that_never_powers_on_names_the_interrupt_prompt(dutlab_run: Dut
         f"this connection ({board.connection_command})")
 
 
-def test_a_garbage_kernel_is_a_job_error_quoting_u_boot(dutlab_run: DutlabRun, board: Board, assets: Path,
+def test_a_garbage_kernel_is_a_job_error_quoting_u_boot(dutlab_run: DutlabRun, board: QemuUBootBoard, assets: Path,
                                                         tmp_path: Path) -> None:
     garbage = tmp_path / "Image"
     garbage.write_bytes(random.Random(7).randbytes(2 << 20))
@@ -238,7 +228,7 @@ def test_a_garbage_kernel_is_a_job_error_quoting_u_boot(dutlab_run: DutlabRun, b
         "0x44000000 0x40000000'; check the deploy's kernel type and images")
 
 
-def test_a_kernel_panic_ends_the_boot_with_a_boot_error(dutlab_run: DutlabRun, board: Board,
+def test_a_kernel_panic_ends_the_boot_with_a_boot_error(dutlab_run: DutlabRun, board: QemuUBootBoard,
                                                         assets: Path) -> None:
     commands = ["setenv autoload no", "dhcp", "setenv serverip {SERVER_IP}", "tftp {KERNEL_ADDR} {KERNEL}",
                 "setenv bootargs 'console=ttyAMA0,115200 root=/dev/nonexistent'", "{BOOTX}"]
@@ -250,7 +240,7 @@ def test_a_kernel_panic_ends_the_boot_with_a_boot_error(dutlab_run: DutlabRun, b
 
 
 def test_a_failing_pdu_command_is_an_infrastructure_error_with_its_output(dutlab_run: DutlabRun,
-                                                                         board: Board, assets: Path) -> None:
+                                                                         board: QemuUBootBoard, assets: Path) -> None:
     device = board.device()
     device["commands"]["hard_reset"] = "echo pdu-a port 3: no answer >&2; exit 3"
     out = run(dutlab_run, board, uboot_job(assets, tests=False), device)
@@ -260,7 +250,7 @@ def test_a_failing_pdu_command_is_an_infrastructure_error_with_its_output(dutlab
     assert not board.powered  # finalize still switched it off
 
 
-def test_a_refused_console_connection_names_host_port_and_ser2net(dutlab_run: DutlabRun, board: Board,
+def test_a_refused_console_connection_names_host_port_and_ser2net(dutlab_run: DutlabRun, board: QemuUBootBoard,
                                                                   assets: Path) -> None:
     device = board.device()
     closed = board.port  # nothing else listens there once the board is gone

@@ -5,8 +5,8 @@
     ... dutlab-run JOB --device ... --tftp-root board.tftp_root --dispatcher-ip board.dispatcher_ip
     board.stop()
 
-What stands in for what (the netns lab of tests/labkit/board.py uses the real ser2net,
-pdudaemon and dnsmasq instead):
+What stands in for what (the board lab of tests/labkit/board.py, which test_board_jobs.py
+drives through the server, uses the real ser2net, pdudaemon and dnsmasq instead):
 
   UART + ser2net   QEMU's serial on a telnet port (``-serial telnet:127.0.0.1:<port>,server``)
   PDU              pdu_qmp.py over QEMU's QMP socket: the board starts paused (-S, "off"),
@@ -14,10 +14,7 @@ pdudaemon and dnsmasq instead):
   DHCP + TFTP      QEMU's user-mode network: its DHCP server, and its TFTP server at 10.0.2.2
                    serving the TFTP root given here (the worker's --tftp-root)
 
-NetnsLabBoard gives the same interface over that lab. The device configuration is
-device-types/qemu-uboot-arm64.jinja2 rendered for the board when that template is there, else
-tests/data/devices/qemu-uboot-arm64.yaml (the same render, kept while the template lives on
-another branch).
+The device configuration is device-types/qemu-uboot-arm64.jinja2 rendered for the board.
 """
 
 from __future__ import annotations
@@ -31,14 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dutlab.service.templating import load_device_config, shipped_device_types_dir
+from factories import board_device
 
 UBOOT = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")
 PDU = Path(__file__).with_name("pdu_qmp.py")
 DEVICE_TYPE = "qemu-uboot-arm64"
-FALLBACK = Path(__file__).resolve().parents[1] / "data" / "devices" / f"{DEVICE_TYPE}.yaml"
 QEMU = "qemu-system-aarch64"
 
 
@@ -127,62 +121,12 @@ class QemuUBootBoard:
         return render_device(self.name, commands)
 
 
-class NetnsLabBoard:
-    """The board lab of tests/labkit/board.py: the same QEMU board behind the real ser2net,
-    pdudaemon (pduclient power commands) and dnsmasq (DHCP + TFTP) in a network namespace."""
-
-    def __init__(self, root: Path, *, name: str = "uboot01") -> None:
-        from labkit.board import EmulatedBoardLab
-
-        self.name = name
-        self.lab = EmulatedBoardLab(root, name, tftp_root=root / "tftp")
-        self.tftp_root = self.lab.tftp_root
-        self.dispatcher_ip = self.lab.server_ip  # dnsmasq's address on the lab bridge
-        self.port = self.lab.telnet_port
-        self.connection_command = self.lab.connection_command
-
-    @staticmethod
-    def missing_prerequisites() -> list[str]:
-        try:
-            from labkit.board import missing_prerequisites as lab_missing
-        except ImportError:
-            return ["tests/labkit/board.py (the board lab)"]
-        return lab_missing()
-
-    def start(self) -> NetnsLabBoard:
-        self.lab.start()
-        return self
-
-    def stop(self) -> None:
-        self.lab.stop()
-        leftovers = self.lab.leftovers()
-        assert not leftovers, f"the board lab left {leftovers}"
-
-    @property
-    def powered(self) -> bool:
-        return bool(self.lab.powered)
-
-    def device(self, power: bool = True) -> dict[str, Any]:
-        commands = {"connect": self.connection_command}
-        if power:
-            commands.update(hard_reset=self.lab.power_command("reboot"), power_on=self.lab.power_command("on"),
-                            power_off=self.lab.power_command("off"))
-        return render_device(self.name, commands)
-
-
 def render_device(hostname: str, commands: dict[str, str]) -> dict[str, Any]:
-    """qemu-uboot-arm64 rendered for ``hostname`` (or its stand-in file), with these commands."""
-    template = shipped_device_types_dir() / f"{DEVICE_TYPE}.jinja2"
-    if template.exists():
-        keys = {"connect": "connection_command", "hard_reset": "hard_reset_command",
-                "power_on": "power_on_command", "power_off": "power_off_command"}
-        sets = "".join(f"{{% set {keys[name]} = {json.dumps(value)} %}}\n" for name, value in commands.items())
-        return load_device_config(f"{{% extends '{DEVICE_TYPE}.jinja2' %}}\n{sets}", hostname=hostname,
-                                  device_type=DEVICE_TYPE, context={}, search_path=[shipped_device_types_dir()])
-    device = yaml.safe_load(FALLBACK.read_text())
-    device["hostname"] = hostname
-    device["commands"] = dict(commands)
-    return device
+    """qemu-uboot-arm64 rendered for ``hostname``, with these console and power commands."""
+    keys = {"connect": "connection_command", "hard_reset": "hard_reset_command",
+            "power_on": "power_on_command", "power_off": "power_off_command"}
+    sets = "".join(f"{{% set {keys[name]} = {json.dumps(value)} %}}\n" for name, value in commands.items())
+    return board_device(DEVICE_TYPE, hostname, sets)
 
 
 def _port_bound(port: int) -> bool:

@@ -51,6 +51,7 @@ TOOLS = {
     "ip": "iproute2", "qemu-system-aarch64": "qemu-system-arm", "dnsmasq": "dnsmasq-base",
     "ser2net": "ser2net", "pdudaemon": "pdudaemon", "telnet": "telnet",
     "pduclient": "scripts/setup.sh (installs dutlab's pduclient)",
+    "mkimage": "u-boot-tools",
 }
 STATE_FILE = "board-lab.json"
 
@@ -80,15 +81,13 @@ class EmulatedBoardLab:
     def __init__(self, root: Path | str, name: str = "uboot01", *, tftp_root: Path | str | None = None,
                  telnet_port: int | None = None, pdu_daemon: str | None = None, pdu_hostname: str | None = None,
                  pdu_port: int = 1, mac: str | None = None, subnet: str = "10.232.0", memory: int = 512,
-                 reboot_delay: int = 1, dnsmasq_user: str = "root", worker_dir: Path | str | None = None,
-                 netns: str | None = None, services: bool = True) -> None:
+                 reboot_delay: int = 1, dnsmasq_user: str = "root", netns: str | None = None,
+                 services: bool = True) -> None:
         self.root = Path(root).resolve()
         self.name = name
         self.tag = uuid.uuid4().hex[:6]
         self.netns = netns or f"dutlab-{name}-{self.tag}"
         self.tftp_root = Path(tftp_root).resolve() if tftp_root else self.root / "tftp"
-        #: <tftp_root>/jobs -> <worker_dir>/tmp, as dutlab.lab.tftp links the worker's job folders
-        self.worker_dir = Path(worker_dir).resolve() if worker_dir else None
         #: False: only the board, its UART and outlet, and the namespace with the bridge (the
         #: "hardware"); ser2net, pdudaemon and dnsmasq then come from the roles (examples/inventories/boards.yml)
         self.services = services
@@ -180,12 +179,8 @@ class EmulatedBoardLab:
             raise RuntimeError("the emulated board lab needs: " + ", ".join(missing))
         for folder in ("logs", "serial", "outlets", "dnsmasq.d"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
+        # dutlab-run stages each job's files in a folder of its own in here (dutlab/dispatcher/tftp.py)
         self.tftp_root.mkdir(parents=True, exist_ok=True)
-        if self.worker_dir:
-            (self.worker_dir / "tmp").mkdir(parents=True, exist_ok=True)
-            link = self.tftp_root / "jobs"
-            if not link.is_symlink():
-                link.symlink_to(self.worker_dir / "tmp")
         try:
             self._network()
             self._uart()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ from dutlab.dispatcher.log import JobLogger, read_log
 from dutlab.dispatcher.pipeline import Pipeline
 from dutlab.dispatcher.schema.common import JobDefinitionError
 from dutlab.dispatcher.schema.job import validate_job
+from factories import board_device
 
-DEVICE = yaml.safe_load((Path(__file__).resolve().parents[2] / "data" / "devices" / "qemu-uboot-arm64.yaml")
-                        .read_text())
+DEVICE = board_device()
 KERNEL = "dutlab-1-x/kernel/Image"
 RAMDISK = "dutlab-1-x/ramdisk/rootfs.cpio.gz.uboot"
 
@@ -329,3 +330,79 @@ def test_no_interrupt_prompt_is_an_infrastructure_error_naming_prompt_and_wait(t
     assert str(info.value).startswith("bootloader-interrupt: the interrupt prompt 'Hit any key to stop autoboot' "
                                       "did not appear within 1 s (last console output: nothing); check that the "
                                       "board is powered")
+
+
+# -- a soft reboot asked for by the boot block -----------------------------------------------
+
+FAKE_SHELL = textwrap.dedent('''
+    import sys
+    def out(text):
+        sys.stdout.write(text); sys.stdout.flush()
+    out("dutlab:~# ")
+    for line in sys.stdin:
+        out(line.strip() + "\\r\\n")
+        if line.startswith("printf"):
+            out("going down for a soft reboot NOW\\r\\n")
+        elif line.startswith("reboot"):
+            out("U-Boot 2023.01\\r\\nHit any key to stop autoboot:  2 ")
+        else:
+            out("dutlab:~# ")
+''')
+
+
+def soft_reboot(tmp_path: Path, **block: Any) -> tuple[JobContext, Path]:
+    """reset-device of a boot block on a board at its shell, whose PDU command leaves a mark."""
+    script = tmp_path / "fake-shell.py"
+    script.write_text(FAKE_SHELL)
+    pdu = tmp_path / "pdu-ran"
+    dev = device(commands={"connect": f"{sys.executable} {script}", "hard_reset": f"touch {pdu}"})
+    ctx = context(tmp_path, boot_block(**block), dev)
+    ctx.connection_timeout = 3.0
+    ctx.deadline = time.monotonic() + 30
+    ConnectDevice(ctx.job["actions"][0]["boot"]).run(ctx)
+    reset = next(a for a in build_actions(ctx)[0].children if a.name == "reset-device")
+    try:
+        reset.run(ctx)
+    finally:
+        assert ctx.console is not None
+        ctx.console.close()
+    return ctx, pdu
+
+
+@pytest.mark.parametrize("commands", ["reboot -f", ["printf 'going down for a soft reboot %s\\n' NOW", "reboot -f"]])
+def test_soft_reboot_commands_validate_as_a_string_or_a_list(commands: Any) -> None:
+    validate_job(boot_job(boot_block(soft_reboot=commands)))
+
+
+@pytest.mark.parametrize(("value", "message"), [([], "at least 1 item"),
+                                                 (3, "Expected a command (a string) or a list of commands")])
+def test_a_malformed_soft_reboot_names_its_path(value: Any, message: str) -> None:
+    with pytest.raises(JobDefinitionError) as info:
+        validate_job(boot_job(boot_block(soft_reboot=value)))
+    assert info.value.path == "actions[0].boot.soft_reboot" and message in info.value.message, info.value
+
+
+def test_the_boot_soft_reboot_is_typed_instead_of_the_pdu_and_waits_for_the_shutdown_message(tmp_path: Path) -> None:
+    commands = ["printf 'going down for a soft reboot %s\\n' NOW", "reboot -f"]
+    ctx, pdu = soft_reboot(tmp_path, soft_reboot=commands,
+                           parameters={"shutdown-message": "going down for a soft reboot NOW"})
+    assert not pdu.exists(), "the device's hard_reset ran although the boot asked for a soft reboot"
+    records = read_log(tmp_path / "output.yaml")
+    assert [r["msg"] for r in records if r["lvl"] == "input"] == commands
+    assert "soft reboot: the board printed 'going down for a soft reboot NOW'" in [
+        r["msg"] for r in records if r["lvl"] == "info"]
+
+
+def test_a_soft_reboot_without_its_shutdown_message_is_an_infrastructure_error(tmp_path: Path) -> None:
+    with pytest.raises(InfrastructureError) as info:
+        soft_reboot(tmp_path, soft_reboot="true")  # the device's constant: LAVA's default message
+    assert str(info.value).startswith(
+        "reset-device: the shutdown message 'The system is going down for reboot NOW' did not appear within 3 s of "
+        "typing 'true' (the boot's soft_reboot), so the board did not reboot (last console output: ")
+    assert str(info.value).endswith("check the boot's soft_reboot and the shutdown-message (the boot's parameters, "
+                                    "else the device's constants)")
+
+
+def test_without_a_boot_soft_reboot_the_pdu_resets_the_board(tmp_path: Path) -> None:
+    _, pdu = soft_reboot(tmp_path)
+    assert pdu.exists()

@@ -26,9 +26,9 @@ from dutlab.dispatcher.overlay import cpio_newc
 from dutlab.dispatcher.pipeline import Action, Pipeline
 from dutlab.dispatcher.schema.common import JobDefinitionError
 from dutlab.dispatcher.schema.job import validate_job
+from factories import board_device
 
-DEVICE = yaml.safe_load((Path(__file__).resolve().parents[2] / "data" / "devices" / "qemu-uboot-arm64.yaml")
-                        .read_text())
+DEVICE = board_device()
 needs_mkimage = pytest.mark.skipif(shutil.which("mkimage") is None, reason="needs mkimage (u-boot-tools)")
 
 
