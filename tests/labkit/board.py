@@ -35,13 +35,13 @@ from labkit.board_os import (
     PDUDAEMON_PORT,
     alive,
     free_loopback_address,
-    free_tcp_port,
     ip,
     listening,
     netns_exists,
     stop_pid,
 )
 from labkit.board_power import power_off, running_pid
+from labkit.procs import free_port
 from labkit.role_config import render
 
 HERE = Path(__file__).resolve().parent
@@ -91,7 +91,7 @@ class EmulatedBoardLab:
         #: False: only the board, its UART and outlet, and the namespace with the bridge (the
         #: "hardware"); ser2net, pdudaemon and dnsmasq then come from the roles (examples/inventories/boards.yml)
         self.services = services
-        self.telnet_port = telnet_port or free_tcp_port()
+        self.telnet_port = telnet_port or free_port()
         #: pduclient --daemon: "localhost" (pdudaemon on 127.0.0.1) or a loopback address of this lab
         self.pdu_daemon = pdu_daemon or free_loopback_address()
         self.pdu_hostname = pdu_hostname or f"pdu-{name}"

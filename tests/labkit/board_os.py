@@ -1,6 +1,9 @@
-"""Processes, ports and namespaces for the emulated board lab (tests/labkit/board.py).
+"""Processes, addresses and namespaces of the emulated board lab (tests/labkit/board.py).
 
-Private helpers until the lab harness's process module lands; then they fold into it.
+The board's processes (QEMU, the UART relay, ser2net, pdudaemon, dnsmasq) are started by the
+power script and by `make board-lab` as well as by tests, and stopped later from another process
+through the lab's state file; so a pid is recognised by a marker in its command line (the lab's
+own folder) rather than by labkit.procs' in-process records.
 """
 
 from __future__ import annotations
@@ -14,12 +17,6 @@ import time
 from pathlib import Path
 
 PDUDAEMON_PORT = 16421  # pduclient always talks to this port; labs differ by listen address
-
-
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def free_loopback_address() -> str:
