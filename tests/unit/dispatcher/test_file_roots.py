@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_run_cli import DEVICE, job, records, run
+
 from dutlab.dispatcher import download
 from dutlab.dispatcher.errors import JobError
 from dutlab.dispatcher.worker.config import parse_args
-
-from test_run_cli import DEVICE, job, records, run
 
 
 def test_a_file_under_a_root_is_read_and_one_outside_is_a_job_error(tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ import xmlrpc.client
 from dataclasses import dataclass, field
 from typing import Any
 
-import factories
 import pytest
+
+import factories
 from dutlab.dispatcher.protocol import PROTOCOL
 from dutlab.service import auth
 from dutlab.service.lab import jobs
@@ -204,7 +205,7 @@ class Lab:
         Device.update(state=DeviceState.RUNNING, current_job=job.id).where(Device.id == device.id).execute()
         folder = JobFolder(self.settings.output_dir, job.id)
         folder.write("device.yaml", "commands: {power_off: pdu --pw hunter2}\n")
-        folder.write("description.yaml", "job: {id: %d}\n" % job.id)
+        folder.write("description.yaml", f"job: {{id: {job.id}}}\n")
         token, _ = auth.create_token(self.owner, f"owner's token {c}")
         run = PlaybookRun.create(name="backup", playbook="backup.yml", trigger="api")
         return World(c=c, dtype=f"dt-{c}", spare_dtype=f"spare-dt-{c}", worker=f"w-{c}",

@@ -9,8 +9,9 @@ import os
 import stat
 import xmlrpc.client
 
-import factories
 import pytest
+
+import factories
 from dutlab.service import auth, filemodes
 from dutlab.service.lab import jobs, users
 from dutlab.service.logstore import JobFolder
