@@ -146,6 +146,14 @@ def test_secrets_are_shown_only_to_the_submitter_and_admins(app, settings):
         assert value == text
         value, _ = rpc(app, "scheduler.jobs.configuration", str(job.id), token=token)
         assert value[0].decode() == text
+    # a copy would be the resubmitter's, secrets and all: holders of cancel_resubmit may not take one
+    helper = factories.user("helper")
+    GroupPermission.create(group=factories.group("helpers", helper), perm="cancel_resubmit")
+    r = app.api("POST", f"/api/v1/jobs/{job.id}/resubmit", token=token_of(helper))
+    assert r.status == 403 and "has secrets" in r.json()["error"]
+    _, fault = rpc(app, "scheduler.jobs.resubmit", str(job.id), token=token_of(helper))
+    assert fault is not None and fault.faultCode == 403
+    assert app.api("POST", f"/api/v1/jobs/{job.id}/resubmit", token=token_of(owner)).status == 201
 
 
 # -- passwords and the login throttle --------------------------------------------------------------
