@@ -80,6 +80,8 @@ class JobContext:
     #: it on (``{SERVER_IP}``; '' means the worker's own address, found at boot time)
     tftp_root: Path = Path("/srv/tftp")
     dispatcher_ip: str = ""
+    #: the folders file:// URLs may name (the worker's file_roots and the job's folders); None: any
+    file_roots: tuple[Path, ...] | None = None
     #: deploy to: tftp: the staged files
     tftp: TftpFiles | None = None
     #: boot: the bootloader commands with their placeholders filled in (bootloader-overlay)

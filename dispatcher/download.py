@@ -3,6 +3,10 @@
 The cache lives in ``<work-dir>/cache``: one file per (URL, expected checksum), named by
 sha256(url + checksum). With a checksum in the job a hit needs no network at all; without
 one the entry is revalidated with ETag / Last-Modified, so a changed file is fetched again.
+
+A ``file://`` URL reads a file of the worker, with the worker's rights (often root), for
+whoever submitted the job: dutlab-worker therefore passes its ``file_roots`` and only files
+under them or under the job's own folders may be named (``local_file``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,14 +79,30 @@ def validate_image(spec: ImageSpec) -> list[str]:
     return problems
 
 
+def local_file(url: str, roots: Sequence[Path] | None) -> Path:
+    """The file a file:// URL names, symlinks resolved; a JobError naming the URL and the
+    allowed folders when it lies outside `roots` (None: anywhere, as for dutlab-run by hand)."""
+    path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+    if roots is None:
+        return path
+    real = path.resolve()
+    if any(real.is_relative_to(root.resolve()) for root in roots):
+        return real
+    allowed = ", ".join(str(root) for root in roots)
+    raise JobError(f"{url}: this worker serves file:// URLs only from {allowed} (its file_roots setting "
+                   "and the job's own folders); use an http(s) URL, or ask the worker's admin to add the "
+                   "folder to file_roots")
+
+
 def fetch(spec: ImageSpec, cache_dir: Path | None, scratch: Path, log: Log,
-          timeout: Callable[[], float]) -> Path:
+          timeout: Callable[[], float], file_roots: Sequence[Path] | None = None) -> Path:
     """The image as published (still compressed), verified; from the cache when possible.
 
     :param timeout: returns the seconds left for this download (socket timeout bound).
+    :param file_roots: the folders file:// URLs may name (None: any).
     """
     if spec.scheme == "file":
-        path = Path(urllib.parse.unquote(urllib.parse.urlsplit(spec.url).path))
+        path = local_file(spec.url, file_roots)
         if not path.is_file():
             raise InfrastructureError(f"downloading {spec.url} failed: {path} does not exist on this worker")
         _verify(spec, _digests(path, spec.checksums))

@@ -59,12 +59,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"the TFTP server's root: deploy to: tftp stages files there (default {DEFAULT_TFTP_ROOT})")
     p.add_argument("--dispatcher-ip", default="", help="the address boards reach this worker's TFTP server on "
                    "({SERVER_IP}; default: the worker's address on its default route)")
+    p.add_argument("--file-roots", metavar="DIR[:DIR...]", help="file:// URLs may name only files under these "
+                   "folders and the job's own output and scratch folders ('' for those alone; dutlab-worker passes "
+                   "its file_roots); without it, any file this process can read")
     p.add_argument("--server", help="lab server URL: upload the log and report the result there")
     p.add_argument("--job-token-file", type=Path, help="file holding the job token (with --server)")
     p.add_argument("-v", "--verbose", action="store_true", help="also print every log record on stderr")
     args = p.parse_args(argv)
     if args.server and not args.job_token_file:
         p.error("--server needs --job-token-file")
+    if args.file_roots is not None:
+        roots = [Path(d) for d in args.file_roots.split(os.pathsep) if d]
+        if not all(root.is_absolute() for root in roots):
+            p.error(f"--file-roots {args.file_roots!r}: every folder must be an absolute path")
+        args.file_roots = roots
     return args
 
 
@@ -127,9 +135,10 @@ def _prepare(args: argparse.Namespace, logger: JobLogger) -> JobContext:
     device = _load_device(args.device)
     logger.info(f"job {job.get('job_name', '')!r} on device {device.get('hostname', args.device.name)}")
     tmp_dir = _scratch_dir(args.work_dir, args.job_id)
+    roots = None if args.file_roots is None else (*args.file_roots, args.output_dir.absolute(), tmp_dir)
     return JobContext(job_id=args.job_id, job=job, device=device, logger=logger, output_dir=args.output_dir,
                       work_dir=args.work_dir, tmp_dir=tmp_dir, tftp_root=args.tftp_root,
-                      dispatcher_ip=args.dispatcher_ip)
+                      dispatcher_ip=args.dispatcher_ip, file_roots=roots)
 
 
 def _load_job(path: Path) -> dict[str, Any]:

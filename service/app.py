@@ -22,7 +22,7 @@ from .api import (
     workers,
 )
 from .config import Settings
-from .plugins import AuthPlugin, DatabasePlugin, ErrorPlugin
+from .plugins import AuthPlugin, DatabasePlugin, ErrorPlugin, security_headers
 
 # Job definitions and log batches are larger than bottle's 100 kB default
 bottle.BaseRequest.MEMFILE_MAX = 64 * 1024 * 1024
@@ -41,6 +41,7 @@ def make_app(settings: Settings) -> Bottle:
     for module in ROUTE_MODULES:
         module.routes.install(app)
     app.default_error_handler = _json_error
+    app.add_hook("after_request", security_headers)
     return app
 
 

@@ -1,7 +1,9 @@
 """Passwords, API tokens and who may do what.
 
 Secrets are random and high-entropy, so tokens are stored as a plain SHA-256 (fast lookup by
-hash); passwords are user-chosen and get PBKDF2 with a salt.
+hash); passwords are user-chosen and get argon2id at OWASP's recommended cost. Hashes made by
+older versions (PBKDF2-SHA256) still verify, and `password_needs_rehash` says when a login
+should store a new one.
 """
 
 from __future__ import annotations
@@ -12,28 +14,57 @@ import hashlib
 import hmac
 import secrets
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
 from .models import Device, Group, GroupMember, GroupPermission, TestJob, Token, User, utcnow
 
-PBKDF2_ROUNDS = 240_000
+#: OWASP Password Storage Cheat Sheet: argon2id, 19 MiB, 2 iterations, 1 lane
+PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 LAST_USED_RESOLUTION = datetime.timedelta(minutes=1)
 TOKEN_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def hash_password(password: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, PBKDF2_ROUNDS)
-    return f"pbkdf2_sha256${PBKDF2_ROUNDS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+    return PASSWORDS.hash(password)
 
 
 def check_password(password: str, stored: str) -> bool:
+    """Whether `password` matches `stored` (argon2id, or an older PBKDF2-SHA256 hash)."""
+    if stored.startswith("pbkdf2_sha256$"):
+        return _check_pbkdf2(password, stored)
     try:
-        algo, rounds, salt, digest = stored.split("$")
-    except ValueError:
+        return PASSWORDS.verify(stored, password)
+    except (VerificationError, InvalidHashError):
         return False
-    if algo != "pbkdf2_sha256":
+
+
+def password_needs_rehash(stored: str) -> bool:
+    """An older scheme or weaker parameters than today's: store a new hash at the next login."""
+    if not stored.startswith("$argon2"):
+        return True
+    try:
+        return PASSWORDS.check_needs_rehash(stored)
+    except InvalidHashError:
+        return True
+
+
+# a real hash of a password nobody has: unknown users cost the same work as known ones
+_DUMMY_HASH = PASSWORDS.hash(secrets.token_hex(16))
+
+
+def spend_password_check(password: str) -> None:
+    """Do the work of one password check and throw the answer away (unknown or inactive users)."""
+    check_password(password, _DUMMY_HASH)
+
+
+def _check_pbkdf2(password: str, stored: str) -> bool:
+    try:
+        _algo, rounds, salt, digest = stored.split("$")
+        got = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(rounds))
+        return hmac.compare_digest(got, base64.b64decode(digest))
+    except ValueError:  # a malformed stored hash (binascii.Error is a ValueError too)
         return False
-    got = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(rounds))
-    return hmac.compare_digest(got, base64.b64decode(digest))
 
 
 def random_password(length: int = 16) -> str:
@@ -103,6 +134,15 @@ def may_submit_to(user: User | None, device: Device, groups: set[int] | None = N
     if groups is None:
         groups = group_ids(user)
     return device.owner_group_id in groups
+
+
+def is_restricted(device: Device) -> bool:
+    return device.owner_user_id is not None or device.owner_group_id is not None
+
+
+def may_read_device(user: User | None, device: Device) -> bool:
+    """Who may read a device's dictionary and what is rendered from it: admins and its users."""
+    return user is not None and (is_admin(user) or may_submit_to(user, device))
 
 
 def may_view_job(user: User | None, job: TestJob) -> bool:

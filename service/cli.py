@@ -16,7 +16,7 @@ import threading
 
 from peewee import DatabaseError
 
-from . import __version__, manage, migrations, queue, tasks
+from . import __version__, filemodes, manage, migrations, queue, tasks
 from .backup.archive import BackupError
 from .backup.create import create_backup
 from .backup.restore import restore
@@ -34,6 +34,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _open(settings: Settings, *, need_schema: bool = True) -> None:
+    filemodes.prepare(settings)  # SQLite files are created 0600, whatever the umask
     open_database(settings.database)
     queue.configure(settings)
     if need_schema and migrations.current_version() < migrations.latest_version():
@@ -61,6 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         cmd_migrate(args)
     _open(settings)
     settings.secret_key()
+    filemodes.warn_broad_files(settings)
     host, port = settings.host_port
     server = wsgi.Server((host, port), make_app(settings), numthreads=settings.threads,
                          server_name="dutlab", shutdown_timeout=1)
@@ -172,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    filemodes.narrow_umask()  # as the systemd unit's UMask=0027, for servers started by hand
     return args.func(args) or 0
 
 

@@ -73,6 +73,11 @@ class Settings:
     max_log_batch: int = 20000
     #: any active user may submit (LAVA's default); false: only holders of the "submit" permission
     open_submission: bool = True
+    #: failed password logins allowed per user name and per client address within login_window
+    #: seconds; more are answered 429 with Retry-After (0: no limit)
+    login_failures_per_user: int = 5
+    login_failures_per_address: int = 30
+    login_window: int = 300
     email: EmailSettings = field(default_factory=EmailSettings)
     #: where playbooks named by schedules are found (default: the checkout's playbooks/)
     playbooks_dir: str = ""

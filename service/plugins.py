@@ -1,7 +1,9 @@
 """Bottle plugins: a database connection per server thread, authentication, JSON errors.
 
 Who may call a route is route metadata: `@routes.get('/x', auth='admin')`. The plugin reads
-`route.config['auth']`; routes without it are public (an optional user).
+`route.config['auth']`; routes without it are public (an optional user). `owner` routes need a
+user, and the domain decides whether that user owns the object; `access='...'` says in words
+what a handler narrows further (both appear in the OpenAPI document).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from .models import TestJob, User, Worker
 
 log = logging.getLogger("dutlab.server")
 
-AUTH_KINDS = ("public", "user", "admin", "worker", "job")
+AUTH_KINDS = ("public", "user", "owner", "admin", "worker", "job")
 
 
 def json_response(status: int, body: Any) -> HTTPResponse:
@@ -68,7 +70,10 @@ class ErrorPlugin:
             try:
                 return callback(*args, **kwargs)
             except ApiError as exc:
-                return json_response(exc.status, exc.body())
+                answer = json_response(exc.status, exc.body())
+                if "retry_after" in exc.extra:  # 429 (login throttling), 503 (load shedding)
+                    answer.set_header("Retry-After", str(exc.extra["retry_after"]))
+                return answer
             except (HTTPResponse, HTTPError):
                 raise
             except Exception:
@@ -129,7 +134,7 @@ def _user(kind: str, scheme: str, secret: str, username: str | None) -> User | N
         user = auth.user_for_token(secret, username)
         if user is None:
             raise ApiError(401, "invalid or expired API token (check the token and its user)")
-    if kind in ("user", "admin") and user is None:
+    if kind in ("user", "owner", "admin") and user is None:
         raise ApiError(401, "authentication required: send 'Authorization: Token <secret>'")
     if kind == "admin" and not auth.is_admin(user):
         raise ApiError(403, f"user '{user.username}' is not an admin")
@@ -186,6 +191,20 @@ def json_body() -> dict:
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return data
+
+
+#: HTML pages use nothing but their own inline style: no scripts, no frames, no other origin
+HTML_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; base-uri 'none'; "
+            "form-action 'self'; frame-ancestors 'none'")
+
+
+def security_headers() -> None:
+    """The after_request hook: headers every answer carries, and the CSP of HTML pages."""
+    response.set_header("X-Content-Type-Options", "nosniff")
+    response.set_header("X-Frame-Options", "DENY")
+    response.set_header("Referrer-Policy", "no-referrer")
+    if (response.content_type or "").startswith("text/html"):
+        response.set_header("Content-Security-Policy", HTML_CSP)
 
 
 def set_no_cache() -> None:

@@ -88,7 +88,8 @@ class HttpDownload(Action):
         return download.validate_image(self.spec)
 
     def run(self, ctx: JobContext) -> None:
-        source = download.fetch(self.spec, ctx.work_dir / "cache", ctx.tmp_dir, ctx.logger.info, ctx.remaining)
+        source = download.fetch(self.spec, ctx.work_dir / "cache", ctx.tmp_dir, ctx.logger.info, ctx.remaining,
+                                ctx.file_roots)
         path = download.unpack(self.spec, source, ctx.tmp_dir / "images")
         ctx.images[self.image] = path
         image_arg = self.resource.get("image_arg")

@@ -192,7 +192,8 @@ class UrlRepo(InlineRepo):
         spec = download.ImageSpec(name=self.planned.run_id, url=str(definition["repository"]),
                                   compression=definition.get("compression"),
                                   headers=dict(definition.get("headers") or {}))
-        source = download.fetch(spec, ctx.work_dir / "cache", ctx.tmp_dir, ctx.logger.info, ctx.remaining)
+        source = download.fetch(spec, ctx.work_dir / "cache", ctx.tmp_dir, ctx.logger.info, ctx.remaining,
+                                ctx.file_roots)
         tarball = download.unpack(spec, source, ctx.tmp_dir / "testdefs")
         try:
             with tarfile.open(tarball, "r:*") as archive:

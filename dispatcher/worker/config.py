@@ -14,6 +14,8 @@ from typing import Any
 from ..settings_file import SettingsError, known_values, read_mapping
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: the asset cache of the shipped health checks (file:///var/cache/dutlab/assets/...)
+DEFAULT_FILE_ROOTS = ("/var/cache/dutlab",)
 
 ConfigError = SettingsError  # one error type for every dutlab settings file
 
@@ -36,6 +38,8 @@ class Config:
     #: the TFTP server's root (deploy to: tftp), and the address boards reach it on ('' = find it)
     tftp_root: str = "/srv/tftp"
     dispatcher_ip: str = ""
+    #: the folders job file:// URLs may name, besides the job's own (dutlab-run --file-roots)
+    file_roots: list[str] = field(default_factory=lambda: list(DEFAULT_FILE_ROOTS))
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -60,7 +64,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--tftp-root", help="the TFTP server's root, for boards that boot over TFTP (/srv/tftp)")
     p.add_argument("--dispatcher-ip", help="the address boards reach this worker's TFTP server on "
                    "({SERVER_IP}; default: the address on the route to the default gateway)")
+    p.add_argument("--file-roots", metavar="DIR[:DIR...]", help="folders whose files jobs may name in file:// "
+                   "URLs, besides their own (default /var/cache/dutlab)")
     args = vars(p.parse_args(argv))
+    if args.get("file_roots") is not None:
+        args["file_roots"] = [d for d in args["file_roots"].split(":") if d]
     try:
         values = load_config(args.pop("config")) if args.get("config") else {}
         args.pop("config", None)
@@ -84,5 +92,8 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"{key} must be a number of seconds, not {value!r}")
     if not isinstance(cfg.keep_jobs, bool):
         raise ConfigError(f"keep_jobs must be true or false, not {cfg.keep_jobs!r}")
+    roots = cfg.file_roots
+    if not isinstance(roots, list) or not all(isinstance(d, str) and d.startswith("/") for d in roots):
+        raise ConfigError(f"file_roots must be a list of absolute folder paths, not {roots!r}")
     if cfg.level not in LEVELS:
         raise ConfigError(f"level must be one of {', '.join(LEVELS)}, not {cfg.level!r}")

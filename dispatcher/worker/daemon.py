@@ -215,7 +215,8 @@ class Worker:
         argv = [*self.run_argv, str(d / "job.yaml"), "--device", str(d / "device.yaml"),
                 "--output-dir", str(d / "output"), "--job-id", str(run.job.id),
                 "--work-dir", str(self.work_dir), "--server", self.cfg.url,
-                "--job-token-file", str(d / "token"), "--tftp-root", self.cfg.tftp_root]
+                "--job-token-file", str(d / "token"), "--tftp-root", self.cfg.tftp_root,
+                "--file-roots", ":".join(self.cfg.file_roots)]
         if self.cfg.dispatcher_ip:
             argv += ["--dispatcher-ip", self.cfg.dispatcher_ip]
         try:

@@ -64,8 +64,10 @@ def delete_device(hostname: str) -> HTTPResponse:
     return HTTPResponse(status=204)
 
 
-@routes.get("/<hostname>/dictionary")
+@routes.get("/<hostname>/dictionary", auth="owner",
+            access="the owner user, members of the owner group, or admins; any user when the device has no owner")
 def get_dictionary(hostname: str) -> dict:
+    """The device dictionary, or with ?render=1 the device configuration rendered from it."""
     device = devices.read_dictionary(hostname, current_user())
     if request.query.get("render", "") not in ("", "0", "false"):
         context = _context(request.query.get("context"))

@@ -7,7 +7,7 @@ import json
 from bottle import HTTPResponse, request
 
 from ..errors import ApiError, bad_request
-from ..lab import jobs, results
+from ..lab import job_views, jobs, results
 from ..lab.jobs import job_json
 from ..logstore import JobFolder
 from ..models import TestJob
@@ -89,12 +89,12 @@ def show(job_id: int) -> dict:
     return job_json(get_visible(job_id))
 
 
-@routes.post("/<job_id:int>/cancel", auth="user")
+@routes.post("/<job_id:int>/cancel", auth="user", access="the submitter or holders of cancel_resubmit")
 def cancel(job_id: int) -> dict:
     return job_json(jobs.cancel(current_user(), get_visible(job_id)))
 
 
-@routes.post("/<job_id:int>/resubmit", auth="user")
+@routes.post("/<job_id:int>/resubmit", auth="user", access="the submitter or holders of cancel_resubmit")
 def resubmit(job_id: int) -> HTTPResponse:
     created = jobs.resubmit(current_user(), get_visible(job_id), _settings())
     return json_response(201, {"message": "job(s) successfully submitted", "job_ids": [j.id for j in created]})
@@ -104,24 +104,30 @@ def _text(body: str, ctype: str = "application/yaml", **headers: str) -> HTTPRes
     return HTTPResponse(body, status=200, headers={"Content-Type": f"{ctype}; charset=utf-8", **headers})
 
 
-@routes.get("/<job_id:int>/definition")
+#: who may read a job's details beyond seeing the job (lab/job_views.py), for the OpenAPI document
+DETAILS = "those who may see the job; on a restricted device, only its owners and admins"
+
+
+@routes.get("/<job_id:int>/definition", access=DETAILS + " (and the submitter); secrets masked for all but the "
+                                              "submitter and admins")
 def definition(job_id: int) -> HTTPResponse:
-    return _text(get_visible(job_id).original_definition)
+    """The job definition as submitted."""
+    return _text(job_views.definition(current_user(), get_visible(job_id)))
 
 
-@routes.get("/<job_id:int>/config")
+@routes.get("/<job_id:int>/config", access=DETAILS)
 def config(job_id: int) -> HTTPResponse:
-    job = get_visible(job_id)
-    text = JobFolder(_settings().output_dir, job.id).read("device.yaml")
+    """The device configuration the job ran with."""
+    text = job_views.device_config(current_user(), get_visible(job_id), _settings())
     if text is None:
         raise ApiError(404, f"job {job_id} has not started yet: its device configuration is made at start")
     return _text(text)
 
 
-@routes.get("/<job_id:int>/description")
+@routes.get("/<job_id:int>/description", access=DETAILS)
 def description(job_id: int) -> HTTPResponse:
-    job = get_visible(job_id)
-    text = JobFolder(_settings().output_dir, job.id).read("description.yaml")
+    """The pipeline description dutlab-run wrote."""
+    text = job_views.description(current_user(), get_visible(job_id), _settings())
     if text is None:
         raise ApiError(404, f"job {job_id} has no pipeline description yet")
     return _text(text)

@@ -16,7 +16,12 @@ from . import Routes
 
 routes = Routes("/api/v1")
 WILDCARD = re.compile(r"<([a-zA-Z_][a-zA-Z_0-9]*)(?::([a-z]+))?>")
-SECURITY = {"user": [{"token": []}], "admin": [{"token": []}], "public": [{"token": []}, {}]}
+SECURITY = {"user": [{"token": []}], "owner": [{"token": []}], "admin": [{"token": []}],
+            "public": [{"token": []}, {}]}
+#: what each kind means, as the operation's description says it
+MEANING = {"public": "Anyone; a token only identifies the caller.", "user": "Any user with a token.",
+           "owner": "A user who owns the object (its owner user or a member of its owner group), or an admin.",
+           "admin": "A superuser or a member of a group with the admin permission."}
 
 
 def _operation(route) -> dict:
@@ -43,6 +48,10 @@ def _operation(route) -> dict:
     if route.method in ("POST", "PUT", "PATCH"):
         op["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
     op["x-dutlab-auth"] = kind
+    op["description"] = MEANING.get(kind, "")
+    if route.config.get("access"):
+        op["x-dutlab-access"] = route.config["access"]
+        op["description"] += f" Narrowed by the handler: {route.config['access']}."
     return op
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from bottle import HTTPResponse, request
 
 from .. import auth
@@ -9,6 +11,7 @@ from ..errors import ApiError, forbidden
 from ..lab import users
 from ..lab.checks import page
 from ..plugins import current_user, json_body, json_response, parse_authorization
+from ..throttle import LoginThrottle
 from . import Routes
 
 routes = Routes("/api/v1")
@@ -21,7 +24,10 @@ def _no_content() -> HTTPResponse:
 # Users ############################################################################
 
 
-@routes.get("/users", auth="user")
+SELF = "themselves, or an admin; only a superuser acts on a superuser"
+
+
+@routes.get("/users", auth="user", access="admins see every user, others themselves")
 def list_users() -> dict:
     user = current_user()
     rows = users.list_users() if auth.is_admin(user) else [user]
@@ -34,7 +40,7 @@ def create_user() -> HTTPResponse:
     return json_response(201, users.user_json(user))
 
 
-@routes.get("/users/<name>", auth="user")
+@routes.get("/users/<name>", auth="user", access=SELF)
 def show_user(name: str) -> dict:
     caller = current_user()
     if caller.username != name and not auth.is_admin(caller):
@@ -42,14 +48,14 @@ def show_user(name: str) -> dict:
     return users.user_json(users.get_user(name))
 
 
-@routes.patch("/users/<name>", auth="user")
+@routes.patch("/users/<name>", auth="user", access=SELF + " (others change only their email and password)")
 def update_user(name: str) -> dict:
     return users.user_json(users.update_user(name, json_body(), current_user()))
 
 
-@routes.delete("/users/<name>", auth="admin")
+@routes.delete("/users/<name>", auth="admin", access="only a superuser deletes a superuser")
 def delete_user(name: str) -> HTTPResponse:
-    users.delete_user(name)
+    users.delete_user(name, current_user())
     return _no_content()
 
 
@@ -86,7 +92,7 @@ def delete_group(name: str) -> HTTPResponse:
 # Tokens ###########################################################################
 
 
-@routes.get("/tokens", auth="user")
+@routes.get("/tokens", auth="user", access="their own tokens; admins may ask for another user's")
 def list_tokens() -> dict:
     caller = current_user()
     username = request.query.get("user") or caller.username
@@ -96,7 +102,8 @@ def list_tokens() -> dict:
     return page(rows, request.query.get("limit"), request.query.get("offset"), users.token_json)
 
 
-@routes.post("/tokens", auth="public", skip=["dutlab-auth"])
+@routes.post("/tokens", auth="public", skip=["dutlab-auth"],
+             access="credentials in the request; a token for another user needs an admin, for a superuser a superuser")
 def create_token() -> HTTPResponse:
     """A new token for the caller, who proves who they are with an API token, HTTP Basic
     `username:password` (or `username:token`), or `{"username", "password"}` in the body."""
@@ -110,13 +117,14 @@ def create_token() -> HTTPResponse:
 def _token_caller(username: object, password: object):
     scheme, secret, basic_user = parse_authorization()
     if scheme == "basic":
-        user = users.login(basic_user, secret) or auth.user_for_token(secret, basic_user)
+        # the token first: a lookup by hash, whose cost does not depend on the user name
+        user = auth.user_for_token(secret, basic_user) or _login(basic_user, secret)
     elif scheme in ("token", "bearer"):
         user = auth.user_for_token(secret)
     elif scheme:
         raise forbidden(f"a {scheme} token cannot act as a user; use 'Authorization: Token <secret>'")
     elif isinstance(username, str) and isinstance(password, str):
-        user = users.login(username, password)
+        user = _login(username, password)
     else:
         raise ApiError(401, "authentication required: send a token, HTTP Basic username:password, "
                             "or {\"username\": ..., \"password\": ...}")
@@ -125,7 +133,24 @@ def _token_caller(username: object, password: object):
     return user
 
 
-@routes.delete("/tokens/<token_id>", auth="user")
+_THROTTLE_LOCK = threading.Lock()
+
+
+def _login(username: str, password: str):
+    """users.login with this app's throttle (one per app, made from its settings at first use)."""
+    config = request.app.config
+    with _THROTTLE_LOCK:
+        throttle = config.get("dutlab.login_throttle")
+        if throttle is None:
+            settings = config["dutlab.settings"]
+            throttle = LoginThrottle(settings.login_failures_per_user, settings.login_failures_per_address,
+                                     settings.login_window)
+            config["dutlab.login_throttle"] = throttle
+    # REMOTE_ADDR, not X-Forwarded-For: a client sets that header to whatever it likes
+    return users.login(username, password, throttle, request.environ.get("REMOTE_ADDR", ""))
+
+
+@routes.delete("/tokens/<token_id>", auth="user", access=SELF.replace("themselves", "their own tokens"))
 def delete_token(token_id: str) -> HTTPResponse:
     users.delete_token(token_id, current_user())
     return _no_content()

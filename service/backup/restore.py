@@ -138,6 +138,7 @@ def load_database(dump: Path, url: str) -> None:
             Path(f"{target}{suffix}").unlink(missing_ok=True)
         tmp = target.with_name(target.name + ".restoring")
         shutil.copyfile(dump, tmp)
+        os.chmod(tmp, 0o600)  # it holds password and token hashes
         os.replace(tmp, target)
         return
     _drop_tables()

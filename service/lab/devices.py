@@ -263,7 +263,7 @@ def read_dictionary(hostname: str, user: User | None, trusted: bool = False) -> 
         return device
     if user is None:
         raise ApiError(401, "authentication required: a device dictionary is shown to its owners only")
-    if not auth.is_admin(user) and not auth.may_submit_to(user, device):
+    if not auth.may_read_device(user, device):
         raise forbidden(f"user '{user.username}' may not read the dictionary of '{hostname}' (not an owner)")
     return device
 

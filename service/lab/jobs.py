@@ -193,6 +193,9 @@ def resubmit(user: User, job: TestJob, settings: Settings) -> list[TestJob]:
         raise ApiError(404, f"job '{job.id}' does not exist")
     if job.submitter_id != user.id and not auth.has_perm(user, "cancel_resubmit"):
         raise forbidden(f"user '{user.username}' may not resubmit job {job.id}")
+    if job.submitter_id != user.id and not auth.is_admin(user) and json.loads(job.definition).get("secrets"):
+        # the copy would be theirs, secrets included: those are for the submitter and admins only
+        raise forbidden(f"job {job.id} has secrets; only its submitter or an admin may resubmit it")
     if job.health_check:
         raise bad_request(f"job {job.id} is a health check; request a new one by setting the device health")
     return submit(user, job.original_definition, settings)

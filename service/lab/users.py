@@ -16,6 +16,7 @@ from ..db import write_txn
 from ..errors import ApiError, bad_request, conflict, forbidden
 from ..models import Device, Group, GroupMember, GroupPermission, TestJob, Token, User, utcnow
 from ..states import PERMISSIONS
+from ..throttle import LoginThrottle
 from .checks import boolean, check_fields, insert, iso, lookup, string_list, text
 
 USERNAME_RE = re.compile(r"^[\w.@+-]{1,150}$")
@@ -111,11 +112,21 @@ def _user_fields(data: Mapping[str, Any]) -> dict:
 
 
 def _check_escalation(data: Mapping[str, Any], caller: User | None) -> None:
+    """Only superusers hand out privileges through an account: `admin` already holds every
+    group permission, so the one thing above it, the superuser flag, stays with superusers."""
     if caller is None or caller.is_superuser:
         return
     for key in ("is_superuser", "is_staff", "groups"):
         if key in data:
             raise forbidden(f"only a superuser may set '{key}'")
+
+
+def check_may_manage(caller: User | None, target: User, action: str) -> None:
+    """Only a superuser acts on a superuser's account or tokens: an `admin` who could set a
+    superuser's password or mint a token for them would hold every right (None: the admin CLI)."""
+    if caller is not None and target.is_superuser and not caller.is_superuser:
+        raise forbidden(f"user '{caller.username}' may not {action} '{target.username}': "
+                        f"only a superuser may {action} a superuser")
 
 
 def _set_memberships(user: User, data: Mapping[str, Any]) -> None:
@@ -145,6 +156,7 @@ def update_user(username: str, changes: Mapping[str, Any], caller: User | None =
     check_fields(changes, USER_FIELDS)
     if "username" in changes and changes["username"] != username:
         raise bad_request("a user cannot be renamed", "username")
+    check_may_manage(caller, user, "change")
     if caller is not None and not auth.is_admin(caller):
         if caller.id != user.id:
             raise forbidden(f"user '{caller.username}' may not change user '{username}'")
@@ -160,8 +172,9 @@ def update_user(username: str, changes: Mapping[str, Any], caller: User | None =
     return User.get_by_id(user.id)
 
 
-def delete_user(username: str) -> None:
+def delete_user(username: str, caller: User | None = None) -> None:
     user = get_user(username)
+    check_may_manage(caller, user, "delete")
     if TestJob.select().where(TestJob.submitter == user).exists():
         raise conflict(f"user '{username}' has submitted jobs; deactivate the account instead "
                        "(is_active: false) so the job history stays")
@@ -176,12 +189,35 @@ def _refuse_if_owner(condition, what: str) -> None:
         raise conflict(f"{what} owns devices ({', '.join(owned)}); give them another owner first")
 
 
-def login(username: str, password: str) -> User | None:
-    """The active user with this password, or None; records the login time."""
+def login(username: str, password: str, throttle: LoginThrottle | None = None, address: str = "") -> User | None:
+    """The active user with this password, or None; records the login time.
+
+    Every attempt costs one password check, whether the user exists or not, so the answer's
+    timing does not tell which names exist. With a `throttle`, a user name or client address
+    that failed too often is refused (429, Retry-After) before anything is checked. A hash of
+    an older scheme is replaced by today's on a successful login.
+    """
+    if throttle is not None:
+        wait = throttle.retry_after(username, address)
+        if wait:
+            raise ApiError(429, f"too many failed logins for user '{username}' or from {address or 'this address'}; "
+                                f"try again in {wait} s", retry_after=wait)
     user = User.get_or_none(User.username == username)
-    if user is None or not user.is_active or not auth.check_password(password, user.password_hash):
+    if user is None or not user.is_active or not user.password_hash:
+        auth.spend_password_check(password)
+        user = None
+    elif not auth.check_password(password, user.password_hash):
+        user = None
+    if user is None:
+        if throttle is not None:
+            throttle.failed(username, address)
         return None
-    User.update(last_login=utcnow()).where(User.id == user.id).execute()
+    if throttle is not None:
+        throttle.succeeded(username)
+    fields: dict[str, Any] = {"last_login": utcnow()}
+    if auth.password_needs_rehash(user.password_hash):
+        fields["password_hash"] = auth.hash_password(password)
+    User.update(**fields).where(User.id == user.id).execute()
     return user
 
 
@@ -300,7 +336,7 @@ def list_tokens(username: str | None = None) -> list[Token]:
 def create_token(data: Mapping[str, Any], caller: User | None = None) -> tuple[Token, str]:
     """A new API token for `data['user']` (default: the caller); return it and its secret.
 
-    Only admins create tokens for other users.
+    Only admins create tokens for other users, and only superusers for a superuser.
     """
     check_fields(data, ("user", "description", "secret"))
     username = data.get("user") or (caller.username if caller else None)
@@ -309,6 +345,7 @@ def create_token(data: Mapping[str, Any], caller: User | None = None) -> tuple[T
     user = get_user(username, "user")
     if caller is not None and caller.id != user.id and not auth.is_admin(caller):
         raise forbidden(f"user '{caller.username}' may not create tokens for '{username}'")
+    check_may_manage(caller, user, "create tokens for")
     secret = data.get("secret")
     if secret is not None:
         if not isinstance(secret, str) or not SECRET_RE.match(secret):
@@ -323,6 +360,7 @@ def delete_token(token_id: Any, caller: User | None = None) -> None:
     token = Token.get_or_none(Token.id == token_id) if str(token_id).isdigit() else None
     if token is None or (caller is not None and token.user_id != caller.id and not auth.is_admin(caller)):
         raise ApiError(404, f"token {token_id} does not exist")
+    check_may_manage(caller, token.user, "delete tokens of")
     token.delete_instance()
 
 

@@ -10,7 +10,7 @@ from peewee import JOIN
 
 from .. import auth
 from ..errors import ApiError
-from ..lab import jobs
+from ..lab import job_views, jobs
 from ..lab.checks import as_datetime
 from ..logstore import JobFolder
 from ..models import DeviceType, TestJob, utcnow
@@ -171,8 +171,8 @@ def show(call: Call, job_id: str) -> dict:
 
 @exposed("scheduler.jobs.definition")
 def definition(call: Call, job_id: str) -> str:
-    """The job definition exactly as submitted."""
-    return get_job(call, job_id).original_definition
+    """The job definition exactly as submitted (its secrets masked for all but the submitter and admins)."""
+    return job_views.definition(call.user, get_job(call, job_id))  # dispatch turns a 401/403 into a Fault
 
 
 @exposed("scheduler.jobs.logs")
@@ -194,10 +194,10 @@ def configuration(call: Call, job_id: str) -> list:
     job = get_job(call, job_id)
     if job.state not in STARTED:
         raise Fault(NOT_FOUND, f"Job '{job_id}' has not started yet")
-    folder = JobFolder(call.settings.output_dir, job.id)
+    text = job_views.definition(call.user, job)
+    device = job_views.device_config(call.user, job, call.settings)
     # dutlab workers get no per-worker dispatcher.yaml / env files, hence the three nils
-    return [binary(folder.read("job.yaml") or job.original_definition), binary(folder.read("device.yaml")),
-            None, None, None]
+    return [binary(text), binary(device), None, None, None]
 
 
 @exposed("scheduler.jobs.validate")

@@ -28,7 +28,7 @@ import yaml
 from dutlab.dispatcher.jobsdb import JobsDB
 from dutlab.dispatcher.protocol import Client, ErrorType, JobResult, job_path, poll_path
 from dutlab.dispatcher.upload import LogUploader, sync_finished_job
-from labkit import BIN, start_lab
+from labkit import BIN, file_root_args, start_lab
 
 QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"
 ASSETS = Path(os.environ.get("DUTLAB_ASSETS") or "/var/cache/dutlab/assets") / "amd64"
@@ -288,7 +288,7 @@ class WorkerProcess:
             [str(BIN / "dutlab-worker"), "--url", self.lab.url, "--name", "w1",
              "--token-file", str(self.lab.token_file), "--work-dir", str(self.work_dir),
              "--poll-wait", "5", "--keep-jobs", "--level", "DEBUG", "--log-file", str(self.log_file),
-             *self.extra],
+             *file_root_args(), *self.extra],
             stdin=subprocess.DEVNULL, start_new_session=True)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:

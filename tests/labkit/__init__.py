@@ -16,12 +16,12 @@ from .client import Client, HttpError, Response, http
 from .lab import TEST_SETTINGS, TEST_WORKER_ARGS, start_lab
 from .procs import BIN, REPO, Pid, Procs, cmdline, descendants, free_port, pick_port, stop_everything, stop_recorded
 from .server import LabError, LabServer, bootstrap, write_config
-from .worker import ASSETS, QEMU_DICTIONARY, Lab, qemu_available, smoke_job, worker_available
+from .worker import ASSETS, QEMU_DICTIONARY, Lab, file_root_args, qemu_available, smoke_job, worker_available
 
 __all__ = [
     "ASSETS", "BIN", "QEMU_DICTIONARY", "REPO", "TEST_SETTINGS", "TEST_WORKER_ARGS", "Client", "HttpError", "Lab",
     "LabError", "LabServer", "Pid", "Procs", "Response", "backend_urls", "bootstrap", "cmdline", "descendants",
-    "ensure_postgres", "free_port", "http", "pg_available", "pg_database", "pg_version", "pick_port",
+    "ensure_postgres", "file_root_args", "free_port", "http", "pg_available", "pg_database", "pg_version", "pick_port",
     "qemu_available", "smoke_job", "start_lab", "stop_everything", "stop_postgres", "stop_recorded",
     "worker_available", "write_config",
 ]

@@ -50,12 +50,14 @@ def bootstrap(config: Path, password: str = "admin-pw", description: str = "test
     The CLI verbs are tested on their own (test_manage_cli.py); here they would only cost three
     interpreter start-ups per lab.
     """
-    from dutlab.service import auth, migrations
+    from dutlab.service import auth, filemodes, migrations
     from dutlab.service.config import load
     from dutlab.service.db import database, open_database
     from dutlab.service.models import User
 
-    db = open_database(load(str(config)).database)
+    settings = load(str(config))
+    filemodes.prepare(settings)  # the database file private, as `dutlab-server migrate` makes it
+    db = open_database(settings.database)
     try:
         migrations.migrate()
         admin = User.create(username="admin", is_superuser=True, password_hash=auth.hash_password(password))

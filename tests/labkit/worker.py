@@ -23,6 +23,14 @@ ASSETS = Path(os.environ.get("DUTLAB_ASSETS", "/var/cache/dutlab/assets"))
 QEMU_DICTIONARY = "{% extends 'qemu.jinja2' %}\n{% set memory = 512 %}\n"
 
 
+def file_root_args() -> tuple[str, ...]:
+    """dutlab-worker options that let jobs name the test assets in file:// URLs: none when they
+    are under the worker's default file root (/var/cache/dutlab), else --file-roots with them."""
+    if ASSETS.resolve().is_relative_to("/var/cache/dutlab"):
+        return ()
+    return ("--file-roots", f"/var/cache/dutlab:{ASSETS.resolve()}")
+
+
 def worker_available() -> tuple[bool, str]:
     """Whether dutlab-worker and dutlab-run are installed next to this interpreter."""
     for script, module in (("dutlab-worker", "dutlab.dispatcher.worker"), ("dutlab-run", "dutlab.dispatcher.run")):
@@ -71,7 +79,7 @@ class Lab(LabServer):
         work = self.root / f"worker-{name}"
         self.spawn(f"worker-{name}", [str(BIN / "dutlab-worker"), "--url", self.url, "--name", name,
                                       "--token-file", str(token_file), "--work-dir", str(work),
-                                      *self.worker_args, *extra])
+                                      *file_root_args(), *self.worker_args, *extra])
         return work
 
     def stop_worker(self, name: str, sig: int = signal.SIGTERM, tree: bool = True) -> int | None:
