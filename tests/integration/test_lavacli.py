@@ -350,14 +350,14 @@ def test_logs_no_follow_on_a_running_job_and_wait_timeout(cli, lab, tmp_path):
 
 def test_validate_and_unsupported_actions(cli, lab, tmp_path):
     assert cli.run("jobs", "validate", job_file(tmp_path)).stdout == ""
-    bad = JOB.replace("method: qemu", "method: u-boot")
+    bad = JOB.replace("method: qemu", "method: barebox")
     proc = cli.run("jobs", "validate", job_file(tmp_path, bad, "bad.yaml"), ok=False)
     assert proc.stdout.splitlines()[0] == "key: actions[0].boot.method"
-    assert proc.stdout.splitlines()[1].startswith("msg: The boot method 'u-boot' is a LAVA method dutlab does not")
-    assert "qemu" in proc.stdout and "minimal" in proc.stdout  # what is supported
+    assert proc.stdout.splitlines()[1].startswith("msg: The boot method 'barebox' is a LAVA method dutlab does not")
+    assert "qemu" in proc.stdout and "minimal" in proc.stdout and "u-boot" in proc.stdout  # what is supported
     err = cli.fails("jobs", "submit", job_file(tmp_path, bad, "bad.yaml"))
     assert err.startswith(f"Unable to submit {tmp_path}/bad.yaml: <Fault 400: \"Problem with submitted job data: "
-                          "actions[0].boot.method: The boot method 'u-boot'"), err
+                          "actions[0].boot.method: The boot method 'barebox'"), err
     missing = JOB.replace("device_type: qemu", "device_type: beagle")
     err = cli.fails("jobs", "submit", job_file(tmp_path, missing, "missing.yaml"))
     assert "<Fault 404: \"Specified device or device type not found" in err
