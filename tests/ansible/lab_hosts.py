@@ -94,6 +94,7 @@ class RoleLab:
             "dutlab_worker_token_file": str(self.etc / "worker-token"),
             "dutlab_worker_work_dir": str(self.root / "worker"),
             "dutlab_worker_log_dir": str(self.root / "worker-log"),
+            "dutlab_worker_tftp_root": str(self.root / "tftp"),
             "dutlab_worker_service_name": f"dutlab-{self.tag}-worker",
             "dutlab_worker_systemd_dir": str(self.root / "systemd"),
             "dutlab_worker_poll_wait": 5,

@@ -99,3 +99,19 @@ def test_built_collection_installs_and_its_modules_run_from_there(lab_server, tm
                   envvars=isolated)
     assert result["type"]["changed"] and result["type"]["device_type"]["name"] == "installed"
     shutil.rmtree(installed)
+
+
+def test_worker_tftp_root_follows_the_tftp_role_on_its_host(tmp_path):
+    """dutlab_worker_tftp_root's default: the host's dutlab_tftp_root when it has one, else /srv/tftp."""
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
+        "children": {"lab_workers": {"hosts": {"disp01": {}, "disp02": {}}},
+                     "lab_tftp": {"hosts": {"disp01": {"dutlab_tftp_root": "/srv/boards"}}}}}}))
+    defaults = str(COLLECTION / "roles" / "worker" / "defaults" / "main.yml")
+    plays = [{"hosts": host, "gather_facts": False, "vars_files": [defaults],
+              "tasks": [{"name": host, "ansible.builtin.set_fact": {"root": "{{ dutlab_worker_tftp_root }}"}}]}
+             for host in ("disp01", "disp02")]
+    run = play(plays, tmp_path, inventory=inventory)
+    assert run["disp01"]["ansible_facts"]["root"] == "/srv/boards"
+    assert run["disp02"]["ansible_facts"]["root"] == "/srv/tftp"

@@ -34,6 +34,7 @@ from ansible_harness import REPO, env, play
 from lab_hosts import build_wheel
 from test_collection import test_argument_specs_match_the_defaults as argument_specs_match_the_defaults
 
+from dutlab.dispatcher import tftp
 from labkit import BIN, free_port
 
 pytestmark = pytest.mark.ansible
@@ -298,13 +299,14 @@ def tftp_get(ns: str, server: str, name: str, dest: Path) -> subprocess.Complete
                           capture_output=True, text=True, timeout=60)
 
 
-def worker_scratch(base: Path) -> Path:
-    """A job scratch folder as dutlab-run leaves it, made readable as a TFTP deploy must."""
-    kernel = base / "worker" / "tmp" / "job-42-abcd1234" / "images" / "kernel" / "zImage"
-    kernel.parent.mkdir(parents=True)
+def staged_job(root: Path) -> Path:
+    """A job's kernel staged in the TFTP root by dutlab-run's own code, as a deploy to: tftp does it."""
+    folder = tftp.make_job_folder(root, 42)
+    kernel = folder / "kernel" / "Image"
+    kernel.parent.mkdir()
     kernel.write_bytes(os.urandom(200_000))
-    for path in [base / "worker", *(base / "worker").rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    kernel.chmod(0o600)  # dutlab-run's downloads are private until published
+    tftp.publish(folder)
     return kernel
 
 
@@ -326,7 +328,6 @@ def test_dhcp_and_tftp_network_boot(dnsmasq_instance, served_dirs, tmp_path):
             ],
             "dutlab_tftp_interface": host_if,
             "dutlab_tftp_root": str(served_dirs / "tftp"),
-            "dutlab_tftp_worker_dir": "",
             "dutlab_tftp_files": [{"src": str(boot), "dest": "rpi4-01/u-boot.bin"}],
         }
         plays = [{"name": "network boot", "hosts": "localhost", "gather_facts": False,
@@ -367,30 +368,41 @@ def _cmdline(pid: str) -> list[str]:
 
 
 def test_tftp_serves_the_root_and_the_job_folders(dnsmasq_instance, served_dirs, tmp_path):
-    kernel = worker_scratch(served_dirs)
+    """The root dnsmasq serves is where dutlab-run stages a job's files; the old `jobs` link goes."""
+    root = served_dirs / "tftp"
+    root.mkdir(mode=0o755)
+    (served_dirs / "worker" / "tmp").mkdir(parents=True)
+    (root / "jobs").symlink_to(served_dirs / "worker" / "tmp")  # what earlier versions of the role made
     loader = tmp_path / "pxelinux.0"
     loader.write_bytes(b"not really pxelinux\n")
     with lab_netns() as (ns, host_if, client_if, prefix):
         subprocess.run(["ip", "-n", ns, "addr", "add", f"{prefix}.2/24", "dev", client_if], check=True)
         variables = {
             "dutlab_tftp_interface": host_if,
-            "dutlab_tftp_root": str(served_dirs / "tftp"),
-            "dutlab_tftp_worker_dir": str(served_dirs / "worker"),
+            "dutlab_tftp_root": str(root),
             "dutlab_tftp_files": [{"src": str(loader), "dest": "pxelinux.0"}],
         }
-        converge_idempotent(role_play("tftp", variables), tmp_path)
-        assert (served_dirs / "tftp" / "jobs").readlink() == served_dirs / "worker" / "tmp"
+        first = converge_idempotent(role_play("tftp", variables), tmp_path)
+        assert "Configure | Remove the old link to the worker's job folders" in first.changed_tasks()
+        assert not (root / "jobs").is_symlink() and (served_dirs / "worker" / "tmp").is_dir()
         assert "dhcp-range" not in Path("/etc/dutlab/dnsmasq.d/tftp.conf").read_text()
 
         got = tmp_path / "got"
         fetch = tftp_get(ns, f"{prefix}.1", "pxelinux.0", got)
         assert got.read_bytes() == loader.read_bytes(), fetch.stdout + fetch.stderr
-        fetch = tftp_get(ns, f"{prefix}.1", "jobs/job-42-abcd1234/images/kernel/zImage", got)
+        kernel = staged_job(root)
+        fetch = tftp_get(ns, f"{prefix}.1", kernel.relative_to(root).as_posix(), got)
         assert got.read_bytes() == kernel.read_bytes(), fetch.stdout + fetch.stderr
-        # nothing outside the root (and its links) is served
+        # nothing outside the root is served
         got.unlink()
         fetch = tftp_get(ns, f"{prefix}.1", "../../../etc/passwd", got)
         assert not got.exists() or got.stat().st_size == 0, "TFTP served a file outside its root"
+
+    # a setting of the old link is refused, naming what replaced it
+    refused = play(role_play("tftp", {**variables, "dutlab_tftp_worker_dir": "/var/lib/dutlab/worker"}), tmp_path,
+                   expect="failed")
+    message = refused["Preflight | No settings of the old job folder link"]["msg"]
+    assert "dutlab_worker_tftp_root" in message, message
 
 
 def test_dhcp_refuses_clashing_leases(tmp_path):
@@ -559,7 +571,6 @@ def test_plumbing_playbook_converges_every_group(system_ser2net, dnsmasq_instanc
             "dutlab_dhcp_interface": host_if, "dutlab_dhcp_range_start": f"{prefix}.100",
             "dutlab_dhcp_range_end": f"{prefix}.150",
             "dutlab_tftp_interface": host_if, "dutlab_tftp_root": str(served_dirs / "tftp"),
-            "dutlab_tftp_worker_dir": str(served_dirs / "worker"),
             **coord,
         }
         local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}

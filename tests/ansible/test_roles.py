@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from ansible_harness import REPO, play
 from lab_hosts import RoleLab, build_wheel, mode
 
@@ -71,6 +72,10 @@ def test_site_converges_idempotently_and_runs_the_lab(role_lab, tmp_path):
     assert mode(etc / "server.yaml") == "0640 root:dutlab"
     assert mode(role_lab.root / "data" / "secret_key") == "0600 dutlab:dutlab"
     assert (etc / "admin-password").exists() and mode(etc / "admin-password") == "0600 root:root"
+    # the worker stages TFTP jobs in its root; dnsmasq or tftpd read it as their own user
+    assert mode(role_lab.root / "tftp") == "0755 root:root"
+    settings = yaml.safe_load((etc / "worker.yaml").read_text())
+    assert (settings["tftp_root"], settings["dispatcher_ip"]) == (str(role_lab.root / "tftp"), ""), settings
     for name in role_lab.services:
         status = subprocess.run(["service", name, "status"], capture_output=True, text=True)
         assert status.returncode == 0, f"{name}: {status.stdout}{status.stderr}\n{role_lab.log()}"

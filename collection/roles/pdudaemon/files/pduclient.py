@@ -65,8 +65,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main() -> int:
-    parser = _Parser(prog="pduclient", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="pduclient", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--daemon", required=True, help="host of the pdudaemon listener (e.g. localhost)")
     parser.add_argument("--hostname", required=True, help="the PDU's name in pdudaemon's configuration")
     parser.add_argument("--port", required=True, help="the outlet number")
