@@ -164,6 +164,13 @@ class _LoginDialog:
                 f"(matching {', '.join(map(repr, wanted))}; last console output: {last})")
 
     def _boot_error(self) -> None:
-        line = self.console.match.group(0).strip()
+        line = self.console.match.group(0)
+        if not line.endswith(("\r", "\n")):
+            # The pattern matched what had arrived so far: quote the whole line, not a piece of it.
+            try:
+                line += self.console.readline(timeout=2.0) or ""
+            except ConsoleEOF:
+                pass
+        line = line.strip()
         self.console.settle(quiet=0.5, timeout=2.0)  # let the trace reach the log
         raise JobError(f"the boot failed: {line!r} on the console while waiting for {self.waiting_for}")

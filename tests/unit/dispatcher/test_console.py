@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,25 @@ def test_on_exit_given_at_spawn_builds_the_error(tmp_path: Path):
     error = console.closed_error("during the test shell")
     assert str(error) == "QEMU said 'bye' during the test shell (exit code 3)"
     assert seen == [console]
+
+
+def test_a_panic_arriving_in_pieces_is_quoted_whole(tmp_path: Path):
+    """The panic pattern can match before the rest of its line arrived (a loaded worker reads the
+    console in small chunks); the error quotes the whole line."""
+    from dutlab.dispatcher.actions.login import AutoLogin
+    from dutlab.dispatcher.context import JobContext
+
+    logger = JobLogger(tmp_path / "output.yaml")
+    script = ("printf 'Kernel panic - not syncing: VFS: Unable'; sleep 0.5; "
+              "printf ' to mount root fs on unknown-block(0,0)\\r\\n'; sleep 5")
+    ctx = JobContext(job_id=1, job={}, device={}, logger=logger, output_dir=tmp_path, work_dir=tmp_path,
+                     tmp_dir=tmp_path)
+    ctx.console = Console.spawn(["sh", "-c", script], logger, name="board")
+    ctx.deadline = time.monotonic() + 20
+    try:
+        with pytest.raises(JobError) as info:
+            AutoLogin({"prompts": ["# "]}).run(ctx)
+    finally:
+        ctx.console.close()
+    assert str(info.value) == ("the boot failed: 'Kernel panic - not syncing: VFS: Unable to mount root fs on "
+                               "unknown-block(0,0)' on the console while waiting for the shell prompt")
