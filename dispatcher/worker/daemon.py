@@ -156,7 +156,8 @@ class Worker:
             return  # jobs offered now are offered again to the next worker process
         # Runs the server has ended are killed (and waited for) before anything new starts.
         for item in reply.get("ended", []):
-            self._forget(int(item["id"]), f"the server has ended it ({item.get('health')}: {item.get('reason')})")
+            why = ": ".join(str(x) for x in (item.get("health"), item.get("reason")) if x)
+            self._forget(int(item["id"]), f"the server has ended it ({why})")
         for job_id in reply.get("unknown", []):
             self._forget(int(job_id))
         for job_id in reply.get("cancel", []):
