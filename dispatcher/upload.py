@@ -264,7 +264,8 @@ def sync_finished_job(server_url: str, job_id: int, token: str, output_dir: Path
     finish goes first with the local line count: when the run had uploaded everything (it only
     died late) that is the whole exchange; else the 409 names the resume point.
     Returns True when nothing is left to report: the finish was acknowledged, or the server will
-    never take it (token refused, job gone; logged). False: the server was not reachable in time.
+    never take it (token refused, job gone or ended by the server; logged). False: the server was
+    not reachable in time.
     """
     if reported(output_dir):
         return True

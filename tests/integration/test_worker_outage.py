@@ -44,10 +44,8 @@ def lab(tmp_path):
     """The server (SETTINGS), worker w1 (token in `lab.token_file`), no device yet."""
     lab, stop = start_lab(tmp_path, **SETTINGS)
     try:
-        token = lab.manage("workers", "add", "w1").stdout.strip().split()[-1]
         lab.token_file = tmp_path / "worker.token"
-        lab.token_file.write_text(token + "\n")
-        lab.worker_token = token
+        lab.token_file.write_text(lab.add_worker("w1") + "\n")
         yield lab
     finally:
         stop()
