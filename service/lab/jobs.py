@@ -301,10 +301,11 @@ def work_package(job: TestJob, settings: Settings) -> dict:
     return {"definition": definition, "device": device_yaml, "log_line_count": folder.line_count()}
 
 
-def open_for_reports(job_id: int) -> TestJob:
-    """Inside a write transaction: the job, its row locked until the commit; a 409 once it is
-    Finished (fencing, docs/worker.md: nothing a run sends after that may change the job)."""
-    job = for_update(TestJob.select().where(TestJob.id == job_id)).get()
+def open_for_reports(job_id: int, lock: bool = True) -> TestJob:
+    """The job; a 409 once it is Finished (fencing, docs/worker.md: nothing a run sends after that
+    may change it). `lock`, inside a write transaction: its row stays locked until the commit."""
+    query = TestJob.select().where(TestJob.id == job_id)
+    job = (for_update(query) if lock else query).get()
     if job.state == JobState.FINISHED:
         health = JobHealth(job.health).label
         raise conflict(f"job {job.id} is already Finished ({health}); the server takes no more log lines, "
@@ -333,13 +334,14 @@ def finish_reported(job: TestJob, result: JobResult, description: Any, log_line_
     """A worker's report that `job` ended: refused while the server lacks some of its log lines
     (nothing may be lost after Finished), then `finish`, the pipeline description kept. On a
     Finished job: a 409, or the job unchanged (`refuse_finished` off: protocol 1 clients)."""
+    if not refuse_finished and TestJob.get_by_id(job.id).state == JobState.FINISHED:
+        return TestJob.get_by_id(job.id)
+    open_for_reports(job.id, lock=False)  # Finished: this 409 first, not one asking for more lines
     folder = JobFolder(settings.output_dir, job.id)
     stored = folder.line_count()
     if isinstance(log_line_count, int) and log_line_count > stored:
         raise conflict(f"the server holds {stored} of {log_line_count} log lines; upload the rest first",
                        "log_line_count", line_count=stored)
-    if not refuse_finished and TestJob.get_by_id(job.id).state == JobState.FINISHED:
-        return TestJob.get_by_id(job.id)
     job = finish(job, result, strict=True)
     if isinstance(description, str) and description:
         folder.write("description.yaml", description)

@@ -27,6 +27,8 @@ from .jobs import ACTIVE, finish
 WORKER_FIELDS = ("hostname", "description", "health", "job_limit")
 #: a job the worker no longer runs, started this long ago, has ended without a report
 UNREPORTED_END = timedelta(seconds=60)
+#: the largest id the job table's integer key holds (PostgreSQL's integer)
+MAX_JOB_ID = 2**31 - 1
 
 
 def get_worker(hostname: str, path: str | None = None) -> Worker:
@@ -149,7 +151,8 @@ def work_for(worker: Worker, running: set[int], protocol: int = ENDED_PROTOCOL) 
     start, cancel = [], []
     mine = list(TestJob.select().where(TestJob.worker == worker, TestJob.state.in_(ACTIVE)))
     known = {j.id for j in mine}
-    ended = list(TestJob.select().where(TestJob.id.in_(sorted(running - known)), TestJob.worker == worker,
+    maybe_ended = sorted(i for i in running - known if 0 < i <= MAX_JOB_ID)  # others cannot be a job id
+    ended = list(TestJob.select().where(TestJob.id.in_(maybe_ended), TestJob.worker == worker,
                                         TestJob.state == JobState.FINISHED))
     still_driven = {j.actual_device_id for j in ended}
     for job in mine:

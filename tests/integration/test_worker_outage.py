@@ -17,18 +17,23 @@ import time
 
 import pytest
 from test_worker import (
+    PLAIN_JOB,
     QEMU_DICT,
     WorkerProcess,
     assert_same_log,
+    offer,
     qemu,
     qemu_job,
+    record,
     server_log,
     submit,
     wait_for,
     wait_ticking,
+    write_lines,
 )
 
 from dutlab.dispatcher.protocol import ApiError, Client, JobResult, job_path
+from dutlab.dispatcher.upload import LogUploader, sync_finished_job
 from labkit import Pid, cmdline, descendants, start_lab
 
 #: short heartbeats and grace so an outage is seen in seconds
@@ -36,7 +41,6 @@ SETTINGS = {"worker_heartbeat_timeout": 5, "worker_offline_grace": 3, "scheduler
 #: (b)'s job: its own timeout passes while the worker is away
 SHORT_TIMEOUTS = "  job: {seconds: 30}\n  action: {seconds: 30}\n"
 
-pytestmark = [pytest.mark.qemu, qemu]
 
 
 @pytest.fixture
@@ -44,8 +48,9 @@ def lab(tmp_path):
     """The server (SETTINGS), worker w1 (token in `lab.token_file`), no device yet."""
     lab, stop = start_lab(tmp_path, **SETTINGS)
     try:
+        lab.worker_token = lab.add_worker("w1")
         lab.token_file = tmp_path / "worker.token"
-        lab.token_file.write_text(lab.add_worker("w1") + "\n")
+        lab.token_file.write_text(lab.worker_token + "\n")
         yield lab
     finally:
         stop()
@@ -86,6 +91,29 @@ def run_and_qemu(rec) -> list[Pid]:
     return procs
 
 
+def test_uploader_stops_at_a_job_the_server_ended(lab, tmp_path):
+    """What an orphaned run's uploader meets: a 409 that says the job is Finished; it stops."""
+    lab.add_qemu_device("qemu01", "w1", dictionary=QEMU_DICT, health="Good")
+    job_id = submit(lab, PLAIN_JOB)
+    token = offer(lab, job_id)
+    run = Client(lab.url, f"Job {token}")
+    run.post(job_path(job_id, "logs"), {"index": 0, "lines": [record(i) for i in range(3)]})
+    run.post(job_path(job_id, "finish"), JobResult.failed("Infrastructure", "ended elsewhere").finish_body("", 3))
+    out = tmp_path / "output"
+    out.mkdir()
+    write_lines(out / "output.yaml", 0, 10)
+    uploader = LogUploader(lab.url, job_id, token, out, interval=0.05)
+    uploader.start()
+    assert not uploader.close(JobResult("pass"), timeout=30)
+    assert "already Finished (Incomplete)" in uploader.gone
+    assert sync_finished_job(lab.url, job_id, token, out, JobResult("pass"), timeout=30)  # nothing to report
+    assert len(server_log(lab, job_id)) == 3
+    job = get(lab, f"/api/v1/jobs/{job_id}")
+    assert (job["health"], job["error_msg"]) == ("Incomplete", "ended elsewhere")
+
+
+@pytest.mark.qemu
+@qemu
 def test_worker_back_before_the_job_timeout_readopts_it_whatever_the_offline_time(lab, worker):
     lab.add_qemu_device("qemu01", "w1", dictionary=QEMU_DICT, health="Good")
     worker.start()
@@ -108,6 +136,8 @@ def test_worker_back_before_the_job_timeout_readopts_it_whatever_the_offline_tim
     assert get(lab, "/api/v1/devices/qemu01")["health"] == "Good"
 
 
+@pytest.mark.qemu
+@qemu
 def test_worker_away_past_the_job_timeout_fences_the_job_and_kills_the_orphan(lab, worker, orphans):
     lab.add_qemu_device("qemu01", "w1", dictionary=QEMU_DICT, health_checks=True)
     worker.start()

@@ -92,13 +92,14 @@ def test_job_ends_incomplete_once_its_timeout_passed_and_nothing_changes_it_afte
     for call in (lambda: results.append_log(job, 5, [record(5), record(6)], settings),
                  lambda: results.append_log(job, 0, [record(i) for i in range(7)], settings),
                  lambda: jobs.mark_running(job),
-                 lambda: jobs.finish_reported(job, JobResult("pass"), "steps: []", 5, settings)):
+                 # more lines than stored: still this 409, not one asking for the rest of the log
+                 lambda: jobs.finish_reported(job, JobResult("pass"), "steps: []", 7, settings)):
         with pytest.raises(ApiError) as err:
             call()
         assert err.value.status == 409 and err.value.extra == {"state": "Finished", "health": "Incomplete"}
         assert "already Finished (Incomplete)" in err.value.message
-    # A protocol 1 client's repeated finish is answered as before (it would retry anything else).
-    assert jobs.finish_reported(job, JobResult("pass"), "", 5, settings, refuse_finished=False).id == job.id
+    # A protocol 1 client's finish is answered as before, a 200 (it would retry anything else).
+    assert jobs.finish_reported(job, JobResult("pass"), "x", 7, settings, refuse_finished=False).id == job.id
     assert folder.line_count() == 5 and not (folder.path / "description.yaml").exists()
     job = TestJob.get_by_id(job.id)
     assert (job.health, job.error_type) == (JobHealth.INCOMPLETE, "Infrastructure")
@@ -178,8 +179,8 @@ def test_returning_worker_is_told_what_ended_before_its_device_gets_new_work(db,
     workers.heartbeat(w, "t", ENDED_PROTOCOL)
     assert scheduler.run_pass(settings).scheduled == [waiting.id]
     # The worker still runs the ended job: it must kill it first; the new job is held back.
-    answer = workers.work_for(w, {job.id, 999}, ENDED_PROTOCOL)
-    assert answer["start"] == [] and answer["unknown"] == [999]
+    answer = workers.work_for(w, {job.id, 999, 2**70, -1}, ENDED_PROTOCOL)
+    assert answer["start"] == [] and answer["unknown"] == [-1, 999, 2**70]
     [ended] = answer["ended"]
     assert (ended["id"], ended["health"]) == (job.id, "Incomplete") and "worker w1 is offline" in ended["reason"]
     # protocol 1 workers get it as unknown, which they kill as well
