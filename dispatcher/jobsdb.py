@@ -60,8 +60,9 @@ class Job:
         return self.pid is not None and process_start_ticks(self.pid) == self.start_ticks
 
 
-def process_start_ticks(pid: int) -> int | None:
-    """Start time of a live process, or None if there is none (or only a zombie) with that pid."""
+def process_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...: field 3 on),
+    or None when there is no live process with that pid (none, or only a zombie)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             stat = fh.read().decode("ascii", "replace")
@@ -69,9 +70,15 @@ def process_start_ticks(pid: int) -> int | None:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     fields = stat[stat.rfind(")") + 2:].split()
-    if not fields or fields[0] in ("Z", "X"):
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
         return None
-    return int(fields[19])
+    return fields
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """Start time of a live process, or None if there is none (or only a zombie) with that pid."""
+    fields = process_stat(pid)
+    return None if fields is None else int(fields[19])
 
 
 class JobsDB:

@@ -22,9 +22,15 @@ from urllib.parse import urlsplit
 from . import __version__
 
 #: the protocol this code speaks (sent as ``Dutlab-Protocol`` and in polls)
-PROTOCOL = 1
+PROTOCOL = 2
 #: the oldest protocol the server still accepts from a worker (one version back)
 OLDEST_PROTOCOL = max(1, PROTOCOL - 1)
+#: from this protocol on, a poll answer lists the worker's runs the server has ended (``ended``)
+#: apart from ids it does not know (``unknown``), and a report on a Finished job is a 409
+#: (protocol 1 clients get the old 200 for a repeated finish, which they need to stop retrying)
+ENDED_PROTOCOL = 2
+#: the ``state`` of a 409 that refuses a report because the server has ended the job
+FINISHED = "Finished"
 #: the worker API's path prefix on the server
 PREFIX = "/internal/v1"
 
@@ -153,6 +159,11 @@ class ApiError(Exception):
         self.path = path
         self.body = body or {}
         self.url = url
+
+    @property
+    def job_ended(self) -> bool:
+        """The server has ended this job and takes nothing more for it (fencing, docs/worker.md)."""
+        return self.status == 409 and self.body.get("state") == FINISHED
 
     @property
     def retryable(self) -> bool:

@@ -204,7 +204,11 @@ def _start_uploader(args: argparse.Namespace, token: str) -> Any:
 
 
 def _close_uploader(uploader: Any, result: JobResult) -> None:
-    if not uploader.close(result, UPLOAD_CLOSE_TIMEOUT):
+    if uploader.close(result, UPLOAD_CLOSE_TIMEOUT):
+        return
+    if uploader.gone:
+        print(f"dutlab-run: nothing more was sent: {uploader.gone}", file=sys.stderr)
+    else:
         print(f"dutlab-run: the server did not acknowledge the result within {UPLOAD_CLOSE_TIMEOUT:.0f} s; "
               "the worker will report it", file=sys.stderr)
 

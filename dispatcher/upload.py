@@ -198,6 +198,12 @@ class LogUploader:
         """Act on an answer that says what to do next; False means back off and retry."""
         if not isinstance(exc, ApiError):
             return False
+        if exc.job_ended:
+            # The server ended the job without this run (its worker was away too long): the
+            # log is closed and the result is the server's; nothing more is sent.
+            self.gone = f"the server has ended the job: {exc.error}"
+            log.warning("job %d: %s", self.job_id, self.gone)
+            return True
         if exc.status == 409 and "line_count" in exc.body:
             # The server says where its log ends: resume from there (a gap, or finish too early).
             self._index = int(exc.body["line_count"])
@@ -258,7 +264,8 @@ def sync_finished_job(server_url: str, job_id: int, token: str, output_dir: Path
     finish goes first with the local line count: when the run had uploaded everything (it only
     died late) that is the whole exchange; else the 409 names the resume point.
     Returns True when nothing is left to report: the finish was acknowledged, or the server will
-    never take it (token refused, job gone; logged). False: the server was not reachable in time.
+    never take it (token refused, job gone or ended by the server; logged). False: the server was
+    not reachable in time.
     """
     if reported(output_dir):
         return True

@@ -61,8 +61,9 @@ class Settings:
     base_url: str = ""
     threads: int = 32
     worker_heartbeat_timeout: int = 30
-    #: after a worker is Offline this long, its jobs end Incomplete (Infrastructure)
-    worker_offline_grace: int = 60
+    #: a job of an Offline worker ends Incomplete (Infrastructure) once its own timeouts.job plus
+    #: this many seconds (the run's finalize and last upload) have passed since it started
+    worker_offline_grace: int = 120
     longpoll_timeout: float = 20.0
     #: how often a long-poll re-reads the database while it waits
     longpoll_interval: float = 0.05

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from peewee import DatabaseProxy, PostgresqlDatabase, SqliteDatabase
+from peewee import DatabaseProxy, PostgresqlDatabase, Select, SqliteDatabase
 from playhouse.db_url import connect as url_connect
 
 database = DatabaseProxy()
@@ -54,6 +54,12 @@ def write_txn() -> Iterator[None]:
     else:
         with database.atomic():
             yield
+
+
+def for_update(query: Select) -> Select:
+    """Inside a write transaction: `query`, its rows locked until the commit (SQLite has no row
+    locks and needs none: BEGIN IMMEDIATE already admits one writer at a time)."""
+    return query if is_sqlite() else query.for_update()
 
 
 def exclusive(key: int) -> None:

@@ -105,7 +105,7 @@ class Worker(BaseModel):
     version = CharField(max_length=50, default="")
     protocol = IntegerField(default=0)
     last_ping = DateTimeField(null=True)
-    #: when the worker went Offline (its jobs are failed after a grace)
+    #: when the worker went Offline (its jobs keep their devices until their own timeout)
     offline_since = DateTimeField(null=True)
     #: bumped whenever the worker has something new to do; long-polls watch it
     wake_seq = IntegerField(default=0)

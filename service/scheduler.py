@@ -18,15 +18,13 @@ from datetime import datetime, timedelta
 
 from peewee import Field
 
-from dutlab.dispatcher.protocol import JobResult
-
 from . import auth
 from .config import Settings
 from .db import database, exclusive, write_txn
 from .devicecfg import health_check_definition, render
 from .errors import ApiError
 from .events import wake_worker
-from .lab import jobs
+from .lab import jobs, workers
 from .lab.devices import HEALTH_ACTOR, set_health
 from .models import Device, DeviceTag, DeviceType, GroupMember, JobTag, TestJob, User, Worker, utcnow
 from .states import DeviceHealth, DeviceState, JobHealth, JobState, WorkerHealth, WorkerState
@@ -41,6 +39,8 @@ class PassReport:
     scheduled: list[int] = field(default_factory=list)
     timed_out: list[int] = field(default_factory=list)
     workers_offline: list[str] = field(default_factory=list)
+    #: jobs ended because their worker stayed away past their timeout
+    abandoned: list[int] = field(default_factory=list)
 
 
 def run_pass(settings: Settings) -> PassReport:
@@ -57,6 +57,8 @@ def run_pass(settings: Settings) -> PassReport:
 
 
 def check_workers(settings: Settings, report: PassReport) -> None:
+    """Workers whose heartbeats stopped go Offline (their devices are offered to no job, see
+    `worker_capacity`); their jobs end only once their own timeout has passed (fencing)."""
     now = utcnow()
     stale = now - timedelta(seconds=settings.worker_heartbeat_timeout)
     for worker in list(Worker.select().where(Worker.state == WorkerState.ONLINE, Worker.last_ping < stale)):
@@ -64,19 +66,9 @@ def check_workers(settings: Settings, report: PassReport) -> None:
             Worker.id == worker.id, Worker.state == WorkerState.ONLINE).execute()
         report.workers_offline.append(worker.hostname)
         log.warning("worker %s missed its heartbeats (last %s): Offline", worker.hostname, worker.last_ping)
-    grace = now - timedelta(seconds=settings.worker_offline_grace)
-    for worker in list(Worker.select().where(Worker.state == WorkerState.OFFLINE, Worker.offline_since < grace)):
-        fail_worker_jobs(worker)
-
-
-def fail_worker_jobs(worker: Worker) -> None:
-    """Jobs of a worker gone for good end Incomplete; its devices go Unknown (re-checked later)."""
-    active = [JobState.SCHEDULED, JobState.RUNNING, JobState.CANCELING]
-    for job in list(TestJob.select().where(TestJob.worker == worker, TestJob.state.in_(active))):
-        jobs.finish(job, JobResult.failed(
-            "Infrastructure", f"worker {worker.hostname} went offline (no heartbeat since {worker.last_ping})"))
-    for device in list(Device.select().where(Device.worker == worker, Device.health == DeviceHealth.GOOD)):
-        set_health(device, DeviceHealth.UNKNOWN, f"worker {worker.hostname} went offline", HEALTH_ACTOR)
+    for job_id in workers.end_abandoned_jobs(settings.worker_offline_grace):
+        report.abandoned.append(job_id)
+        log.warning("job %d: its worker is offline past the job's timeout: Incomplete", job_id)
 
 
 def worker_capacity() -> dict[int, int]:

@@ -30,7 +30,7 @@ from ..jobsdb import CANCELING, FINISHED, FORGOTTEN, RUNNING, Job, JobsDB, proce
 from ..protocol import PROTOCOL, ApiError, Client, ServerUnreachable, job_path, poll_path
 from ..upload import sync_finished_job
 from .config import Config, ConfigError
-from .runs import Run, final_result, find_spawned, kill_group, resolve_command, write_private
+from .runs import Run, end_session, final_result, find_spawned, kill_group, resolve_command, write_private
 
 log = logging.getLogger("dutlab.worker")
 
@@ -154,6 +154,10 @@ class Worker:
         self._poll_after = time.monotonic() + float(reply.get("poll_interval") or 0)
         if self._stop:
             return  # jobs offered now are offered again to the next worker process
+        # Runs the server has ended are killed (and waited for) before anything new starts.
+        for item in reply.get("ended", []):
+            why = ": ".join(str(x) for x in (item.get("health"), item.get("reason")) if x)
+            self._forget(int(item["id"]), f"the server has ended it ({why})")
         for job_id in reply.get("unknown", []):
             self._forget(int(job_id))
         for job_id in reply.get("cancel", []):
@@ -252,12 +256,14 @@ class Worker:
                 kill_group(run.job, signal.SIGKILL)
                 run.killed = True
 
-    def _forget(self, job_id: int) -> None:
+    def _forget(self, job_id: int, why: str = "the server no longer knows it") -> None:
         run = self.runs.get(job_id)
         if run is None or run.job.state in (FINISHED, FORGOTTEN):
-            return
-        log.warning("job %d: the server no longer knows it; killing it", job_id)
-        kill_group(run.job, signal.SIGKILL)
+            return  # (a run that ended by itself: its report is refused, which ends the reporting)
+        log.warning("job %d: %s; killing its run", job_id, why)
+        left = end_session(run.job)
+        if left:
+            log.error("job %d: processes %s survive SIGKILL (uninterruptible?)", job_id, left)
         run.job = self.db.set_state(job_id, FORGOTTEN)
 
     # watching processes
@@ -268,6 +274,9 @@ class Worker:
             self.runs[job.id] = run
             if job.state == FINISHED:
                 self._report(run)
+            elif job.state == FORGOTTEN:  # the worker died while it was killing this run
+                end_session(job)
+                self._cleanup(job.id)
             elif job.pid is None and not self._recover_pid(run):
                 log.info("job %d: its dutlab-run never started; the server offers it again", job.id)
                 self._cleanup(job.id)

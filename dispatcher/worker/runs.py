@@ -12,12 +12,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from ..jobsdb import Job
+from ..jobsdb import Job, process_start_ticks, process_stat
 from ..protocol import ErrorType, JobResult
 
 RUN_LOG_TAIL = 2000
@@ -75,6 +76,47 @@ def kill_group(job: Job, sig: int) -> None:
     try:
         os.killpg(job.pgid, sig)
     except ProcessLookupError:
+        pass
+
+
+def end_session(job: Job, timeout: float = 10.0) -> list[int]:
+    """SIGKILL a run and everything it started; return the pids still alive after `timeout`.
+
+    That is dutlab-run's process group and every descendant of it, wherever it went: QEMU and
+    telnet run on a pty in sessions of their own, and would survive a kill of the group. Each
+    process is stopped (SIGSTOP) as it is found, so none can start another meanwhile.
+    """
+    if not job.alive():  # the run is over (and its group was killed then): its ids may be reused
+        return []
+    found: dict[int, int] = {}  # pid -> start ticks: a pid reused meanwhile is never signalled
+    while True:
+        table = {pid: stat for pid in _pids() if (stat := process_stat(pid)) is not None}
+        new = {pid: int(stat[19]) for pid, stat in table.items() if pid not in found and (
+            int(stat[2]) == job.pgid or int(stat[1]) in found)}
+        if not new:
+            break
+        for pid in new:
+            _signal(pid, signal.SIGSTOP)
+        found.update(new)
+    for pid, ticks in found.items():
+        if process_start_ticks(pid) == ticks:
+            _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while True:  # a zombie counts as gone: it holds nothing of the device
+        alive = [pid for pid, ticks in found.items() if process_start_ticks(pid) == ticks]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.02)
+
+
+def _pids() -> list[int]:
+    return [int(e.name) for e in os.scandir("/proc") if e.name.isdigit()]
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
         pass
 
 

@@ -14,6 +14,7 @@ import time
 from bottle import request
 
 from dutlab.dispatcher.protocol import (
+    ENDED_PROTOCOL,
     JOB,
     JOB_FINISH,
     JOB_LOGS,
@@ -68,6 +69,14 @@ def check_protocol(value: object) -> int:
     return proto
 
 
+def header_protocol() -> int:
+    """The protocol a job request says it speaks (``Dutlab-Protocol``); this server's when absent."""
+    try:
+        return int(request.headers.get("Dutlab-Protocol") or PROTOCOL)
+    except ValueError:
+        return PROTOCOL
+
+
 def _id_list(value: object, path: str) -> set[int]:
     if value is None:
         return set()
@@ -89,13 +98,14 @@ def poll(name: str) -> dict:
         raise bad_request("'wait' must be a number of seconds", "wait") from None
     wait = min(wait, settings.longpoll_timeout, settings.worker_heartbeat_timeout / 2)
     workers.heartbeat(worker, str(body.get("version", "")), protocol)
-    answer = wait_for_work(worker, running, wait, settings.longpoll_interval, waiting_slot(settings.threads))
+    answer = wait_for_work(worker, running, wait, settings.longpoll_interval, waiting_slot(settings.threads),
+                           protocol)
     workers.mark_seen(worker)
-    return {"protocol": PROTOCOL, **answer}
+    return {"protocol": protocol, **answer}  # the answer is in the worker's protocol
 
 
 def wait_for_work(worker: Worker, running: set[int], wait: float, interval: float,
-                  slot: threading.BoundedSemaphore) -> dict:
+                  slot: threading.BoundedSemaphore, protocol: int = PROTOCOL) -> dict:
     """Answer as soon as there is work: re-read only when the worker's wake counter moved."""
     deadline = time.monotonic() + wait
     seen = None
@@ -105,8 +115,8 @@ def wait_for_work(worker: Worker, running: set[int], wait: float, interval: floa
             seq = Worker.select(Worker.wake_seq).where(Worker.id == worker.id).scalar()
             if seq != seen:
                 seen = seq
-                answer = workers.work_for(worker, running)
-                if answer["start"] or answer["cancel"] or answer["unknown"]:
+                answer = workers.work_for(worker, running, protocol)
+                if answer["start"] or answer["cancel"] or answer["unknown"] or answer.get("ended"):
                     return answer
             if time.monotonic() >= deadline:
                 return answer
@@ -150,5 +160,6 @@ def job_finish(job_id: int) -> dict:
     if reported not in ("pass", "fail"):
         raise bad_request(f"result must be 'pass' or 'fail', not {reported!r}", "result")
     job = jobs.finish_reported(current_job(), JobResult.from_mapping(body), body.get("description"),
-                               body.get("log_line_count"), _settings())
+                               body.get("log_line_count"), _settings(),
+                               refuse_finished=header_protocol() >= ENDED_PROTOCOL)
     return {"id": job.id, "state": JobState(job.state).label}

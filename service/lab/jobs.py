@@ -20,7 +20,7 @@ from dutlab.dispatcher.protocol import ERROR_TYPE_MAX, INFRASTRUCTURE_ERRORS, Jo
 
 from .. import auth, devicecfg, events
 from ..config import Settings
-from ..db import write_txn
+from ..db import for_update, write_txn
 from ..errors import ApiError, bad_request, conflict, forbidden
 from ..logstore import JobFolder
 from ..models import (
@@ -304,8 +304,21 @@ def work_package(job: TestJob, settings: Settings) -> dict:
     return {"definition": definition, "device": device_yaml, "log_line_count": folder.line_count()}
 
 
+def open_for_reports(job_id: int, lock: bool = True) -> TestJob:
+    """The job; a 409 once it is Finished (fencing, docs/worker.md: nothing a run sends after that
+    may change it). `lock`, inside a write transaction: its row stays locked until the commit."""
+    query = TestJob.select().where(TestJob.id == job_id)
+    job = (for_update(query) if lock else query).get()
+    if job.state == JobState.FINISHED:
+        health = JobHealth(job.health).label
+        raise conflict(f"job {job.id} is already Finished ({health}); the server takes no more log lines, "
+                       "states or results for it: stop its run", state=JobState.FINISHED.label, health=health)
+    return job
+
+
 def mark_running(job: TestJob) -> TestJob:
     with write_txn():
+        open_for_reports(job.id)
         TestJob.update(state=JobState.RUNNING, start_time=utcnow()).where(
             TestJob.id == job.id, TestJob.state == JobState.SCHEDULED
         ).execute()
@@ -320,29 +333,37 @@ def mark_running(job: TestJob) -> TestJob:
 
 
 def finish_reported(job: TestJob, result: JobResult, description: Any, log_line_count: Any,
-                    settings: Settings) -> TestJob:
+                    settings: Settings, refuse_finished: bool = True) -> TestJob:
     """A worker's report that `job` ended: refused while the server lacks some of its log lines
-    (nothing may be lost after Finished), the pipeline description kept, then `finish`."""
+    (nothing may be lost after Finished), then `finish`, the pipeline description kept. On a
+    Finished job: a 409, or the job unchanged (`refuse_finished` off: protocol 1 clients)."""
+    if not refuse_finished and TestJob.get_by_id(job.id).state == JobState.FINISHED:
+        return TestJob.get_by_id(job.id)
+    open_for_reports(job.id, lock=False)  # Finished: this 409 first, not one asking for more lines
     folder = JobFolder(settings.output_dir, job.id)
     stored = folder.line_count()
     if isinstance(log_line_count, int) and log_line_count > stored:
         raise conflict(f"the server holds {stored} of {log_line_count} log lines; upload the rest first",
                        "log_line_count", line_count=stored)
+    job = finish(job, result, strict=True)
     if isinstance(description, str) and description:
         folder.write("description.yaml", description)
-    return finish(job, result)
+    return job
 
 
-def finish(job: TestJob, result: JobResult, actor: str = HEALTH_ACTOR) -> TestJob:
-    """End a job with the worker's (or the lab's) verdict and apply LAVA's device-health rules.
+def finish(job: TestJob, result: JobResult, actor: str = HEALTH_ACTOR, recheck: bool = False,
+           strict: bool = False) -> TestJob:
+    """End a job with the worker's (or the lab's) verdict and apply LAVA's device-health rules;
+    `recheck`: the job ended without a verdict on its device (its worker was lost), so the
+    device goes Unknown (a health check comes first) even when the job was a health check.
 
-    A job already Finished stays as it is: a report sent twice changes nothing.
+    A job already Finished stays as it is (`strict`: a 409, see `open_for_reports`).
     """
     error_type = result.error_type[:ERROR_TYPE_MAX] if not result.passed else ""
     error_msg = result.error_msg if not result.passed else ""
     now = utcnow()
     with write_txn():
-        job = TestJob.get_by_id(job.id)
+        job = open_for_reports(job.id) if strict else for_update(TestJob.select().where(TestJob.id == job.id)).get()
         if job.state == JobState.FINISHED:
             return job
         health = JobHealth.COMPLETE if result.passed else JobHealth.INCOMPLETE
@@ -356,15 +377,18 @@ def finish(job: TestJob, result: JobResult, actor: str = HEALTH_ACTOR) -> TestJo
         device = Device.get_or_none(Device.id == job.actual_device_id)
         if device is not None and device.current_job_id == job.id:
             Device.update(state=DeviceState.IDLE, current_job=None).where(Device.id == device.id).execute()
-            _device_health_after(device, job, health, error_type, error_msg, actor)
+            _device_health_after(device, job, health, error_type, error_msg, actor, recheck)
     events.schedule_soon(f"job {job.id} finished")
     return TestJob.get_by_id(job.id)
 
 
 def _device_health_after(device: Device, job: TestJob, health: JobHealth, error_type: str, error_msg: str,
-                         actor: str) -> None:
+                         actor: str, recheck: bool) -> None:
     """A health check decides Good or Bad; an infrastructure error makes a Good device Unknown."""
-    if job.health_check:
+    if recheck:  # no verdict on the device (see `finish`): a health check before its next job
+        if device.health == DeviceHealth.GOOD:
+            set_health(device, DeviceHealth.UNKNOWN, f"job {job.id} ended: {error_msg}", actor)
+    elif job.health_check:
         Device.update(last_health_report_job=job.id).where(Device.id == device.id).execute()
         if device.health in (DeviceHealth.GOOD, DeviceHealth.UNKNOWN, DeviceHealth.BAD):
             if health == JobHealth.COMPLETE:

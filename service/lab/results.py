@@ -20,6 +20,7 @@ from ..errors import ApiError, bad_request, conflict
 from ..logstore import JobFolder, LogGap
 from ..models import TestCase, TestJob, TestSuite, utcnow
 from ..states import ResultCode
+from .jobs import open_for_reports
 
 
 def append_log(job: TestJob, index: Any, lines: Any, settings: Settings) -> int:
@@ -32,12 +33,15 @@ def append_log(job: TestJob, index: Any, lines: Any, settings: Settings) -> int:
     if len(lines) > settings.max_log_batch:
         raise ApiError(413, f"at most {settings.max_log_batch} lines per batch; send smaller batches", "lines")
     folder = JobFolder(settings.output_dir, job.id)
-    try:
-        count, added = folder.append(index, lines)
-    except LogGap as gap:
-        raise conflict(str(gap), "index", line_count=gap.line_count) from None
-    if added:
-        with write_txn():
+    # The job row stays locked while the lines are stored: a job the server ends meanwhile
+    # gets them all before it is Finished, or none (a 409).
+    with write_txn():
+        job = open_for_reports(job.id)
+        try:
+            count, added = folder.append(index, lines)
+        except LogGap as gap:
+            raise conflict(str(gap), "index", line_count=gap.line_count) from None
+        if added:
             ingest(job, added)
     return count
 

@@ -7,24 +7,28 @@ heartbeats stop; its health is the admin's. A worker's token is shown once, when
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from dutlab.dispatcher.protocol import JobResult
+from dutlab.dispatcher.protocol import ENDED_PROTOCOL, ErrorType, JobResult
 
 from .. import auth, events
 from ..db import write_txn
 from ..errors import bad_request, conflict
 from ..models import Device, TestJob, Worker, utcnow
-from ..states import JobState, WorkerHealth, WorkerState
+from ..states import JobHealth, JobState, WorkerHealth, WorkerState
 from .checks import check_fields, insert, integer, iso, label, lookup, name, text
+from .definitions import seconds
 from .devices import ADMIN_ACTOR, follow_worker_health
 from .jobs import ACTIVE, finish
 
 WORKER_FIELDS = ("hostname", "description", "health", "job_limit")
 #: a job the worker no longer runs, started this long ago, has ended without a report
 UNREPORTED_END = timedelta(seconds=60)
+#: the largest id the job table's integer key holds (PostgreSQL's integer)
+MAX_JOB_ID = 2**31 - 1
 
 
 def get_worker(hostname: str, path: str | None = None) -> Worker:
@@ -135,20 +139,29 @@ def heartbeat(worker: Worker, version: str, protocol: int) -> None:
         events.schedule_soon(f"worker {worker.hostname} is online")
 
 
-def work_for(worker: Worker, running: set[int]) -> dict:
-    """What this worker must start (with a new job token each), cancel and forget now.
+def work_for(worker: Worker, running: set[int], protocol: int = ENDED_PROTOCOL) -> dict:
+    """What this worker must start (with a new job token each), cancel, kill and forget now.
 
     `running` is what the worker says it runs. A scheduled job it does not run yet starts; a
     Canceling one it never started ends Canceled; a started one it no longer runs and never
-    reported ends Incomplete (Infrastructure) once UNREPORTED_END has passed.
+    reported ends Incomplete (Infrastructure) once UNREPORTED_END has passed. A run of a job
+    the server has ended is `ended` (protocol 1: `unknown`, which such workers kill too), and no
+    job starts on its device until the worker stops listing it: the kill comes first.
     """
     start, cancel = [], []
     mine = list(TestJob.select().where(TestJob.worker == worker, TestJob.state.in_(ACTIVE)))
+    known = {j.id for j in mine}
+    maybe_ended = sorted(i for i in running - known if 0 < i <= MAX_JOB_ID)  # others cannot be a job id
+    ended = list(TestJob.select().where(TestJob.id.in_(maybe_ended), TestJob.worker == worker,
+                                        TestJob.state == JobState.FINISHED))
+    still_driven = {j.actual_device_id for j in ended}
     for job in mine:
         if job.id in running:
             if job.state == JobState.CANCELING:
                 cancel.append(job.id)
         elif job.state == JobState.SCHEDULED:
+            if job.actual_device_id in still_driven:
+                continue
             token = auth.new_secret()
             TestJob.update(token_hash=auth.hash_secret(token)).where(TestJob.id == job.id).execute()
             start.append({"id": job.id, "token": token})
@@ -157,8 +170,47 @@ def work_for(worker: Worker, running: set[int]) -> dict:
         elif job.start_time is not None and utcnow() - job.start_time > UNREPORTED_END:
             finish(job, JobResult.failed(
                 "Infrastructure", f"worker {worker.hostname} no longer runs job {job.id} and did not report its end"))
-    known = {j.id for j in mine}
-    return {"start": start, "cancel": cancel, "unknown": sorted(running - known)}
+    if protocol < ENDED_PROTOCOL:
+        return {"start": start, "cancel": cancel, "unknown": sorted(running - known)}
+    return {"start": start, "cancel": cancel, "unknown": sorted(running - known - {j.id for j in ended}),
+            "ended": [{"id": j.id, "health": JobHealth(j.health).label, "reason": j.failure_comment[:300]}
+                      for j in sorted(ended, key=lambda j: j.id)]}
+
+
+def end_abandoned_jobs(grace: float) -> list[int]:
+    """End the jobs of Offline workers whose own timeout has passed; return their ids.
+
+    Fencing (docs/worker.md): a job whose worker is gone keeps its device and its state while
+    its run may still be driving the device, that is until `timeouts.job` plus `grace` (the
+    run's finalize and its last upload) has passed since it started. Only then can the server
+    be sure the run is over or stuck, and end the job Incomplete (Infrastructure, naming the
+    worker); the device goes Unknown, and the worker kills what is left when it returns.
+    """
+    now = utcnow()
+    ended = []
+    for job in list(TestJob.select(TestJob, Worker).join(Worker).where(
+            Worker.state == WorkerState.OFFLINE, TestJob.state.in_(ACTIVE))):
+        limit = job_timeout(job)
+        began = job.start_time or job.scheduled_time or job.submit_time
+        # seconds, not datetimes: an absurd timeouts.job must not overflow (and fail the pass)
+        if (now - began).total_seconds() <= limit + grace:
+            continue
+        worker = job.worker
+        gone = (now - worker.last_ping).total_seconds() if worker.last_ping else None
+        since = f"gone for {gone:.0f} s, last heartbeat {iso(worker.last_ping)}" if gone is not None else "never seen"
+        finish(job, JobResult.failed(ErrorType.INFRASTRUCTURE, (
+            f"worker {worker.hostname} is offline ({since}) and the job's timeout ({limit:g} s, plus {grace:g} s "
+            f"to finalize and report) has passed since it started: the server ended it")), recheck=True)
+        ended.append(job.id)
+    return ended
+
+
+def job_timeout(job: TestJob) -> float:
+    """The job's own `timeouts.job` in seconds (0 for a definition that has none readable)."""
+    try:
+        return float(seconds(json.loads(job.definition)["timeouts"]["job"]))
+    except (KeyError, TypeError, ValueError):  # JobDefinitionError is a ValueError
+        return 0.0
 
 
 def mark_seen(worker: Worker) -> None:

@@ -440,7 +440,7 @@ def test_job_the_server_forgot_is_killed_and_not_reported(lab, worker, tmp_path)
     job_id = submit(lab, PLAIN_JOB)
     rec = worker.job(job_id)
     assert lab.wait_job(job_id, timeout=30)["health"] == "Complete"
-    wait_for(lambda: f"job {job_id}: the server no longer knows it; killing it" in worker.log(), 30,
+    wait_for(lambda: f"job {job_id}: the server has ended it (Complete); killing its run" in worker.log(), 30,
              "the worker to forget the job")
     assert group_gone(rec.pgid)
     wait_for(lambda: worker.job_gone(job_id), 10,

@@ -125,7 +125,13 @@ def test_job_lifecycle_logs_results_finish(lab):
     r = job_call(lab, "POST", job_id, token, "/finish",
                  {"result": "pass", "log_line_count": 19, "description": "pipeline: []\n"})
     assert r.json()["state"] == "Finished"
-    assert job_call(lab, "POST", job_id, token, "/finish", {"result": "fail"}).status == 200
+    # a Finished job takes nothing more: finish, logs and states are a 409 with a sentence
+    again = job_call(lab, "POST", job_id, token, "/finish", {"result": "fail"})
+    assert again.status == 409 and again.json()["state"] == "Finished", again.text
+    assert "already Finished (Complete)" in again.json()["error"]
+    assert job_call(lab, "POST", job_id, token, "/logs", {"index": 19, "lines": [rec(19)]}).status == 409
+    assert job_call(lab, "POST", job_id, token, "/state", {"state": "Running"}).status == 409
+    assert len(lab.api("GET", f"/api/v1/jobs/{job_id}/logs").text.splitlines()) == 19
     job = lab.api("GET", f"/api/v1/jobs/{job_id}").json()
     assert job["health"] == "Complete" and job["actual_device"] == "qemu01"
     cases = lab.api("GET", f"/api/v1/jobs/{job_id}/results").json()
@@ -151,7 +157,10 @@ def test_cancel_reaches_the_worker(lab):
     assert r["cancel"] == [job_id] and r["start"] == []
     job_call(lab, "POST", job_id, offer["token"], "/finish", {"result": "fail", "error_type": "Canceled"})
     assert lab.api("GET", f"/api/v1/jobs/{job_id}").json()["health"] == "Canceled"
-    assert w.poll(running=[job_id]).json()["unknown"] == [job_id]
+    assert w.poll(running=[job_id]).json()["unknown"] == [job_id]  # protocol 1: kill and forget it
+    r = w.poll(running=[job_id, 9999], protocol=2).json()
+    assert r["protocol"] == 2 and r["unknown"] == [9999]
+    assert r["ended"] == [{"id": job_id, "health": "Canceled", "reason": ""}]
 
 
 def test_reoffer_mints_a_new_token(lab):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
-from dutlab.dispatcher.jobsdb import CANCELING, FINISHED, RUNNING, JobsDB, process_start_ticks
+from dutlab.dispatcher.jobsdb import CANCELING, FINISHED, RUNNING, JobsDB, process_start_ticks, process_stat
 
 
 @pytest.fixture
@@ -103,3 +105,37 @@ def test_start_ticks_survive_odd_command_names():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_end_session_kills_the_run_and_what_it_started_in_other_sessions(tmp_path, db):
+    """As dutlab-run puts QEMU on a pty in a session of its own: a kill of the run's group alone
+    would leave it; end_session finds it by parent pid and waits until all of them are gone."""
+    from dutlab.dispatcher.worker.runs import end_session
+
+    child = "import os, time; os.setsid(); time.sleep(100)"
+    run = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys, time; "
+                            f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(100)"],
+                           start_new_session=True)
+    kids: list[int] = []
+    try:
+        job = db.add(5, "t", tmp_path / "5")
+        job = db.set_process(5, run.pid, run.pid, process_start_ticks(run.pid))
+        for _ in range(200):  # the grandchild's setsid takes a moment
+            kids = [int(e) for e in os.listdir("/proc") if e.isdigit() and (s := process_stat(int(e)))
+                    and int(s[1]) == run.pid and int(s[3]) != run.pid]
+            if kids:
+                break
+            time.sleep(0.02)
+        assert kids, "the child never started its own session"
+        os.kill(run.pid, signal.SIGSTOP)  # a frozen run is killed all the same
+        assert end_session(job) == []
+        run.wait(5)
+        assert all(process_start_ticks(k) is None for k in kids)
+        assert end_session(db.get(5)) == []  # over: nothing is looked for (its ids may be reused)
+    finally:
+        for pid in kids:  # by pid, and only if it still is that child (its parent is this run)
+            if (s := process_stat(pid)) and int(s[1]) in (run.pid, 1):
+                os.kill(pid, signal.SIGKILL)
+        if run.poll() is None:
+            run.kill()
+            run.wait()

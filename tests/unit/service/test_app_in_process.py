@@ -103,8 +103,15 @@ def test_the_worker_protocol_routes(app, db, settings):
     assert bad.status == 400 and bad.json()["path"] == "result"
     failed = JobResult.failed("Infrastructure", "power on failed").finish_body("steps: []", 1)
     assert app.api("POST", finish, failed, token=None, auth=job).json() == {"id": job_id, "state": "Finished"}
-    # a second report of the same end changes nothing
-    assert app.api("POST", finish, JobResult("pass").finish_body("", 1), token=None, auth=job).status == 200
+    # a second report of the same end is refused and changes nothing (protocol 1: a 200, as before)
+    again = app.api("POST", finish, JobResult("pass").finish_body("", 1), token=None, auth=job)
+    assert again.status == 409 and again.json()["state"] == "Finished"
+    assert app.api("POST", finish, JobResult("pass").finish_body("", 1), token=None, auth=job,
+                   headers={"Dutlab-Protocol": "1"}).status == 200
+    late = app.api("POST", protocol.job_path(job_id, "logs"), {"index": 1, "lines": [line]}, token=None, auth=job)
+    assert late.status == 409 and "already Finished (Incomplete)" in late.json()["error"]
+    assert app.api("POST", protocol.job_path(job_id, "state"), {"state": "Running"}, token=None,
+                   auth=job).status == 409
     done = app.api("GET", f"/api/v1/jobs/{job_id}").json()
     assert (done["health"], done["error_type"], done["error_msg"]) == ("Incomplete", "Infrastructure",
                                                                        "power on failed")

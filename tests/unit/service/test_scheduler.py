@@ -186,7 +186,8 @@ def test_queue_timeout_cancels(db, settings):
     assert "queue timeout" in job.failure_comment
 
 
-def test_worker_heartbeat_timeout_and_grace(db, settings):
+def test_worker_heartbeat_timeout(db, settings):
+    """Missed heartbeats make a worker Offline; its running job stays (the rest: test_fencing.py)."""
     alice = f.user()
     dt, w = f.device_type(), f.worker()
     dev = f.device("q1", dt, w)
@@ -197,14 +198,8 @@ def test_worker_heartbeat_timeout_and_grace(db, settings):
     report = scheduler.run_pass(settings)
     assert report.workers_offline == ["w1"]
     assert Worker.get_by_id(w.id).state == WorkerState.OFFLINE
-    assert state(job) == JobState.RUNNING  # still within the grace
-    Worker.update(offline_since=utcnow() - timedelta(seconds=settings.worker_offline_grace + 5)).execute()
-    scheduler.run_pass(settings)
-    job = TestJob.get_by_id(job.id)
-    assert job.state == JobState.FINISHED and job.health == JobHealth.INCOMPLETE
-    assert job.error_type == "Infrastructure" and "went offline" in job.error_msg
-    dev = Device.get_by_id(dev.id)
-    assert dev.health == DeviceHealth.UNKNOWN and dev.state == DeviceState.IDLE
+    assert state(job) == JobState.RUNNING
+    assert Device.get_by_id(dev.id).state == DeviceState.RUNNING
 
 
 def test_cancel_submitted_is_immediate_and_running_goes_canceling(db, settings):
@@ -252,7 +247,11 @@ def test_concurrent_passes_never_double_book(db, settings):
 
     def finish_some() -> None:
         for job in list(TestJob.select().where(TestJob.state == JobState.SCHEDULED)):
-            jobs.finish(jobs.mark_running(job), PASS)
+            try:
+                jobs.finish(jobs.mark_running(job), PASS)
+            except ApiError as exc:  # another passer finished it first: a Finished job takes no state
+                if exc.status != 409:
+                    raise
 
     stop = threading.Event()
     passers = [threading.Thread(target=passer, args=(stop,)) for _ in range(3)]
