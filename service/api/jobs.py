@@ -8,7 +8,7 @@ from bottle import HTTPResponse, request
 
 from ..errors import ApiError, bad_request
 from ..lab import job_views, jobs, results
-from ..lab.jobs import job_json
+from ..lab.job_views import job_json
 from ..logstore import JobFolder
 from ..models import TestJob
 from ..plugins import current_user, json_body, json_response
@@ -23,7 +23,7 @@ def _settings():
 
 
 def get_visible(job_id: int) -> TestJob:
-    return jobs.visible_job(job_id, current_user())
+    return job_views.visible_job(job_id, current_user())
 
 
 def definition_text() -> str:
@@ -77,7 +77,7 @@ def validate() -> dict:
 @routes.get("")
 def list_jobs() -> dict:
     query = request.query
-    visible = jobs.list_jobs(current_user(), query.get("state"), query.get("health"),
+    visible = job_views.list_jobs(current_user(), query.get("state"), query.get("health"),
                              query.get("device_type") or None, query.get("submitter") or None)
     limit = min(_int_arg("limit", 50, 1), 1000)
     offset = _int_arg("offset", 0)

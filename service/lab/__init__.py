@@ -11,8 +11,8 @@ rename or pick fields for LAVA's format, never rebuild them from the models).
     tags          device tags
     device_types  device types, their templates and health-check definitions
     devices       devices, dictionaries, device tags and the one device-health transition
-    jobs          submit, validate, cancel, resubmit, run, finish, and the job JSON
-    job_views     who may read a job's definition (secrets), device configuration, description
+    jobs          submit, validate, cancel, resubmit, run, finish
+    job_views     the job JSON, which jobs a user sees, who may read its definition (secrets), config, description
     workers       workers, their health, heartbeats and what each must start or cancel
     results       log batches, the test cases derived from them and their exports
     maintenance   the whole lab into Maintenance (before work on it, after a restore)

@@ -1,4 +1,4 @@
-"""Test jobs: validate, submit, cancel, resubmit, run, finish, and the one JSON shape of a job.
+"""Test jobs: validate, submit, cancel, resubmit, run, finish (what viewers read: job_views.py).
 
 Everything a job definition must satisfy is checked here, before anything is stored, by one
 function (`check_definition`): REST validate and submit, XML-RPC validate and submit, the
@@ -10,7 +10,6 @@ health is here too (`finish`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +32,9 @@ from ..models import (
     Tag,
     TestJob,
     User,
-    Worker,
     utcnow,
 )
 from ..states import PRIORITY_NAMES, DeviceHealth, DeviceState, JobHealth, JobState
-from .checks import iso
 from .definitions import parse, seconds
 from .devices import HEALTH_ACTOR, set_health
 
@@ -221,72 +218,6 @@ def cancel(user: User, job: TestJob) -> TestJob:
     if job.state == JobState.CANCELING:
         events.wake_worker(job.worker_id)
     return job
-
-
-# Reading ##########################################################################
-
-
-def _name(model: Any, pk: int | None, attr: str) -> str | None:
-    row = model.get_or_none(model.id == pk) if pk is not None else None
-    return getattr(row, attr) if row else None
-
-
-def job_json(job: TestJob, time: Callable[[Any], Any] = iso) -> dict:
-    """The one shape of a job. `time` writes the times: ISO text for JSON, or `checks.as_datetime`
-    for XML-RPC, which sends datetimes."""
-    tags = Tag.select(Tag.name).join(JobTag).where(JobTag.job == job).order_by(JobTag.id)  # as submitted
-    return {
-        "id": job.id,
-        "description": job.description,
-        "submitter": job.submitter.username,
-        "device_type": job.requested_device_type.name,
-        "requested_device": _name(Device, job.requested_device_id, "hostname"),
-        "actual_device": _name(Device, job.actual_device_id, "hostname"),
-        "worker": _name(Worker, job.worker_id, "hostname"),
-        "state": JobState(job.state).label,
-        "health": JobHealth(job.health).label,
-        "priority": job.priority,
-        "visibility": job.visibility,
-        "viewing_groups": [vg.group.name for vg in job.viewing_groups],
-        "tags": [t.name for t in tags],
-        "health_check": job.health_check,
-        "submit_time": time(job.submit_time),
-        "scheduled_time": time(job.scheduled_time),
-        "start_time": time(job.start_time),
-        "end_time": time(job.end_time),
-        "failure_comment": job.failure_comment,
-        "error_type": job.error_type,
-        "error_msg": job.error_msg,
-        "metadata": json.loads(job.metadata or "{}"),
-    }
-
-
-def visible_job(job_id: int, user: User | None) -> TestJob:
-    """The job, if `user` may see it; otherwise a 404 that does not tell whether it exists."""
-    job = TestJob.get_or_none(TestJob.id == job_id)
-    if job is None or not auth.may_view_job(user, job):
-        raise ApiError(404, f"job '{job_id}' does not exist (or is not visible to you)")
-    return job
-
-
-def list_jobs(user: User | None, state: Any = None, health: Any = None, device_type: str | None = None,
-              submitter: str | None = None) -> list[TestJob]:
-    """The jobs `user` may see, newest first, filtered by state, health, device type, submitter."""
-    query = TestJob.select().order_by(TestJob.id.desc())
-    for key, value, enum, column in (("state", state, JobState, TestJob.state),
-                                     ("health", health, JobHealth, TestJob.health)):
-        if value:
-            try:
-                query = query.where(column == enum.parse(value))
-            except ValueError as exc:
-                raise bad_request(str(exc), key) from None
-    if device_type:
-        query = query.join(DeviceType, on=(TestJob.requested_device_type == DeviceType.id)).where(
-            DeviceType.name == device_type)
-    if submitter:
-        query = query.switch(TestJob).join(User, on=(TestJob.submitter == User.id)).where(
-            User.username == submitter)
-    return [j for j in query if auth.may_view_job(user, j)]
 
 
 # Running ##########################################################################

@@ -36,7 +36,7 @@ def get_worker(hostname: str, path: str | None = None) -> Worker:
 
 
 def worker_json(worker: Worker, devices: bool = True, time: Callable[[Any], Any] = iso) -> dict:
-    """The one shape of a worker (never its token); `time` as in `jobs.job_json`."""
+    """The one shape of a worker (never its token); `time` as in `job_views.job_json`."""
     out = {
         "hostname": worker.hostname,
         "description": worker.description,

@@ -43,7 +43,7 @@ def visibility_label(info: dict) -> str:
 
 def job_dict(job: TestJob) -> dict:
     """LAVA's scheduler.jobs.show answer; times are datetimes (dateTime.iso8601 on the wire)."""
-    info = jobs.job_json(job, time=as_datetime)
+    info = job_views.job_json(job, time=as_datetime)
     return {
         "id": info["id"],
         "description": info["description"],
@@ -66,7 +66,7 @@ def job_dict(job: TestJob) -> dict:
 
 
 def _list_entry(job: TestJob, verbose: bool) -> dict:
-    info = jobs.job_json(job, time=as_datetime)
+    info = job_views.job_json(job, time=as_datetime)
     out = {key: info[key] for key in ("id", "description", "device_type", "health", "state", "submitter")}
     if verbose:
         # LAVA sends these times as str(datetime), unlike jobs.show
@@ -158,7 +158,7 @@ def queue(call: Call, device_types: list | None = None, start: int = 0, limit: i
             device_types = [device_types]
         query = query.where(DeviceType.name.in_([str(name) for name in device_types]))
     rows = _page(call, query, _int(start, "start", 0), min(_int(limit, "limit", 25, 1), MAX_LIMIT))
-    entries = [jobs.job_json(job) for job in rows]
+    entries = [job_views.job_json(job) for job in rows]
     return [{"id": e["id"], "description": e["description"], "requested_device_type": e["device_type"],
              "submitter": e["submitter"]} for e in entries]
 

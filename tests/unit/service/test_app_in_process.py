@@ -11,7 +11,7 @@ import factories
 from dutlab.dispatcher import protocol
 from dutlab.dispatcher.protocol import JobResult
 from dutlab.service import scheduler
-from dutlab.service.lab import jobs
+from dutlab.service.lab import job_views
 from dutlab.service.models import JobViewingGroup, TestJob
 
 JOB = factories.job_text("in process", extra="context: {arch: amd64}")
@@ -52,7 +52,7 @@ def test_rest_and_xmlrpc_answer_from_the_one_job_shape(app, db):
     TestJob.update(visibility="group").where(TestJob.id == job_id).execute()
     JobViewingGroup.create(job=job_id, group=team)
     rest = app.api("GET", f"/api/v1/jobs/{job_id}").json()
-    assert rest == jobs.job_json(TestJob.get_by_id(job_id))
+    assert rest == job_views.job_json(TestJob.get_by_id(job_id))
     assert rest["submit_time"].endswith("Z") and rest["viewing_groups"] == ["team"]
     shown = rpc(app, "scheduler.jobs.show", str(job_id))
     assert shown["visibility"] == "Group (team)" and shown["device"] is None
