@@ -127,7 +127,7 @@ def lab(app, settings, tmp_path):
 
 
 def test_every_front_end_gives_the_same_verdict_in_process(lab, tmp_path):
-    assert len(BAD) == 149
+    assert len(BAD) == 169
     bad = cases(tmp_path)
     failures = corpus_failures(lab.api, wsgi_rpc(lab), cli_verdicts(lab.manage, bad), bad)
     assert not failures, "\n".join(failures)
