@@ -85,11 +85,12 @@ def poll(name: str) -> dict:
     protocol = check_protocol(body.get("protocol"))
     running = _id_list(body.get("running"), "running")
     try:
-        wait = max(0.0, float(body.get("wait", 0)))
+        wait = float(body.get("wait", 0))
     except (TypeError, ValueError):
         raise bad_request("'wait' must be a number of seconds", "wait") from None
     if not math.isfinite(wait):
         raise bad_request("'wait' must be a finite number of seconds", "wait")
+    wait = max(0.0, wait)
     wait = min(wait, settings.longpoll_timeout, settings.worker_heartbeat_timeout / 2)
     workers.heartbeat(worker, str(body.get("version", "")), protocol)
     answer = wait_for_work(worker, running, wait, settings.longpoll_interval, waiting_slot(settings.threads))
