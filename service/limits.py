@@ -31,6 +31,8 @@ _CHUNK = 64 * 1024
 #: cheroot itself closes connections whose body exceeds this many times the largest limit
 SERVER_CAP_FACTOR = 8
 
+# a \u0000 escape that is not itself escaped (an odd number of backslashes before the u)
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 # brackets to +1 / -1 as signed bytes; every other byte deleted
 _BRACKETS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
@@ -78,7 +80,11 @@ class RequestLimitsPlugin:
 
 
 def check_headers(environ: dict) -> None:
-    """A 400 naming the first header whose bytes are not UTF-8 (WSGI hands them over as Latin-1)."""
+    """A 400 naming the first header whose bytes are not UTF-8 (WSGI hands them over as Latin-1),
+    or for a NUL character in the path or query (PostgreSQL refuses NUL in any text)."""
+    if "\x00" in environ.get("PATH_INFO", "") or "%00" in environ.get("QUERY_STRING", "") \
+            or "\x00" in environ.get("QUERY_STRING", ""):
+        raise ApiError(400, "the path or query holds a NUL character (%00); no name or value has one")
     for key, value in environ.items():
         if key.startswith("HTTP_") and isinstance(value, str) and not value.isascii():
             try:
@@ -170,6 +176,8 @@ def loads(raw: bytes, what: str = "the request body") -> Any:
     """JSON from `raw`, refused with a 400 when too deep, not JSON, or holding numbers out of range."""
     if json_depth_exceeds(raw, MAX_JSON_DEPTH):
         raise ApiError(400, f"{what} is nested more than {MAX_JSON_DEPTH} levels deep; flatten it")
+    if b"\\u0000" in raw and _NUL_ESCAPE.search(raw):
+        raise ApiError(400, f"{what} holds a NUL character (\\u0000) in a string; no name or value has one")
     try:
         return json.loads(raw, parse_int=_integer(what), parse_float=_finite(what), parse_constant=_constant(what))
     except (ValueError, UnicodeDecodeError) as exc:

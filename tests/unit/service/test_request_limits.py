@@ -15,6 +15,7 @@ import pytest
 import factories as f
 from dutlab.service.db import database, is_sqlite
 from dutlab.service.lab import jobs as lab_jobs
+from dutlab.service.models import TestJob
 from dutlab.service.rpc import methods, system
 
 JSON = {"Content-Type": "application/json"}
@@ -120,7 +121,7 @@ def test_a_database_locked_too_long_is_a_503_with_retry_after(app, settings):
 
         database.execute_sql("SET lock_timeout = '200ms'")
         holder = psycopg2.connect(settings.database)
-        holder.cursor().execute("LOCK TABLE testjob IN EXCLUSIVE MODE")
+        holder.cursor().execute(f'LOCK TABLE "{TestJob._meta.table_name}" IN EXCLUSIVE MODE')
     try:
         answer = app.api("POST", "/api/v1/jobs", f.job_text(), headers={"Content-Type": "application/yaml"})
     finally:
@@ -187,3 +188,15 @@ def test_multicall_is_bounded_in_calls_and_time_and_checks_each_entry(app, monke
 def test_json_body_that_is_not_an_object(app):
     answer = app.api("POST", "/api/v1/tags", json.dumps([1, 2]), headers=JSON)
     assert answer.status == 400 and "JSON object" in answer.json()["error"]
+
+
+def test_nul_characters_are_refused_where_no_text_may_hold_one(app):
+    # PostgreSQL refuses NUL in any text: a 400 at the boundary, on every backend alike
+    for path in ("/api/v1/devices/a\x00b", "/api/v1/jobs?submitter=%00"):  # (a real server unquotes %00)
+        answer = app.api("GET", path)
+        assert answer.status == 400 and "NUL character" in answer.json()["error"], path
+    answer = app.api("POST", "/api/v1/tags", b'{"name": "a\\u0000b"}', headers=JSON)
+    assert answer.status == 400 and "NUL character" in answer.json()["error"]
+    # an escaped backslash before u0000 is text, not NUL: a log line holding JSON with \u0000 passes
+    answer = app.api("POST", "/api/v1/tags", b'{"name": "a\\\\u0000b"}', headers=JSON)
+    assert answer.status != 400 or "NUL" not in answer.json()["error"]
