@@ -12,6 +12,8 @@ import io
 import json
 import math
 import re
+import threading
+import time
 from array import array
 from collections.abc import Callable
 from itertools import accumulate
@@ -74,7 +76,12 @@ class RequestLimitsPlugin:
                 f" (anonymous callers; with 'Authorization: Token <secret>' up to {settings.max_body_user})"
             check_headers(request.environ)
             read_body(request.environ, limit, hint)
-            return callback(*args, **kwargs)
+            try:
+                return callback(*args, **kwargs)
+            finally:
+                # bottle's thread-local request keeps this environ until the thread's next request:
+                # without this, every server thread would hold on to the last body it read
+                request.environ.pop("bottle.request.body", None)
 
         return wrapper
 
@@ -112,6 +119,8 @@ def read_body(environ: dict, limit: int, hint: str = "") -> None:
         data = _read_exact(stream, length)
     environ["bottle.request.body"] = io.BytesIO(data)
     environ["CONTENT_LENGTH"] = str(len(data))
+    if len(data) >= TRIM_AFTER_BYTES:
+        _big_body.set()
 
 
 def _content_length(environ: dict) -> int:
@@ -231,21 +240,38 @@ def int_filter(config: str) -> tuple[str, Callable[[str], int], Callable[[Any], 
 # -- memory ----------------------------------------------------------------------------------
 
 
+#: a body at least this large makes the trimmer hand free memory back to the system afterwards
+TRIM_AFTER_BYTES = 1024 * 1024
+_big_body = threading.Event()
+
+
 def release_memory_after_bursts() -> bool:
-    """Ask glibc to serve large buffers from mmap and return them on free (False elsewhere).
+    """Let the server's memory shrink back after a burst of large requests (glibc; False elsewhere).
 
     By default glibc raises its mmap threshold to the largest buffer freed so far, so after one
-    burst of big bodies every later buffer of that size comes from the heaps of the server's
-    threads, which do not shrink: RSS stays at the burst's peak. A fixed threshold, a trim
-    threshold and a bounded number of arenas keep the idle size near where it started.
+    burst every later buffer of that size comes from the heaps of the server's threads; and the
+    free pages of those heaps go back to the system only from their top. A fixed mmap threshold
+    and a bounded number of arenas, plus `malloc_trim(0)` (which releases free pages anywhere in
+    every arena) a second after each request whose body was large, bring RSS back near idle.
     """
     name = ctypes.util.find_library("c")
     try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
+        libc = ctypes.CDLL(name) if name else None
+        mallopt, malloc_trim = (libc.mallopt, libc.malloc_trim) if libc else (None, None)
     except (OSError, AttributeError):
         return False
-    if mallopt is None:
+    if mallopt is None or malloc_trim is None:
         return False
     m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
-    ok = mallopt(m_mmap_threshold, 128 * 1024) and mallopt(m_trim_threshold, 1024 * 1024)
-    return bool(ok and mallopt(m_arena_max, 4))
+    mallopt(m_mmap_threshold, 128 * 1024)
+    mallopt(m_trim_threshold, 1024 * 1024)
+    mallopt(m_arena_max, 4)
+
+    def trimmer() -> None:
+        while _big_body.wait():
+            time.sleep(1)  # after the burst's requests have let go of their buffers
+            _big_body.clear()
+            malloc_trim(0)
+
+    threading.Thread(target=trimmer, name="malloc-trim", daemon=True).start()
+    return True
