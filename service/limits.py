@@ -193,12 +193,21 @@ def loads(raw: bytes, what: str = "the request body") -> Any:
         raise ApiError(400, f"{what} is not valid JSON: {exc}") from None
 
 
+def _int64(text: str) -> int | None:
+    """The integer `text` spells when it fits in 64 bits, else None (no int() of 5,000 digits)."""
+    value = int(text) if len(text) <= 20 else None
+    return value if value is not None and value in INT_RANGE else None
+
+
+def _shown(text: str) -> str:
+    return text[:24] + ("..." if len(text) > 24 else "")
+
+
 def _integer(what: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = int(text) if len(text) <= 20 else None
-        if value is None or value not in INT_RANGE:
-            raise ApiError(400, f"{what} holds the integer {text[:24]}{'...' if len(text) > 24 else ''}, "
-                                "out of range: integers must fit in 64 bits")
+        value = _int64(text)
+        if value is None:
+            raise ApiError(400, f"{what} holds the integer {_shown(text)}, out of range: integers must fit in 64 bits")
         return value
 
     return parse
@@ -228,10 +237,9 @@ def int_filter(config: str) -> tuple[str, Callable[[str], int], Callable[[Any], 
     """Bottle's `<name:int>` wildcard, with the number checked against the database's range."""
 
     def to_python(text: str) -> int:
-        value = int(text) if len(text) <= 20 else None
-        if value is None or value not in INT_RANGE:
-            raise HTTPError(400, f"the number {text[:24]}{'...' if len(text) > 24 else ''} in the path is out "
-                                 "of range: ids are below 2^63")
+        value = _int64(text)
+        if value is None:
+            raise HTTPError(400, f"the number {_shown(text)} in the path is out of range: ids are below 2^63")
         return value
 
     return r"-?\d+", to_python, lambda value: str(int(value))

@@ -25,24 +25,19 @@ from pathlib import Path
 import pytest
 from bad_requests import Request, Sender, corpus, job_cases, problems, route_cases, rpc_cases
 
+import factories
 from labkit import http
 
 pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"
-JOB = """\
-job_name: fuzz {n}
-device_type: qemu
-visibility: public
-timeouts:
-  job: {{minutes: 5}}
-context: {{arch: amd64}}
-actions:
-- boot: {{method: qemu, media: tmpfs, prompts: ['# ']}}
-"""
 LIMIT_SECONDS = 2.0
 RSS_SLACK_MB = 50
+
+
+def _job(n: object) -> str:
+    return factories.job_text(f"fuzz {n}", extra="context: {arch: amd64}")
 
 
 def rss_mb(pid: int) -> float:
@@ -61,7 +56,7 @@ def job_token(lab, worker_token: str) -> tuple[int, str]:
         return r.json()
 
     poll(0)  # Online first, so the scheduler may use its device
-    job_id = lab.submit(JOB.format(n="offered"))
+    job_id = lab.submit(_job(n="offered"))
     for _ in range(30):
         for start in poll(2)["start"]:
             if start["id"] == job_id:
@@ -72,7 +67,7 @@ def job_token(lab, worker_token: str) -> tuple[int, str]:
 def warm_up(sender: Sender, lab) -> None:
     """Requests on every server thread at once, each kind of route once per thread."""
     kinds = [Request("warm validate", "POST", "/api/v1/jobs/validate", "admin",
-                     {"Content-Type": "application/yaml"}, JOB.format(n="w").encode()),
+                     {"Content-Type": "application/yaml"}, _job(n="w").encode()),
              Request("warm list", "GET", "/api/v1/jobs?limit=100"),
              Request("warm rpc", "POST", "/RPC2", "admin", {"Content-Type": "text/xml"},
                      b"<?xml version='1.0'?><methodCall><methodName>scheduler.jobs.list</methodName></methodCall>"),
@@ -100,7 +95,7 @@ def test_malformed_requests_never_get_a_5xx_and_the_server_stays_small(lab_serve
     w2 = lab.add_worker("w2")  # the fuzzed worker: its polls must not re-offer (and re-token) w1's job
     job_id, token = job_token(lab, w1)
     for n in range(30):  # list calls then have rows to read
-        lab.submit(JOB.format(n=n))
+        lab.submit(_job(n=n))
     sender = Sender(lab.port, {"admin": f"Token {lab.admin_token}", "worker": f"Worker {w2}", "job": f"Job {token}"},
                     {"worker": "w2", "job_id": str(job_id)})
     serve_pid = lab.pid("serve")
@@ -113,7 +108,7 @@ def test_malformed_requests_never_get_a_5xx_and_the_server_stays_small(lab_serve
     routes = [(path, method, config.get("auth", "public")) for module in ROUTE_MODULES
               for path, method, _fn, config in module.routes.items]
     names = _rpc_names(sender)
-    texts = [p.read_text() for p in sorted((DATA / "good-jobs").glob("*.yaml"))] + [JOB.format(n="m")]
+    texts = [p.read_text() for p in sorted((DATA / "good-jobs").glob("*.yaml"))] + [_job(n="m")]
     cases = corpus() + route_cases(routes, rng, 40) + job_cases(texts, rng, 1200) + rpc_cases(names, rng, 12)
     assert len(cases) >= 5000
     rng.shuffle(cases)
