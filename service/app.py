@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import bottle
 from bottle import Bottle
@@ -22,9 +23,12 @@ from .api import (
     workers,
 )
 from .config import Settings
+from .errors import log_incident
+from .limits import RequestLimitsPlugin, int_filter
 from .plugins import AuthPlugin, DatabasePlugin, ErrorPlugin, security_headers
 
-# Job definitions and log batches are larger than bottle's 100 kB default
+# Bodies are read and bounded by limits.RequestLimitsPlugin before bottle sees them; this is only
+# bottle's own cap for form and JSON parsing, above every limit of ours
 bottle.BaseRequest.MEMFILE_MAX = 64 * 1024 * 1024
 
 #: every route table, in the order Bottle matches them; the OpenAPI document is built from them
@@ -35,7 +39,9 @@ ROUTE_MODULES = (system, jobs, devices, device_types, workers, users, tags, inte
 def make_app(settings: Settings) -> Bottle:
     app = Bottle(catchall=True, autojson=True)
     app.config["dutlab.settings"] = settings
+    app.router.add_filter("int", int_filter)  # ids in paths within the database's range, else a 400
     app.install(ErrorPlugin())
+    app.install(RequestLimitsPlugin())
     app.install(DatabasePlugin())
     app.install(AuthPlugin())
     for module in ROUTE_MODULES:
@@ -54,5 +60,8 @@ def _json_error(err: bottle.HTTPError) -> str:
     elif err.status_code == 405:
         message = f"{bottle.request.method} is not allowed on {bottle.request.path}"
     elif err.status_code >= 500:
-        message = "internal server error (a bug; see the server log)"
+        # raised outside our plugins (bottle itself): logged under an incident id as ErrorPlugin does
+        incident = log_incident(logging.getLogger("dutlab.server"), f"{bottle.request.method} {bottle.request.path}",
+                                err.traceback or repr(err.exception))
+        message = f"internal server error (a bug): incident {incident} in the server log"
     return json.dumps({"error": message, "path": ""})

@@ -54,6 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cheroot import wsgi  # the web stack loads only for `serve`
 
     from .app import make_app
+    from .limits import release_memory_after_bursts, server_body_cap
 
     settings = _settings(args)
     if args.listen:
@@ -64,8 +65,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.secret_key()
     filemodes.warn_broad_files(settings)
     host, port = settings.host_port
+    release_memory_after_bursts()
+    # the backlog queues a burst of connections instead of resetting them (cheroot's default is 5)
     server = wsgi.Server((host, port), make_app(settings), numthreads=settings.threads,
-                         server_name="dutlab", shutdown_timeout=1)
+                         server_name="dutlab", shutdown_timeout=1, request_queue_size=settings.listen_backlog)
+    server.max_request_body_size = server_body_cap(settings)
     _stop_on_signals(server.stop)
     logging.getLogger("dutlab.server").info("listening on http://%s:%s", host, port)
     try:

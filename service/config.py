@@ -60,6 +60,12 @@ class Settings:
     #: URL the server is reached at (links in notifications, lavacli --url)
     base_url: str = ""
     threads: int = 32
+    #: the listen backlog: connections the kernel queues before `serve` accepts them
+    listen_backlog: int = 1024
+    #: largest request body (bytes) from an anonymous caller, a user (token), a worker or job
+    max_body_anonymous: int = 256 * 1024
+    max_body_user: int = 4 * 1024 * 1024
+    max_body_worker: int = 16 * 1024 * 1024
     worker_heartbeat_timeout: int = 30
     #: a job of an Offline worker ends Incomplete (Infrastructure) once its own timeouts.job plus
     #: this many seconds (the run's finalize and last upload) have passed since it started

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
+import traceback
+
 
 class ApiError(Exception):
     """A client error: `status` (4xx), `message` (what to fix), `path` (where, if anywhere)."""
@@ -33,3 +37,13 @@ def forbidden(message: str) -> ApiError:
 
 def conflict(message: str, path: str = "", **extra: object) -> ApiError:
     return ApiError(409, message, path, **extra)
+
+
+def log_incident(log: logging.Logger, what: str, trace: str | None = None) -> str:
+    """Log `trace` (default: the exception being handled) under a new incident id; return the id.
+
+    The client gets the id (never the traceback), the admin finds it in the server log.
+    """
+    incident = secrets.token_hex(6)
+    log.error("incident %s: %s failed:\n%s", incident, what, trace or traceback.format_exc())
+    return incident

@@ -13,16 +13,15 @@ import binascii
 import hmac
 import json
 import logging
-import traceback
 from collections.abc import Callable
 from typing import Any
 
 from bottle import HTTPError, HTTPResponse, request, response
 from peewee import InterfaceError, OperationalError
 
-from . import auth
+from . import auth, limits
 from .db import database
-from .errors import ApiError
+from .errors import ApiError, log_incident
 from .models import TestJob, User, Worker
 
 log = logging.getLogger("dutlab.server")
@@ -60,7 +59,8 @@ class DatabasePlugin:
 
 
 class ErrorPlugin:
-    """ApiError → its 4xx JSON; anything unexpected → a logged 500 (always a bug)."""
+    """ApiError → its 4xx JSON; a busy database → 503 + Retry-After; anything else → a 500 (a bug)
+    with an incident id that the server log shows beside the traceback."""
 
     name = "dutlab-errors"
     api = 2
@@ -76,25 +76,39 @@ class ErrorPlugin:
                 return answer
             except (HTTPResponse, HTTPError):
                 raise
-            except Exception:
-                log.error("%s %s failed:\n%s", request.method, request.path, traceback.format_exc())
-                return json_response(500, {"error": "internal server error (a bug; see the server log)"})
+            except Exception as exc:
+                incident = log_incident(log, f"{request.method} {request.path}")
+                if _database_busy(exc):  # shed load: the client retries, nothing was written
+                    answer = json_response(503, {"error": f"the database is busy; retry in a few seconds "
+                                                          f"(incident {incident})", "incident": incident})
+                    answer.set_header("Retry-After", "2")
+                    return answer
+                return json_response(500, {"error": f"internal server error (a bug): incident {incident} "
+                                                    "in the server log", "incident": incident})
 
         return wrapper
 
 
+def _database_busy(exc: Exception) -> bool:
+    """A lock wait that ran out (SQLite busy timeout, PostgreSQL lock/statement timeout)."""
+    text = str(exc).lower()
+    return isinstance(exc, OperationalError) and ("locked" in text or "busy" in text or "timeout" in text)
+
+
 def parse_authorization() -> tuple[str, str, str | None]:
     """(scheme, secret, username) from the Authorization header; ('', '', None) when absent."""
-    header = request.get_header("Authorization", "")
+    header = request.environ.get("HTTP_AUTHORIZATION", "")  # raw: bottle's headers fail on non-UTF-8 bytes
     if not header:
         return "", "", None
+    if not header.isascii():  # WSGI hands header bytes over as Latin-1 text
+        raise ApiError(400, "the Authorization header holds non-ASCII bytes; send 'Token <secret>'")
     scheme, _, value = header.strip().partition(" ")
     scheme = scheme.lower()
     value = value.strip()
     if scheme == "basic":
         try:
             username, sep, secret = base64.b64decode(value).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):
             raise ApiError(400, "Authorization: Basic needs base64 of 'username:token'") from None
         if not sep:
             raise ApiError(400, "Authorization: Basic needs base64 of 'username:token'")
@@ -184,10 +198,7 @@ def json_body() -> dict:
     raw = request.body.read()
     if not raw:
         return {}
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    data = limits.loads(raw)
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return data

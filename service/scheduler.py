@@ -20,7 +20,7 @@ from peewee import Field
 
 from . import auth
 from .config import Settings
-from .db import database, exclusive, write_txn
+from .db import database, exclusive, is_sqlite, write_txn
 from .devicecfg import health_check_definition, render
 from .errors import ApiError
 from .events import wake_worker
@@ -315,13 +315,42 @@ def _reserve_statements(p: str) -> tuple[str, str, str]:
 
 
 def expire_queued(report: PassReport) -> None:
+    """Cancel every Submitted job past its queue timeout, in one write transaction.
+
+    No stored row can make a pass fail here: a submission's queue timeout is bounded by the job
+    schema, and a row that still cannot be computed (too large for datetime arithmetic, or no
+    submit time) is logged and its queue timeout cleared, so it waits like a job without one.
+    """
     now = utcnow()
-    queued = TestJob.select().where(TestJob.state == JobState.SUBMITTED, TestJob.queue_timeout.is_null(False))
-    for job in list(queued):  # materialised: an open SELECT would pin a stale SQLite snapshot
-        if job.submit_time + timedelta(seconds=job.queue_timeout) < now:
-            done = TestJob.update(
-                state=JobState.FINISHED, health=JobHealth.CANCELED, end_time=now,
-                failure_comment=f"queue timeout: not scheduled within {job.queue_timeout} s",
-            ).where(TestJob.id == job.id, TestJob.state == JobState.SUBMITTED).execute()
-            if done:
-                report.timed_out.append(job.id)
+    rows = (TestJob.select(TestJob.id, TestJob.submit_time, TestJob.queue_timeout)
+            .where(TestJob.state == JobState.SUBMITTED, TestJob.queue_timeout.is_null(False)).tuples())
+    due: dict[int, list[int]] = defaultdict(list)  # queue timeout -> job ids: one comment per timeout
+    broken = []
+    for job_id, submitted, timeout in list(rows):  # materialised: an open SELECT pins a stale SQLite snapshot
+        try:
+            if submitted + timedelta(seconds=timeout) < now:
+                due[timeout].append(job_id)
+        except (TypeError, ValueError, OverflowError):
+            log.warning("job %d: queue timeout %r s from %r cannot be computed; cleared", job_id, timeout, submitted)
+            broken.append(job_id)
+    if not due and not broken:
+        return
+    with write_txn():
+        for chunk in _chunks(broken):
+            TestJob.update(queue_timeout=None).where(TestJob.id.in_(chunk)).execute()
+        for timeout, ids in sorted(due.items()):
+            for chunk in _chunks(ids):
+                still = TestJob.select(TestJob.id).where(TestJob.id.in_(chunk), TestJob.state == JobState.SUBMITTED)
+                still = [row[0] for row in (still if is_sqlite() else still.for_update()).tuples()]
+                if not still:
+                    continue
+                TestJob.update(
+                    state=JobState.FINISHED, health=JobHealth.CANCELED, end_time=now,
+                    failure_comment=f"queue timeout: not scheduled within {timeout} s",
+                ).where(TestJob.id.in_(still), TestJob.state == JobState.SUBMITTED).execute()
+                report.timed_out.extend(still)
+
+
+def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+    """`ids` in slices below any SQLite variable limit."""
+    return [ids[start:start + size] for start in range(0, len(ids), size)]

@@ -27,6 +27,8 @@ LAVA_UNSUPPORTED_KEYS = words(
     "overlay_backend archive use_cache partition sparse commands use_bootscript"
 )
 TIMEOUT_UNITS = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
+#: the longest timeout of any kind: 366 days
+MAX_TIMEOUT_SECONDS = 366 * 86400
 NAME_PATTERN = r"[-_a-zA-Z0-9.]+"
 
 
@@ -186,7 +188,11 @@ def single_line(value: Any, path: str) -> None:
 def url(schemes: tuple[str, ...] = ("http", "https", "file")) -> Check:
     def check(value: Any, path: str) -> None:
         string()(value, path)
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
+        except ValueError as exc:
+            fail(path, f"The URL {value!r} is malformed ({exc}); write scheme://host/path.")
         if parts.scheme not in schemes:
             fail(path, f"The URL {value!r} must start with one of: {one_of(s + '://' for s in schemes)}.")
         if parts.scheme == "file" and (parts.netloc not in ("", "localhost") or not parts.path.startswith("/")):
@@ -238,7 +244,9 @@ def check_timeout(value: Any, path: str) -> None:
     units = [key for key in value if key in TIMEOUT_UNITS]
     if len(units) != 1:
         fail(path, f"A timeout needs exactly one of {one_of(TIMEOUT_UNITS)}, found {len(units)}.")
-    integer(1)(value[units[0]], join(path, units[0]))
+    unit = units[0]
+    # one bound for every timeout (job, action, connection, queue): time arithmetic never overflows
+    integer(1, MAX_TIMEOUT_SECONDS // TIMEOUT_UNITS[unit])(value[unit], join(path, unit))
     if "skip" in value:
         boolean(value["skip"], join(path, "skip"))
 

@@ -76,8 +76,25 @@ def parse_job(text: str) -> dict[str, Any]:
     return validate_job(document)
 
 
+def _prescan_yaml(text: str) -> None:
+    # Composing builds every node before _check_size can count them (a few MiB of "- a" lines is
+    # hundreds of MB); the event stream costs no memory, so bound depth and size on it first.
+    # A document of N values has at most 2N + 4 events (a container is a start and an end event).
+    depth = 0
+    for events, event in enumerate(yaml.parse(text, Loader=_StrictLoader), 1):
+        if events > 2 * MAX_NODES + 4:
+            fail("", f"The document has more than {MAX_NODES} values; simplify it.")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                fail("", f"The document is nested more than {MAX_DEPTH} levels deep.")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def _load_yaml(text: str) -> Any:
     try:
+        _prescan_yaml(text)
         return yaml.load(text, Loader=_StrictLoader)  # safe: a SafeLoader subclass
     except JobDefinitionError:
         raise

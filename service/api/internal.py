@@ -7,6 +7,7 @@ with the worker; what each report changes is the domain's (`lab/workers.py`, `la
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -60,7 +61,7 @@ def _settings():
 def check_protocol(value: object) -> int:
     try:
         proto = int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise bad_request("'protocol' must be an integer", "protocol") from None
     if not supported(proto):
         spoken = f"{PROTOCOL}" if OLDEST_PROTOCOL == PROTOCOL else f"{OLDEST_PROTOCOL} to {PROTOCOL}"
@@ -93,9 +94,12 @@ def poll(name: str) -> dict:
     protocol = check_protocol(body.get("protocol"))
     running = _id_list(body.get("running"), "running")
     try:
-        wait = max(0.0, float(body.get("wait", 0)))
+        wait = float(body.get("wait", 0))
     except (TypeError, ValueError):
         raise bad_request("'wait' must be a number of seconds", "wait") from None
+    if not math.isfinite(wait):
+        raise bad_request("'wait' must be a finite number of seconds", "wait")
+    wait = max(0.0, wait)
     wait = min(wait, settings.longpoll_timeout, settings.worker_heartbeat_timeout / 2)
     workers.heartbeat(worker, str(body.get("version", "")), protocol)
     answer = wait_for_work(worker, running, wait, settings.longpoll_interval, waiting_slot(settings.threads),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import xml.parsers.expat
 import xmlrpc.client
 import zlib
 from typing import Any
@@ -18,16 +17,17 @@ from typing import Any
 from bottle import HTTPResponse, request
 
 from .. import auth
-from ..errors import ApiError
+from ..errors import ApiError, log_incident
 from ..models import User
 from ..plugins import parse_authorization
-from ..rpc import INTERNAL_ERROR, INVALID_REQUEST, Call, Fault, dispatch, log, methods
+from ..rpc import INTERNAL_ERROR, Call, Fault, dispatch, log, methods
 from . import Routes
+from .rpc2_request import decode
 
 routes = Routes()
 CHALLENGE = 'Basic realm="XML-RPC Authentication token"'
-#: largest request accepted after gzip decoding (a job definition is a few kB)
-MAX_REQUEST = 64 * 1024 * 1024
+#: largest request after gzip decoding when no caller limit is known (the caller's body limit otherwise)
+MAX_REQUEST = 4 * 1024 * 1024
 
 
 def _plain(status: int, text: str, **headers: str) -> HTTPResponse:
@@ -51,14 +51,15 @@ def _caller() -> User | None:
 
 
 def _body() -> bytes:
-    raw = request.body.read(MAX_REQUEST + 1)
+    raw = request.body.read()
+    limit = request.environ.get("dutlab.body_limit", MAX_REQUEST)  # the caller's (limits.RequestLimitsPlugin)
     if request.get_header("Content-Encoding", "").lower() == "gzip":
         try:
-            raw = gzip.GzipFile(fileobj=io.BytesIO(raw)).read(MAX_REQUEST + 1)
+            raw = gzip.GzipFile(fileobj=io.BytesIO(raw)).read(limit + 1)
         except (OSError, EOFError, zlib.error):
             raise _plain(400, "the request body is not valid gzip") from None
-    if len(raw) > MAX_REQUEST:
-        raise _plain(413, f"XML-RPC requests are limited to {MAX_REQUEST} bytes")
+    if len(raw) > limit:
+        raise _plain(413, f"XML-RPC requests are limited to {limit} bytes (after gzip decoding)")
     return raw
 
 
@@ -66,25 +67,12 @@ def _answer(value: Any) -> HTTPResponse:
     try:
         payload = xmlrpc.client.dumps(value if isinstance(value, Fault) else (value,), methodresponse=True,
                                       allow_none=True, encoding="utf-8")
-    except (TypeError, OverflowError) as exc:  # a value XML-RPC cannot carry: our bug
-        log.exception("XML-RPC answer not marshallable")
+    except (TypeError, OverflowError):  # a value XML-RPC cannot carry: our bug
+        incident = log_incident(log, "XML-RPC answer")
         payload = xmlrpc.client.dumps(Fault(INTERNAL_ERROR, f"Internal Server Error (contact server administrator "
-                                                            f"for details): {exc}"), methodresponse=True)
+                                                            f"for details): incident {incident}"), methodresponse=True)
     return HTTPResponse(payload.encode("utf-8"), status=200,
                         headers={"Content-Type": "application/xml; charset=utf-8"})
-
-
-def _decode(raw: bytes) -> tuple[tuple, str]:
-    # XML-RPC never needs a DTD; refusing one rules out entity-expansion attacks whatever expat does
-    if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
-        raise Fault(INVALID_REQUEST, "Invalid request: DTDs and entities are not accepted")
-    try:
-        params, name = xmlrpc.client.loads(raw, use_builtin_types=True)
-    except (xml.parsers.expat.ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError, IndexError) as exc:
-        raise Fault(INVALID_REQUEST, f"Invalid request: {exc}") from None
-    if not name:
-        raise Fault(INVALID_REQUEST, "Invalid request: no methodName")
-    return params, name
 
 
 @routes.post("/RPC2", skip=["dutlab-auth"])
@@ -100,7 +88,7 @@ def rpc2() -> HTTPResponse:
         return HTTPResponse(status=303, headers={"Location": "/RPC2"})
     call = Call(user=user, settings=request.app.config["dutlab.settings"])
     try:
-        params, name = _decode(raw)
+        params, name = decode(raw)
         return _answer(dispatch(call, name, params))
     except Fault as fault:
         return _answer(fault)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..auth import is_admin
 from ..config import Settings
-from ..errors import ApiError
+from ..errors import ApiError, log_incident
 from ..models import User
 
 #: namespace modules, imported once by `methods()`
@@ -123,11 +123,11 @@ def dispatch(call: Call, name: str, params: tuple[Any, ...]) -> Any:
         raise
     except ApiError as exc:
         raise Fault(exc.status, lava_message(exc.message)) from None
-    except Exception as exc:
-        # a bug: the traceback goes to the server log, the client gets LAVA's -32603
-        log.exception("XML-RPC %s failed", name)
-        raise Fault(INTERNAL_ERROR, f"Internal Server Error (contact server administrator for details): {exc}") \
-            from None
+    except Exception:
+        # a bug: the traceback goes to the server log under an incident id, the client gets LAVA's -32603
+        incident = log_incident(log, f"XML-RPC {name}")
+        raise Fault(INTERNAL_ERROR, f"Internal Server Error (contact server administrator for details): "
+                                    f"incident {incident}") from None
 
 
 # dutlab's lookups say "device 'x' does not exist"; LAVA's API says "Device 'x' was not found."

@@ -7,12 +7,15 @@ lists what 2025.12 selects). dutlab's version is on GET /api/v1/system/version.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import BAD_REQUEST, METHOD_NOT_FOUND, Call, Fault, dispatch, exposed, methods
 
 #: the LAVA release whose XML-RPC behaviour dutlab reproduces
 LAVA_API_VERSION = "2025.12"
+#: bounds of one system.multicall: calls, and seconds after which the remaining calls are not run
+MULTICALL_MAX, MULTICALL_SECONDS = 100, 1.0
 
 
 @exposed("system.version")
@@ -70,20 +73,41 @@ def capabilities(call: Call) -> dict:
 
 @exposed("system.multicall")
 def multicall(call: Call, calls: list) -> list:
-    """Run several calls; each answer is [value] or a fault struct."""
+    """Run several calls (at most MULTICALL_MAX, within MULTICALL_SECONDS); each answer is [value] or a fault struct."""
+    if not isinstance(calls, list):
+        raise Fault(BAD_REQUEST, f"Bad request: system.multicall takes an array of {{methodName, params}} structs, "
+                                 f"not {type(calls).__name__}")
+    if len(calls) > MULTICALL_MAX:
+        raise Fault(BAD_REQUEST, f"Bad request: system.multicall runs at most {MULTICALL_MAX} calls, got "
+                                 f"{len(calls)}; split them into several requests")
+    deadline = time.monotonic() + MULTICALL_SECONDS
     out: list[Any] = []
     for item in calls:
-        if not isinstance(item, dict) or not isinstance(item.get("methodName"), str):
-            out.append({"faultCode": BAD_REQUEST, "faultString": "each call is {methodName, params}"})
-            continue
-        if item["methodName"] == "system.multicall":
-            out.append({"faultCode": BAD_REQUEST, "faultString": "system.multicall cannot be nested"})
-            continue
-        try:
-            out.append([dispatch(call, item["methodName"], tuple(item.get("params") or ()))])
-        except Fault as fault:
-            out.append({"faultCode": fault.faultCode, "faultString": fault.faultString})
+        if time.monotonic() > deadline:  # bounded work per request: the rest is refused, not queued
+            out.append(_fault(BAD_REQUEST, f"not run: system.multicall stops after {MULTICALL_SECONDS} s; "
+                                           "send the remaining calls again"))
+        else:
+            out.append(_one(call, item))
     return out
+
+
+def _one(call: Call, item: Any) -> Any:
+    if not isinstance(item, dict) or not isinstance(item.get("methodName"), str):
+        return _fault(BAD_REQUEST, "each call is a struct {methodName: string, params: array}")
+    params = item.get("params")
+    if params is not None and not isinstance(params, list):
+        return _fault(BAD_REQUEST, f"the params of {item['methodName']} must be an array, "
+                                   f"not {type(params).__name__}")
+    if item["methodName"] == "system.multicall":
+        return _fault(BAD_REQUEST, "system.multicall cannot be nested")
+    try:
+        return [dispatch(call, item["methodName"], tuple(params or ()))]
+    except Fault as fault:
+        return _fault(fault.faultCode, fault.faultString)
+
+
+def _fault(code: int, text: str) -> dict:
+    return {"faultCode": code, "faultString": text}
 
 
 def _method(name: Any):
