@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dutlab.dispatcher.schema.common import JobDefinitionError, timeout_seconds
+from dutlab.dispatcher.schema.common import MAX_TIMEOUT_SECONDS, TIMEOUT_UNITS, JobDefinitionError, timeout_seconds
 from dutlab.dispatcher.schema.loader import parse_job
 
 from ..errors import ApiError
@@ -27,3 +27,17 @@ def parse(text: str) -> dict[str, Any]:
 def seconds(timeout: Any) -> int:
     """A schema-checked timeout mapping (`{minutes: 5}`) in seconds."""
     return timeout_seconds(timeout)
+
+
+def stored_seconds(timeout: Any) -> int:
+    """A stored job's timeout in seconds, at most the schema's longest: rows stored before that
+    bound existed may hold any number, and must neither break nor escape the rules that read them.
+
+    :raises ValueError: the mapping names no unit or a count that is not a number.
+    """
+    if not isinstance(timeout, dict):
+        raise ValueError(f"a timeout is a mapping such as {{minutes: 5}}, not {timeout!r}")
+    units = [(TIMEOUT_UNITS[unit], count) for unit, count in timeout.items() if unit in TIMEOUT_UNITS]
+    if len(units) != 1 or isinstance(units[0][1], bool) or not isinstance(units[0][1], int):
+        raise ValueError(f"the timeout {timeout!r} has no single whole number of days, hours, minutes or seconds")
+    return min(units[0][0] * max(0, units[0][1]), MAX_TIMEOUT_SECONDS)

@@ -20,7 +20,7 @@ from ..errors import bad_request, conflict
 from ..models import Device, TestJob, Worker, utcnow
 from ..states import JobHealth, JobState, WorkerHealth, WorkerState
 from .checks import check_fields, insert, integer, iso, label, lookup, name, text
-from .definitions import seconds
+from .definitions import stored_seconds
 from .devices import ADMIN_ACTOR, follow_worker_health
 from .jobs import ACTIVE, finish
 
@@ -208,8 +208,8 @@ def end_abandoned_jobs(grace: float) -> list[int]:
 def job_timeout(job: TestJob) -> float:
     """The job's own `timeouts.job` in seconds (0 for a definition that has none readable)."""
     try:
-        return float(seconds(json.loads(job.definition)["timeouts"]["job"]))
-    except (KeyError, TypeError, ValueError):  # JobDefinitionError is a ValueError
+        return float(stored_seconds(json.loads(job.definition)["timeouts"]["job"]))
+    except (KeyError, TypeError, ValueError):
         return 0.0
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import factories as f
 from dutlab.service.db import database, is_sqlite
-from dutlab.service.lab import jobs as lab_jobs
+from dutlab.service.lab import job_views
 from dutlab.service.models import TestJob
 from dutlab.service.rpc import methods, system
 
@@ -93,7 +93,7 @@ def test_an_unexpected_exception_is_a_500_with_an_incident_id_in_the_log(app, mo
     def broken(*args, **kwargs):
         raise RuntimeError("the bug under test")
 
-    monkeypatch.setattr(lab_jobs, "list_jobs", broken)
+    monkeypatch.setattr(job_views, "list_jobs", broken)
     with caplog.at_level(logging.ERROR, logger="dutlab.server"):
         answer = app.api("GET", "/api/v1/jobs")
     assert answer.status == 500
