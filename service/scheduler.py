@@ -25,7 +25,7 @@ from .config import Settings
 from .db import database, exclusive, write_txn
 from .devicecfg import health_check_definition, render
 from .errors import ApiError
-from .events import wake_worker
+from .events import WORKER_OFFLINE, job_changed, publish, wake_worker
 from .lab import jobs
 from .lab.devices import HEALTH_ACTOR, set_health
 from .models import Device, DeviceTag, DeviceType, GroupMember, JobTag, TestJob, User, Worker, utcnow
@@ -60,8 +60,9 @@ def check_workers(settings: Settings, report: PassReport) -> None:
     now = utcnow()
     stale = now - timedelta(seconds=settings.worker_heartbeat_timeout)
     for worker in list(Worker.select().where(Worker.state == WorkerState.ONLINE, Worker.last_ping < stale)):
-        Worker.update(state=WorkerState.OFFLINE, offline_since=now).where(
-            Worker.id == worker.id, Worker.state == WorkerState.ONLINE).execute()
+        if Worker.update(state=WorkerState.OFFLINE, offline_since=now).where(
+                Worker.id == worker.id, Worker.state == WorkerState.ONLINE).execute():
+            publish(WORKER_OFFLINE, worker.id)
         report.workers_offline.append(worker.hostname)
         log.warning("worker %s missed its heartbeats (last %s): Offline", worker.hostname, worker.last_ping)
     grace = now - timedelta(seconds=settings.worker_offline_grace)
@@ -333,3 +334,4 @@ def expire_queued(report: PassReport) -> None:
             ).where(TestJob.id == job.id, TestJob.state == JobState.SUBMITTED).execute()
             if done:
                 report.timed_out.append(job.id)
+                job_changed(job.id, "finished")

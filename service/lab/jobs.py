@@ -36,6 +36,7 @@ from ..models import (
     Worker,
     utcnow,
 )
+from ..notify.rules import check_notify
 from ..states import PRIORITY_NAMES, DeviceHealth, DeviceState, JobHealth, JobState
 from .checks import iso
 from .definitions import parse, seconds
@@ -76,6 +77,7 @@ def check_definition(user: User | None, text: str, settings: Settings) -> Submis
     if user is not None and not settings.open_submission and not auth.has_perm(user, "submit"):
         raise forbidden(f"user '{user.username}' may not submit jobs (needs the 'submit' permission)")
     _check_devices(user, device_type, tags)
+    check_notify(job.get("notify"))
     visibility = job.get("visibility", "public")
     return Submission(
         text=text,
@@ -220,6 +222,8 @@ def cancel(user: User, job: TestJob) -> TestJob:
     job = TestJob.get_by_id(job.id)
     if job.state == JobState.CANCELING:
         events.wake_worker(job.worker_id)
+    elif done:
+        events.job_changed(job.id, "finished")
     return job
 
 
@@ -306,13 +310,15 @@ def work_package(job: TestJob, settings: Settings) -> dict:
 
 def mark_running(job: TestJob) -> TestJob:
     with write_txn():
-        TestJob.update(state=JobState.RUNNING, start_time=utcnow()).where(
+        started = TestJob.update(state=JobState.RUNNING, start_time=utcnow()).where(
             TestJob.id == job.id, TestJob.state == JobState.SCHEDULED
         ).execute()
         if job.actual_device_id:
             Device.update(state=DeviceState.RUNNING).where(
                 Device.id == job.actual_device_id, Device.current_job == job.id
             ).execute()
+    if started:
+        events.job_changed(job.id, "running")
     return TestJob.get_by_id(job.id)
 
 
@@ -358,6 +364,7 @@ def finish(job: TestJob, result: JobResult, actor: str = HEALTH_ACTOR) -> TestJo
             Device.update(state=DeviceState.IDLE, current_job=None).where(Device.id == device.id).execute()
             _device_health_after(device, job, health, error_type, error_msg, actor)
     events.schedule_soon(f"job {job.id} finished")
+    events.job_changed(job.id, "finished")
     return TestJob.get_by_id(job.id)
 
 
