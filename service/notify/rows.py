@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..db import write_txn
 from ..errors import ApiError, forbidden
 from ..lab.checks import iso
 from ..models import Notification, TestJob, User, utcnow
@@ -51,11 +52,13 @@ def create(subject: str, event: str, planned: list[Planned], job: TestJob | None
     """Insert the rows that do not exist yet (a plan made twice changes nothing); return the
     ids of this event's rows that are pending."""
     now = utcnow()
-    for p in planned:
-        Notification.insert(
-            subject=subject, job=job, device=device_id, event=event, key=p.key[:300], method=p.method,
-            recipient=p.recipient, detail=json.dumps(p.detail), state=p.state, last_error=p.reason, created=now,
-        ).on_conflict_ignore().execute()
+    with write_txn():  # a plan's rows appear together
+        for p in planned:
+            Notification.insert(
+                subject=subject, job=job, device=device_id, event=event, key=p.key[:300], method=p.method,
+                recipient=p.recipient, detail=json.dumps(p.detail), state=p.state, last_error=p.reason,
+                created=now,
+            ).on_conflict_ignore().execute()
     return pending(subject, event)
 
 

@@ -4,6 +4,7 @@ tests/integration/test_notifications.py; SMTP login over STARTTLS is here, on ai
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shlex
 import sys
@@ -15,7 +16,7 @@ from dutlab.dispatcher.protocol import JobResult
 from dutlab.service import auth
 from dutlab.service.errors import ApiError
 from dutlab.service.lab import devices, jobs, results
-from dutlab.service.models import CallbackSecret, Notification, TestJob
+from dutlab.service.models import CallbackSecret, Notification, TestJob, utcnow
 from dutlab.service.notify import alerts, criteria, deliver, plan, rows
 from dutlab.service.notify.payload import job_data, substitute
 from dutlab.service.notify.rows import DeliveryError
@@ -189,7 +190,7 @@ def test_a_dead_senders_claim_is_repaired_and_lost_plans_are_made(lab, settings)
     assert rows.exists(f"job:{job.id}", "finished")
     assert rows.claim(row_id) is not None
     assert deliver.repair(settings) == []  # claimed just now: its sender may still be at work
-    Notification.update(claimed=Notification.claimed - 3600).where(Notification.id == row_id).execute()
+    Notification.update(claimed=utcnow() - dt.timedelta(hours=1)).where(Notification.id == row_id).execute()
     assert deliver.repair(settings) == [row_id]
     assert "stopped during its attempt" in Notification.get_by_id(row_id).last_error
 
