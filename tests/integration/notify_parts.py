@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from factories import job_text
 from labkit import free_port, http
 
 
@@ -250,16 +251,7 @@ class ApiWorker:
 
 def notify_job(name: str, notify: str) -> str:
     """A QEMU job definition (never booted here: an ApiWorker ends it) with a notify block."""
-    return f"""\
-job_name: {name}
-device_type: qemu
-visibility: public
-timeouts:
-  job: {{minutes: 5}}
-{notify}
-actions:
-- boot: {{method: qemu, media: tmpfs, prompts: ['# ']}}
-"""
+    return job_text(name, extra=notify)
 
 
 def rows(lab, job_id: int, token: str | None = "admin") -> list[dict]:

@@ -174,3 +174,18 @@ def test_irc_reaches_a_channel_and_a_nick(nlab):
         assert "nobody-here: no such nick" in missing["last_error"]
     finally:
         listener.close()
+
+
+def test_status_running_is_told_while_the_job_runs(nlab):
+    job_id = nlab.submit(notify_job("tell me it runs", """notify:
+  criteria: {status: running}
+  verbosity: status-only
+  recipients:
+  - to: {method: email, email: watch@dutlab.test}"""))
+    job_id, token = nlab.worker.offer(job_id)
+    nlab.worker.call(job_id, token, "/state", {"state": "Running"})
+    [mail] = nlab.smtp.wait(1, to="watch@dutlab.test", job_id=job_id)
+    assert mail["Subject"] == f"[dutlab] job {job_id} Running: tell me it runs"
+    assert "Device:" not in mail.get_content()  # status-only: the status line and the link
+    nlab.worker.call(job_id, token, "/finish", {"result": "pass"})
+    assert [(r["event"], r["state"]) for r in wait_rows(nlab, job_id, {"sent"})] == [("running", "sent")]
