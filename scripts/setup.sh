@@ -17,6 +17,7 @@ APT_PACKAGES=(
   ser2net dnsmasq telnet tftp-hpa isc-dhcp-client # lab plumbing and its probes
   pdudaemon u-boot-qemu u-boot-tools              # the emulated u-boot board: PDU, firmware, mkimage
   postgresql redis-server                         # the scale backends, tested in CI
+  ngircd                                          # the IRC server of the notification tests
   git iproute2 systemd python3-apt make curl      # from: git tests, netns, systemd-analyze, Ansible apt, demo
 )
 

@@ -17,6 +17,7 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from . import events
 from .models import Device, Group, GroupMember, GroupPermission, TestJob, Token, User, utcnow
 
 #: OWASP Password Storage Cheat Sheet: argon2id, 19 MiB, 2 iterations, 1 lane
@@ -82,8 +83,11 @@ def hash_secret(secret: str) -> str:
 
 def create_token(user: User, description: str = "", secret: str | None = None) -> tuple[Token, str]:
     """Create an API token; return it and the secret (the only time the secret is known)."""
+    chosen = bool(secret)
     secret = secret or new_secret()
     token = Token.create(user=user, description=description, secret_hash=hash_secret(secret), prefix=secret[:6])
+    if chosen:  # a CI system's key: notify callbacks may send it (service/notify/secrets.py)
+        events.publish(events.TOKEN_SECRET, token.id, events.Secret(secret))
     return token, secret
 
 

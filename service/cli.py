@@ -94,6 +94,7 @@ def cmd_consumer(args: argparse.Namespace) -> int:
 
     threading.Thread(target=sweep, name="sweep", daemon=True).start()
     tasks.schedule_pass("consumer start")
+    tasks.notify_tasks.repair()  # what a stopped consumer left unsent goes out now, not in a minute
     tasks.check_playbook_schedules()  # a schedule due right now runs now, not at the next minute
     try:
         consumer.run()

@@ -22,12 +22,23 @@ ConfigError = SettingsError  # one error type for every dutlab settings file
 
 @dataclass
 class EmailSettings:
-    host: str = ""  # empty: notifications are logged, not sent
+    """How the server sends mail (notify recipients, lab alerts): SMTP, or a sendmail command."""
+
+    host: str = ""  # empty and no sendmail: no mail is sent, the notification rows say why
     port: int = 25
     sender: str = "dutlab@localhost"
     username: str = ""
     password: str = ""
     starttls: bool = False
+    #: SMTP over TLS from the first byte (port 465), instead of STARTTLS
+    ssl: bool = False
+    #: a command that reads the whole message on stdin (e.g. "/usr/sbin/sendmail -t -i"); wins over host
+    sendmail: str = ""
+    timeout: int = 30
+
+    def __post_init__(self) -> None:
+        if self.starttls and self.ssl:
+            raise ConfigError("email.ssl: use ssl (port 465) or starttls (port 25/587), not both")
 
 
 @dataclass
@@ -86,6 +97,16 @@ class Settings:
     login_failures_per_address: int = 30
     login_window: int = 300
     email: EmailSettings = field(default_factory=EmailSettings)
+    #: lab alerts (a device Bad, a worker Offline) go to the device owners and these: addresses or usernames
+    admins: list[str] = field(default_factory=list)
+    #: at most one lab alert per device (or worker) within this many seconds
+    alert_interval: int = 3600
+    #: hosts notify callbacks may reach (shell wildcards, "*.example.org"); empty: callbacks are refused
+    callback_allowed_hosts: list[str] = field(default_factory=list)
+    callback_timeout: int = 5
+    #: tries per notification, and the delay before the first retry (doubling after each)
+    notification_attempts: int = 5
+    notification_backoff: int = 30
     #: where playbooks named by schedules are found (default: the checkout's playbooks/)
     playbooks_dir: str = ""
     playbook_schedules: list[PlaybookSchedule] = field(default_factory=list)

@@ -25,6 +25,14 @@ log = logging.getLogger("dutlab.events")
 #: a job, device, device type or worker changed: a scheduling pass should run soon
 #: (design principle 2: event-driven, the sweep only repairs); subscribers get `reason`
 SCHEDULE_SOON = "schedule-soon"
+#: what notifications hear (service/notify/tasks.py subscribes): a job reached Running or Finished
+#: (job id, "running" | "finished"); a device's health changed (device id, health-history id, new
+#: health); a worker went Offline (worker id); a token was made with a secret its user chose
+#: (token id, Secret)
+JOB_CHANGED = "job-changed"
+DEVICE_HEALTH = "device-health"
+WORKER_OFFLINE = "worker-offline"
+TOKEN_SECRET = "token-secret"
 
 Subscriber = Callable[..., Any]
 _subscribers: dict[str, list[Subscriber]] = {}
@@ -67,6 +75,18 @@ def publish(event: str, *args: Any) -> int:
 def schedule_soon(reason: str) -> None:
     """Ask for a scheduling pass now; `reason` names the change (it shows in the log)."""
     publish(SCHEDULE_SOON, reason)
+
+
+def job_changed(job_id: int, what: str) -> None:
+    """Job `job_id` is now Running ("running") or Finished ("finished")."""
+    publish(JOB_CHANGED, job_id, what)
+
+
+class Secret(str):
+    """A secret passed to subscribers that never shows in a log line (publish logs its args)."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
 
 
 def wake_worker(worker_id: int | None) -> None:

@@ -239,6 +239,44 @@ class PlaybookRun(BaseModel):
         indexes = ((("name", "scheduled_for"), True),)
 
 
+class Notification(BaseModel):
+    """One message to one recipient about one event (service/notify/ owns the rows): a job that
+    reached Running or Finished (its `notify` block), or a lab alert (a device Bad, a worker Offline)."""
+
+    #: "job:12", "device:qemu01", "worker:w1"; with `event` and `key` it names the row once
+    subject = CharField(max_length=250)
+    job = ForeignKeyField(TestJob, null=True, backref="notifications", on_delete="CASCADE")
+    device = ForeignKeyField(Device, null=True, backref="notifications", on_delete="CASCADE")
+    #: running | finished (jobs); health:<history id> | offline:<since> (alerts)
+    event = CharField(max_length=100)
+    #: where the recipient came from: "recipients[0]", "callbacks[1]", "submitter", "admin:<address>"
+    key = CharField(max_length=300)
+    method = CharField(max_length=10)  # email | irc | callback
+    #: address, handle@server or URL, as sent
+    recipient = TextField(default="")
+    #: what the sender needs beyond the recipient (JSON): verbosity, callback options
+    detail = TextField(default="{}")
+    state = CharField(max_length=10, default="pending", index=True)  # notify.rows.STATES
+    attempts = IntegerField(default=0)
+    last_error = TextField(default="")
+    created = DateTimeField(default=utcnow)
+    next_attempt = DateTimeField(null=True)
+    #: when a sender took the row (a lease: a sender that died leaves it to the repair sweep)
+    claimed = DateTimeField(null=True)
+    sent = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("subject", "event", "key"), True),)
+
+
+class CallbackSecret(BaseModel):
+    """A token secret its user chose (a CI system's key), sealed with the server's secret key so a
+    notify callback naming the token's description can send it; other tokens stay hashed only."""
+
+    token = ForeignKeyField(Token, unique=True, backref="callback_secret", on_delete="CASCADE")
+    sealed = TextField()
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
     name = CharField(max_length=100)
@@ -264,4 +302,4 @@ MODELS = [
     TestCase,
 ]
 #: tables added by later migrations (m0002...)
-MODELS_LATER = [PlaybookRun]
+MODELS_LATER = [PlaybookRun, Notification, CallbackSecret]

@@ -23,7 +23,7 @@ from .config import Settings
 from .db import database, exclusive, is_sqlite, write_txn
 from .devicecfg import health_check_definition, render
 from .errors import ApiError
-from .events import wake_worker
+from .events import WORKER_OFFLINE, job_changed, publish, wake_worker
 from .lab import jobs, workers
 from .lab.devices import HEALTH_ACTOR, set_health
 from .models import Device, DeviceTag, DeviceType, GroupMember, JobTag, TestJob, User, Worker, utcnow
@@ -62,8 +62,9 @@ def check_workers(settings: Settings, report: PassReport) -> None:
     now = utcnow()
     stale = now - timedelta(seconds=settings.worker_heartbeat_timeout)
     for worker in list(Worker.select().where(Worker.state == WorkerState.ONLINE, Worker.last_ping < stale)):
-        Worker.update(state=WorkerState.OFFLINE, offline_since=now).where(
-            Worker.id == worker.id, Worker.state == WorkerState.ONLINE).execute()
+        if Worker.update(state=WorkerState.OFFLINE, offline_since=now).where(
+                Worker.id == worker.id, Worker.state == WorkerState.ONLINE).execute():
+            publish(WORKER_OFFLINE, worker.id)
         report.workers_offline.append(worker.hostname)
         log.warning("worker %s missed its heartbeats (last %s): Offline", worker.hostname, worker.last_ping)
     for job_id in workers.end_abandoned_jobs(settings.worker_offline_grace):
@@ -335,6 +336,7 @@ def expire_queued(report: PassReport) -> None:
             broken.append(job_id)
     if not due and not broken:
         return
+    expired: list[int] = []
     with write_txn():
         for chunk in _chunks(broken):
             TestJob.update(queue_timeout=None).where(TestJob.id.in_(chunk)).execute()
@@ -348,7 +350,10 @@ def expire_queued(report: PassReport) -> None:
                     state=JobState.FINISHED, health=JobHealth.CANCELED, end_time=now,
                     failure_comment=f"queue timeout: not scheduled within {timeout} s",
                 ).where(TestJob.id.in_(still), TestJob.state == JobState.SUBMITTED).execute()
-                report.timed_out.extend(still)
+                expired.extend(still)
+    report.timed_out.extend(expired)
+    for job_id in expired:  # after the commit: whoever hears it reads the job Finished
+        job_changed(job_id, "finished")
 
 
 def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:

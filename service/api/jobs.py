@@ -1,4 +1,4 @@
-"""REST: test jobs — submit, list, show, cancel, resubmit, definition, config, logs, results."""
+"""REST: test jobs — submit, list, show, cancel, resubmit, definition, config, logs, results, notifications."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import json
 
 from bottle import HTTPResponse, request
 
+from .. import auth
 from ..errors import ApiError, bad_request
 from ..lab import job_views, jobs, results
 from ..lab.job_views import job_json
 from ..logstore import JobFolder
 from ..models import TestJob
+from ..notify import rows as notifications
 from ..plugins import current_user, json_body, json_response
 from ..states import JobState
 from . import Routes
@@ -157,3 +159,11 @@ def job_results(job_id: int) -> HTTPResponse | list:
     if fmt != "json":
         raise bad_request("format must be json, yaml or junit", "format")
     return HTTPResponse(json.dumps(results.as_json(job, rows)), headers={"Content-Type": "application/json"})
+
+
+@routes.get("/<job_id:int>/notifications", access="the submitter and admins (the rows name their recipients)")
+def job_notifications(job_id: int) -> dict:
+    """The job's notifications: one row per event and recipient, with state, attempts and last error."""
+    user = current_user()
+    found = notifications.for_job(get_visible(job_id), user, auth.is_admin(user))
+    return {"count": len(found), "results": [notifications.notification_json(n) for n in found]}

@@ -47,8 +47,10 @@ def set_health(device: Device, health: DeviceHealth, reason: str, actor: str) ->
     if current.health == health:
         return False
     Device.update(health=health).where(Device.id == device.id).execute()
-    HealthHistory.create(device=device, old_health=current.health, new_health=health, reason=reason, actor=actor)
+    entry = HealthHistory.create(device=device, old_health=current.health, new_health=health, reason=reason,
+                                 actor=actor)
     device.health = health
+    events.publish(events.DEVICE_HEALTH, device.id, entry.id, int(health))
     if health == DeviceHealth.RETIRED and current.current_job_id:
         TestJob.update(state=JobState.CANCELING).where(
             TestJob.id == current.current_job_id,

@@ -34,6 +34,7 @@ from ..models import (
     User,
     utcnow,
 )
+from ..notify.rules import check_notify
 from ..states import PRIORITY_NAMES, DeviceHealth, DeviceState, JobHealth, JobState
 from .definitions import parse, seconds
 from .devices import HEALTH_ACTOR, set_health
@@ -73,6 +74,7 @@ def check_definition(user: User | None, text: str, settings: Settings) -> Submis
     if user is not None and not settings.open_submission and not auth.has_perm(user, "submit"):
         raise forbidden(f"user '{user.username}' may not submit jobs (needs the 'submit' permission)")
     _check_devices(user, device_type, tags)
+    check_notify(job.get("notify"))
     visibility = job.get("visibility", "public")
     return Submission(
         text=text,
@@ -217,6 +219,8 @@ def cancel(user: User, job: TestJob) -> TestJob:
     job = TestJob.get_by_id(job.id)
     if job.state == JobState.CANCELING:
         events.wake_worker(job.worker_id)
+    elif done:
+        events.job_changed(job.id, "finished")
     return job
 
 
@@ -250,13 +254,15 @@ def open_for_reports(job_id: int, lock: bool = True) -> TestJob:
 def mark_running(job: TestJob) -> TestJob:
     with write_txn():
         open_for_reports(job.id)
-        TestJob.update(state=JobState.RUNNING, start_time=utcnow()).where(
+        started = TestJob.update(state=JobState.RUNNING, start_time=utcnow()).where(
             TestJob.id == job.id, TestJob.state == JobState.SCHEDULED
         ).execute()
         if job.actual_device_id:
             Device.update(state=DeviceState.RUNNING).where(
                 Device.id == job.actual_device_id, Device.current_job == job.id
             ).execute()
+    if started:
+        events.job_changed(job.id, "running")
     return TestJob.get_by_id(job.id)
 
 
@@ -310,6 +316,7 @@ def finish(job: TestJob, result: JobResult, actor: str = HEALTH_ACTOR, recheck: 
             Device.update(state=DeviceState.IDLE, current_job=None).where(Device.id == device.id).execute()
             _device_health_after(device, job, health, error_type, error_msg, actor, recheck)
     events.schedule_soon(f"job {job.id} finished")
+    events.job_changed(job.id, "finished")
     return TestJob.get_by_id(job.id)
 
 

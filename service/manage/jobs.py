@@ -1,4 +1,5 @@
-"""`manage jobs validate FILE...`: the verdict REST validate and XML-RPC validate give, offline.
+"""`manage jobs validate FILE...`: the verdict REST validate and XML-RPC validate give, offline;
+`manage jobs details ID`: a job and its notifications (state, attempts, last error per recipient).
 
 The lab itself asks (no user): the definition is checked against the schema and the lab
 (device type, tags, usable devices), as a submission is, but not against anyone's permissions.
@@ -9,10 +10,14 @@ from __future__ import annotations
 import argparse
 
 from ..config import Settings
+from ..errors import ApiError
 from ..lab import jobs
-from .common import add_verb, emit, formats, noun, read_file
+from ..models import TestJob
+from ..notify import rows as notifications
+from .common import add_verb, details, emit, formats, noun, read_file
 
 VERDICT_COLUMNS = ["file", "valid", "path", "error"]
+NOTIFICATION_COLUMNS = ["id", "event", "method", "recipient", "state", "attempts", "last_error"]
 
 
 def verdict(file: str, settings: Settings) -> dict:
@@ -40,8 +45,29 @@ def jobs_validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(row["valid"] for row in rows) else 1
 
 
+def jobs_details(args: argparse.Namespace, settings: Settings) -> int:
+    """The job's fields, then its notifications as a table (or everything as JSON)."""
+    job = TestJob.get_or_none(TestJob.id == args.id)
+    if job is None:
+        raise ApiError(404, f"job '{args.id}' does not exist")
+    rows = [notifications.notification_json(n) for n in notifications.for_job(job, None, admin=True)]
+    shape = jobs.job_json(job)
+    if args.format == "json":
+        emit([{**shape, "notifications": rows}], [], "json")
+        return 0
+    details(shape)
+    print(f"\nnotifications ({len(rows)}):" if rows else "\nnotifications: none")
+    if rows:
+        emit(rows, NOTIFICATION_COLUMNS, args.format)
+    return 0
+
+
 def add_arguments(sub: argparse._SubParsersAction) -> None:
-    p = add_verb(noun(sub, "jobs", "job definitions"), "validate", jobs_validate,
+    verbs = noun(sub, "jobs", "job definitions, a job's details and notifications")
+    p = add_verb(verbs, "validate", jobs_validate,
                  "check job definitions as a submission would (exit 1 when one is invalid)")
     p.add_argument("files", nargs="+", metavar="FILE", help="job definition (YAML or JSON; '-': stdin)")
+    formats(p)
+    p = add_verb(verbs, "details", jobs_details, "show a job and its notifications (state, attempts, last error)")
+    p.add_argument("id", type=int, metavar="ID")
     formats(p)

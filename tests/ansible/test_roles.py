@@ -58,10 +58,23 @@ def verify_units(folder: Path) -> None:
     assert out.returncode == 0 and not noise, out.stderr
 
 
+#: notification settings as an admin gives them (docs/notifications.md); the server must start with them
+NOTIFY_VARS = {"dutlab_server_email_host": "smtp.example.org", "dutlab_server_email_port": 587,
+               "dutlab_server_email_starttls": True, "dutlab_server_email_username": "lab",
+               "dutlab_server_email_password": "mail-pw", "dutlab_server_admins": ["ops@example.org", "admin"],
+               "dutlab_server_callback_allowed_hosts": ["*.kernelci.example"], "dutlab_server_callback_timeout": 7}
+
+
 def test_site_converges_idempotently_and_runs_the_lab(role_lab, tmp_path):
-    inventory = role_lab.inventory()
+    inventory = role_lab.inventory(server=NOTIFY_VARS)
     first = play(SITE, tmp_path, inventory=inventory, cmdline="--diff")
     assert first.changed, first.stdout[-3000:]
+    server_yaml = yaml.safe_load((role_lab.etc / "server.yaml").read_text())
+    assert server_yaml["email"] == {"host": "smtp.example.org", "port": 587, "sender": "dutlab@localhost",
+                                    "username": "lab", "password": "mail-pw", "starttls": True, "ssl": False,
+                                    "sendmail": "", "timeout": 30}
+    assert (server_yaml["admins"], server_yaml["callback_allowed_hosts"], server_yaml["callback_timeout"]) == (
+        ["ops@example.org", "admin"], ["*.kernelci.example"], 7)
 
     # the server answers, the worker is Online, the token files are private
     assert role_lab.api("GET", "/api/v1/system/version").status == 200

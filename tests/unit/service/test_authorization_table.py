@@ -65,6 +65,8 @@ TABLE: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/jobs/<job_id:int>/description"): Row(DEVICE_READERS),
     ("GET", "/api/v1/jobs/<job_id:int>/logs"): Row(EVERYONE),
     ("GET", "/api/v1/jobs/<job_id:int>/results"): Row(EVERYONE),
+    # they name recipients: the submitter (`owner` here) and admins
+    ("GET", "/api/v1/jobs/<job_id:int>/notifications"): Row((401, 403, 200, 200, 200, 403)),
     # devices
     ("GET", "/api/v1/devices"): Row(EVERYONE),
     ("POST", "/api/v1/devices"): Row(ADMINS_CREATE, lambda w: {"hostname": f"new-{w.c}", "device_type": w.dtype,

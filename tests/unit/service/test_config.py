@@ -27,6 +27,9 @@ def test_defaults_derive_from_data_dir():
     ({"template_dirs": "/etc"}, "template_dirs"),
     ({"email": {"hots": "x"}}, "email.hots"),
     ({"open_submission": "yes"}, "open_submission"),
+    ({"email": {"starttls": True, "ssl": True}}, "email.ssl"),
+    ({"callback_allowed_hosts": "*.example.org"}, "callback_allowed_hosts"),
+    ({"admins": [{"name": "x"}]}, "admins"),
 ])
 def test_bad_settings_are_refused_with_their_key(data, key):
     with pytest.raises(ConfigError) as err:
