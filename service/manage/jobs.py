@@ -11,7 +11,7 @@ import argparse
 
 from ..config import Settings
 from ..errors import ApiError
-from ..lab import jobs
+from ..lab import job_views, jobs
 from ..models import TestJob
 from ..notify import rows as notifications
 from .common import add_verb, details, emit, formats, noun, read_file
@@ -51,7 +51,7 @@ def jobs_details(args: argparse.Namespace, settings: Settings) -> int:
     if job is None:
         raise ApiError(404, f"job '{args.id}' does not exist")
     rows = [notifications.notification_json(n) for n in notifications.for_job(job, None, admin=True)]
-    shape = jobs.job_json(job)
+    shape = job_views.job_json(job)
     if args.format == "json":
         emit([{**shape, "notifications": rows}], [], "json")
         return 0
