@@ -40,7 +40,8 @@ from test_plumbing_roles import (  # noqa: F401 - fixtures
     system_ser2net,
 )
 
-from labkit.board import EmulatedBoardLab, default_mac, free_tcp_port, missing_prerequisites
+from labkit import free_port
+from labkit.board import EmulatedBoardLab, default_mac, missing_prerequisites
 
 pytestmark = [pytest.mark.ansible, pytest.mark.qemu, pytest.mark.board, pytest.mark.slow]
 
@@ -112,7 +113,7 @@ def test_boards_inventory_board_passes_its_health_check(
         system_ser2net, dnsmasq_instance, served_dirs, pdu_host, dutlab_wheel, tmp_path):  # noqa: F811
     prerequisites()
     _, pdu_vars = pdu_host
-    console_port = free_tcp_port()
+    console_port = free_port()
     inventory = inventory_copy(tmp_path, console_port, pdu_vars)
     hardware_dir = served_dirs / "board-lab"
     tftp_root = served_dirs / "tftp"

@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 import yaml
 
-from labkit import REPO, Lab, start_lab
-from labkit.board import ASSETS, EmulatedBoardLab, free_tcp_port, missing_prerequisites
+from labkit import REPO, Lab, free_port, start_lab
+from labkit.board import ASSETS, EmulatedBoardLab, missing_prerequisites
 
 pytestmark = [pytest.mark.qemu, pytest.mark.board]
 
@@ -328,7 +328,7 @@ def test_a_pdu_command_that_fails_is_an_infrastructure_error_with_its_output(lab
 
 
 def test_a_refused_console_connection_names_host_port_ser2net_and_the_device_node(lab: BoardJobs) -> None:
-    closed = free_tcp_port()
+    closed = free_port()
     with lab.changed(connection_command=f"telnet 127.0.0.1 {closed}"):
         out = lab.run(variant(tests=False))
         assert out.failed("Infrastructure") == (

@@ -19,7 +19,8 @@ import pexpect
 import pytest
 import yaml
 
-from labkit.board import ASSETS, EmulatedBoardLab, free_tcp_port, missing_prerequisites
+from labkit import free_port
+from labkit.board import ASSETS, EmulatedBoardLab, missing_prerequisites
 
 pytestmark = [pytest.mark.qemu, pytest.mark.board]
 
@@ -187,7 +188,7 @@ def test_failures_an_admin_sees(board, tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert nobody.returncode == 1 and "127.1.2.3:16421" in nobody.stderr, nobody
     # a console port ser2net does not export: telnet is refused
-    refused = subprocess.run(["telnet", "127.0.0.1", str(free_tcp_port())], capture_output=True, text=True,
+    refused = subprocess.run(["telnet", "127.0.0.1", str(free_port())], capture_output=True, text=True,
                              timeout=60, stdin=subprocess.DEVNULL)
     assert refused.returncode != 0 and "Connection refused" in refused.stdout + refused.stderr, refused
     # the board's plug is out: pdudaemon switches the outlet and says so, the board never talks
