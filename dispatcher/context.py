@@ -86,6 +86,8 @@ class JobContext:
     tftp: TftpFiles | None = None
     #: boot: the bootloader commands with their placeholders filled in (bootloader-overlay)
     bootloader_commands: list[str] = field(default_factory=list)
+    #: the worker's env-dut.yaml from the server (removes, overrides) for the test shell
+    env_dut: dict[str, Any] = field(default_factory=dict)
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())

@@ -21,6 +21,18 @@ class JobError(DutlabError):
     error_type = ErrorType.JOB
 
 
+class InvalidJob(JobError):
+    """A job that cannot be built or run on this device, found before anything runs.
+
+    :param path: where in the job the first problem is (``actions[1].test``): the server's
+        answer to a submission names it.
+    """
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class TestError(DutlabError):
     """The test itself asked to stop (lava-test-raise) or broke the test shell protocol."""
 

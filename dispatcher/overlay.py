@@ -51,8 +51,11 @@ def write_scripts(root: Path, shell: str = "/bin/sh") -> None:
         path.chmod(0o755)
 
 
-def write_environment(root: Path, variables: Mapping[str, Any], secrets: Mapping[str, Any]) -> None:
-    lines = [f"export {key}={shlex.quote(str(value))}" for key, value in variables.items()]
+def write_environment(root: Path, variables: Mapping[str, Any], secrets: Mapping[str, Any],
+                      unset: Iterable[str] = ()) -> None:
+    """``environment`` (sourced before the tests: `unset` names first, then the exports) and ``secrets``."""
+    lines = [f"unset {name}" for name in unset if name not in variables]
+    lines += [f"export {key}={shlex.quote(str(value))}" for key, value in variables.items()]
     (root / "environment").write_text("".join(line + "\n" for line in lines))
     (root / "secrets").write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
 

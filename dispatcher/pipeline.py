@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import Bug, ConfigurationError, DutlabError, JobCanceled, JobError, JobTimeout
+from .errors import Bug, ConfigurationError, DutlabError, InfrastructureError, InvalidJob, JobCanceled, JobTimeout
 from .interrupts import Expired, Interrupts
 from .protocol import JobResult
 from .schema.common import JobDefinitionError
@@ -152,13 +152,36 @@ class Pipeline:
 
     # -- validation and description ---------------------------------------------------------
 
-    def validate(self) -> None:
-        """Ask every action; raise one JobError listing every problem, before anything runs."""
-        problems: list[str] = []
-        for action in self._walk(self.actions):
-            problems += [f"{action.level} {action.name}: {p}" for p in action.validate(self.ctx)]
+    def validate(self, host_checks: bool = True) -> None:
+        """Ask every action; raise one InvalidJob listing every problem, before anything runs
+        (`host_checks`: see `problems`)."""
+        problems = self.problems(host_checks)
         if problems:
-            raise JobError("invalid job: " + "; ".join(problems))
+            raise InvalidJob("invalid job: " + "; ".join(text for _, text in problems), self._path(problems[0][0]))
+
+    def _path(self, action: Action) -> str:
+        """The job block a (top-level or child) action was built from: ``actions[1].test``."""
+        index = int(action.level.split(".")[0]) - 1
+        blocks = self.ctx.job.get("actions") or []
+        return f"actions[{index}].{next(iter(blocks[index]))}" if 0 <= index < len(blocks) else "actions"
+
+    def problems(self, host_checks: bool = True) -> list[tuple[Action, str]]:
+        """Each action's problems with the job, as (action, "<level> <name>: <sentence>").
+
+        An action returns the job's problems and raises for the lab's (a program missing on the
+        worker, a device configuration it cannot use). Without `host_checks` (the server, which
+        is not the worker) those raised ones are left to the worker that runs the job.
+        """
+        problems: list[tuple[Action, str]] = []
+        for action in self._walk(self.actions):
+            try:
+                found = action.validate(self.ctx)
+            except (InfrastructureError, ConfigurationError):
+                if host_checks:
+                    raise
+                continue
+            problems += [(action, f"{action.level} {action.name}: {p}") for p in found]
+        return problems
 
     def describe(self) -> list[dict[str, Any]]:
         return [_describe(a) for a in [*self.actions, self.finalize]]

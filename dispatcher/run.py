@@ -29,13 +29,10 @@ from typing import Any
 
 import yaml
 
-from . import __version__, envfile
-from .actions.finalize import Finalize
-from .actions.registry import build_actions
+from . import __version__, envfile, plan, workerfiles
 from .context import JobContext
 from .errors import ConfigurationError, DutlabError, InfrastructureError, JobCanceled, JobError
 from .log import JobLogger, read_log
-from .pipeline import Pipeline
 from .protocol import ErrorType, JobResult
 from .schema.common import JobDefinitionError
 from .schema.loader import parse_job
@@ -55,6 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
                    help=f"download cache and scratch space (default {DEFAULT_WORK_DIR})")
     p.add_argument("--env-file", type=Path, help="env.yaml (purge/removes/overrides) for this run")
+    p.add_argument("--env-dut", type=Path, help="env-dut.yaml (removes/overrides) for the test shell on the device")
     p.add_argument("--tftp-root", type=Path, default=DEFAULT_TFTP_ROOT,
                    help=f"the TFTP server's root: deploy to: tftp stages files there (default {DEFAULT_TFTP_ROOT})")
     p.add_argument("--dispatcher-ip", default="", help="the address boards reach this worker's TFTP server on "
@@ -110,10 +108,10 @@ def _run_job(args: argparse.Namespace, logger: JobLogger) -> JobResult:
     ctx: JobContext | None = None
     try:
         ctx = _prepare(args, logger)
-        actions = build_actions(ctx)
-        pipeline = Pipeline(ctx, actions, Finalize())
+        pipeline = plan.build(ctx)
         pipeline.validate()
-        _write_description(args.output_dir, ctx, pipeline)
+        description = plan.description(ctx, pipeline)
+        (args.output_dir / "description.yaml").write_text(yaml.safe_dump(description, sort_keys=False))
         if _CANCELED:
             raise JobCanceled(_CANCELED[0])
     except DutlabError as exc:
@@ -129,6 +127,7 @@ def _prepare(args: argparse.Namespace, logger: JobLogger) -> JobContext:
             raise ConfigurationError(str(exc)) from None
         os.environ.clear()
         os.environ.update(env)
+    env_dut = _load_env_dut(args.env_dut) if args.env_dut else {}
     job = _load_job(args.job)
     for secret in (job.get("secrets") or {}).values():
         logger.add_secret(str(secret))
@@ -138,7 +137,16 @@ def _prepare(args: argparse.Namespace, logger: JobLogger) -> JobContext:
     roots = None if args.file_roots is None else (*args.file_roots, args.output_dir.absolute(), tmp_dir)
     return JobContext(job_id=args.job_id, job=job, device=device, logger=logger, output_dir=args.output_dir,
                       work_dir=args.work_dir, tmp_dir=tmp_dir, tftp_root=args.tftp_root,
-                      dispatcher_ip=args.dispatcher_ip, file_roots=roots)
+                      dispatcher_ip=args.dispatcher_ip, file_roots=roots, env_dut=env_dut)
+
+
+def _load_env_dut(path: Path) -> dict[str, Any]:
+    try:
+        return workerfiles.parse("env-dut", path.read_text())
+    except OSError as exc:
+        raise InfrastructureError(f"cannot read the env-dut file {path}: {exc}") from None
+    except workerfiles.WorkerFileError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from None
 
 
 def _load_job(path: Path) -> dict[str, Any]:
@@ -170,16 +178,6 @@ def _scratch_dir(work_dir: Path, job_id: int) -> Path:
     except OSError as exc:
         raise InfrastructureError(f"cannot create a scratch directory in {work_dir}: {exc} "
                                   "(use --work-dir)") from None
-
-
-def _write_description(output_dir: Path, ctx: JobContext, pipeline: Pipeline) -> None:
-    description = {
-        "job": {"id": ctx.job_id, "name": ctx.job.get("job_name", ""),
-                "timeout": pipeline.job_timeout},
-        "device": {"hostname": ctx.device.get("hostname", ""), "devicetype": ctx.device.get("devicetype", "")},
-        "pipeline": pipeline.describe(),
-    }
-    (output_dir / "description.yaml").write_text(yaml.safe_dump(description, sort_keys=False))
 
 
 def _fail_before_start(logger: JobLogger, exc: DutlabError, ctx: JobContext | None) -> JobResult:

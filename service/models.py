@@ -65,6 +65,17 @@ class GroupPermission(BaseModel):
         indexes = ((("group", "perm"), True),)
 
 
+class UserPermission(BaseModel):
+    """A permission granted to one user directly (LAVA's per-user permissions), besides groups."""
+
+    user = ForeignKeyField(User, backref="permissions", on_delete="CASCADE")
+    #: one of states.PERMISSIONS
+    perm = CharField(max_length=40)
+
+    class Meta:
+        indexes = ((("user", "perm"), True),)
+
+
 class Token(BaseModel):
     """An API token; only its SHA-256 is stored, the secret is shown once."""
 
@@ -109,6 +120,19 @@ class Worker(BaseModel):
     offline_since = DateTimeField(null=True)
     #: bumped whenever the worker has something new to do; long-polls watch it
     wake_seq = IntegerField(default=0)
+
+
+class WorkerFile(BaseModel):
+    """A file the server keeps for one worker and sends with each of its jobs (lab/worker_files.py):
+    LAVA's dispatcher.d/<worker>.yaml (`dispatcher`), env.yaml (`env`), env-dut.yaml (`env-dut`)."""
+
+    worker = ForeignKeyField(Worker, backref="files", on_delete="CASCADE")
+    kind = CharField(max_length=20)
+    text = TextField(default="")
+    updated = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("worker", "kind"), True),)
 
 
 class Device(BaseModel):
@@ -175,6 +199,9 @@ class TestJob(BaseModel):
     #: SHA-256 of the per-job token handed to the worker with the job
     token_hash = CharField(max_length=64, default="")
     metadata = TextField(default="{}")
+    #: the highest compatibility of the job's methods when it was submitted (a worker that offers
+    #: less refuses it: dispatcher/actions/compatibility.py); LAVA's `pipeline_compatibility`
+    pipeline_compatibility = IntegerField(default=1)
 
 
 class JobTag(BaseModel):
@@ -302,4 +329,4 @@ MODELS = [
     TestCase,
 ]
 #: tables added by later migrations (m0002...)
-MODELS_LATER = [PlaybookRun, Notification, CallbackSecret]
+MODELS_LATER = [PlaybookRun, Notification, CallbackSecret, WorkerFile, UserPermission]

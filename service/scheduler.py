@@ -166,7 +166,7 @@ def health_user() -> User:
 
 def start_health_check(device: Device, definition: str, settings: Settings) -> TestJob | None:
     try:
-        sub = jobs.check_definition(None, definition, settings)
+        sub = jobs.check_definition(None, definition, settings, device=device)
     except ApiError as exc:
         set_health(device, DeviceHealth.BAD, f"invalid health check: {exc.path}: {exc.message}", HEALTH_ACTOR)
         return None

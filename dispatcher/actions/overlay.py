@@ -85,7 +85,8 @@ class LavaOverlay(Action):
         shutil.rmtree(root, ignore_errors=True)
         shell = ctx.constant("posix", "lava_test_sh_cmd", default="/bin/sh")
         overlay.write_scripts(root, shell)
-        overlay.write_environment(root, _environment(ctx), ctx.job.get("secrets") or {})
+        overlay.write_environment(root, _environment(ctx), ctx.job.get("secrets") or {},
+                                  unset=ctx.env_dut.get("removes") or [])
         ctx.overlay = Overlay(root=root, dut_path=ctx.results_dir, label=f"lava-{ctx.job_id}")
         for stage in range(len(ctx.test_actions())):
             dirs = [f"{ctx.results_dir}/{p.relative_dir()}" for p in self.planned if p.stage == stage]
@@ -102,6 +103,10 @@ def _environment(ctx: JobContext) -> dict[str, Any]:
         "LAVA_JOB_TAGS": " ".join(map(str, ctx.job.get("tags") or [])),
     }
     variables.update(ctx.device.get("environment") or {})
+    # the worker's env-dut.yaml (the server sends it), then the job's own environment
+    for name in ctx.env_dut.get("removes") or []:
+        variables.pop(name, None)
+    variables.update(ctx.env_dut.get("overrides") or {})
     variables.update(ctx.job.get("environment") or {})
     return variables
 

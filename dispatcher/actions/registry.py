@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from ..context import JobContext
-from ..errors import JobError
+from ..errors import InvalidJob
 from ..pipeline import Action
 from . import (
     boot_minimal,
@@ -59,20 +59,23 @@ def build_actions(ctx: JobContext) -> list[Action]:
     """
     actions: list[Action] = []
     problems: list[str] = []
+    first = ""
     for index, item in enumerate(ctx.job.get("actions") or []):
         (kind, params), = item.items()
         path = f"actions[{index}].{kind}"
         modules = METHODS.get(kind)
         if modules is None:
             problems.append(f"{path}: unknown action; dutlab-run runs {', '.join(METHODS)}")
+            first = first or path
             continue
         action, reasons = _select(modules, ctx, params)
         if action is None:
             problems.append(f"{path}: no method accepts it: {'; '.join(reasons)}")
+            first = first or path
         else:
             actions.append(action)
     if problems:
-        raise JobError("invalid job: " + "; ".join(problems))
+        raise InvalidJob("invalid job: " + "; ".join(problems), first)
     return actions
 
 

@@ -25,12 +25,12 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
-from .. import __version__, envfile
+from .. import __version__, envfile, workerfiles
 from ..jobsdb import CANCELING, FINISHED, FORGOTTEN, RUNNING, Job, JobsDB, process_start_ticks
 from ..protocol import PROTOCOL, ApiError, Client, ServerUnreachable, job_path, poll_path
 from ..upload import sync_finished_job
 from .config import Config, ConfigError
-from .runs import Run, end_session, final_result, find_spawned, kill_group, resolve_command, write_private
+from .runs import Run, end_session, final_result, find_spawned, incompatible, kill_group, resolve_command, write_private
 
 log = logging.getLogger("dutlab.worker")
 
@@ -199,6 +199,11 @@ class Worker:
             return
         run = Run(self.db.add(job_id, token, job_dir))
         self.runs[job_id] = run
+        refused = incompatible(info, job_dir, job_id, self.cfg.name)
+        if refused:  # reported as dutlab-run would, without starting it
+            log.error("job %d: refused: %s", job_id, refused)
+            self._finished(run, None)
+            return
         self._spawn(run, info)
         try:
             job_client.post(job_path(job_id, "state"), {"state": "Running"})
@@ -216,13 +221,16 @@ class Worker:
 
     def _spawn(self, run: Run, info: dict[str, Any]) -> None:
         d = Path(run.job.job_dir)
+        server = workerfiles.run_settings(info, d)  # the server's files for this worker; its own settings win
         argv = [*self.run_argv, str(d / "job.yaml"), "--device", str(d / "device.yaml"),
                 "--output-dir", str(d / "output"), "--job-id", str(run.job.id),
-                "--work-dir", str(self.work_dir), "--server", self.cfg.url,
+                "--work-dir", server["work_dir"] or str(self.work_dir), "--server", self.cfg.url,
                 "--job-token-file", str(d / "token"), "--tftp-root", self.cfg.tftp_root,
                 "--file-roots", ":".join(self.cfg.file_roots)]
-        if self.cfg.dispatcher_ip:
-            argv += ["--dispatcher-ip", self.cfg.dispatcher_ip]
+        if self.cfg.dispatcher_ip or server["dispatcher_ip"]:
+            argv += ["--dispatcher-ip", self.cfg.dispatcher_ip or server["dispatcher_ip"]]
+        if server["env_dut"]:
+            argv += ["--env-dut", server["env_dut"]]
         try:
             env = envfile.build([info.get("env"), self.env_spec], os.environ)
             with open(d / "run.log", "ab") as out:

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import yaml
 
+from .. import __version__
+from ..actions.compatibility import refusal
 from ..jobsdb import Job, process_start_ticks, process_stat
+from ..log import JobLogger
 from ..protocol import ErrorType, JobResult
 
 RUN_LOG_TAIL = 2000
@@ -148,3 +151,27 @@ def resolve_command(command: str) -> list[str]:
         found = str(beside) if beside.exists() else shutil.which(argv[0])
         argv[0] = found or argv[0]
     return argv
+
+
+def incompatible(info: dict, job_dir: Path, job_id: int, worker: str) -> str:
+    """Why this worker's dutlab cannot run a fetched job ('' when it can); when it cannot, the
+    job's log and result are written as dutlab-run would (the server computed the number with
+    its own code: dispatcher/actions/compatibility.py)."""
+    try:
+        job = yaml.safe_load(str(info.get("definition", ""))) or {}
+    except yaml.YAMLError:
+        return ""  # dutlab-run reports a definition it cannot read
+    required = info.get("compatibility")
+    required = required if isinstance(required, int) and not isinstance(required, bool) else 0
+    message = refusal(job, required, job_id, worker, __version__, str(info.get("server_version") or "")) \
+        if isinstance(job, dict) else ""
+    if message:
+        result = JobResult.failed(ErrorType.CONFIGURATION, message)
+        logger = JobLogger(job_dir / "output" / "output.yaml")
+        try:
+            logger.error(f"{result.error_type} error: {message}")
+            logger.results(result.results_record())
+        finally:
+            logger.close()
+        (job_dir / "output" / "result.yaml").write_text(yaml.safe_dump(result.to_mapping(), sort_keys=False))
+    return message

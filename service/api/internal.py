@@ -27,8 +27,9 @@ from dutlab.dispatcher.protocol import (
     supported,
 )
 
+from .. import __version__
 from ..errors import bad_request, conflict
-from ..lab import jobs, results, workers
+from ..lab import jobs, results, worker_files, workers
 from ..models import Worker
 from ..plugins import current_job, current_worker, json_body
 from ..states import JobState
@@ -65,8 +66,10 @@ def check_protocol(value: object) -> int:
         raise bad_request("'protocol' must be an integer", "protocol") from None
     if not supported(proto):
         spoken = f"{PROTOCOL}" if OLDEST_PROTOCOL == PROTOCOL else f"{OLDEST_PROTOCOL} to {PROTOCOL}"
-        raise conflict(f"worker protocol {proto} is not supported; the server speaks {spoken}: "
-                       "upgrade dutlab on this worker", "protocol")
+        # the side that is behind is the one to upgrade (upgrade the server first: docs/worker.md)
+        side = "upgrade dutlab on this worker" if proto < OLDEST_PROTOCOL else \
+            f"upgrade dutlab on the server (it runs {__version__}) before this worker"
+        raise conflict(f"worker protocol {proto} is not supported; the server speaks {spoken}: {side}", "protocol")
     return proto
 
 
@@ -138,8 +141,11 @@ def wait_for_work(worker: Worker, running: set[int], wait: float, interval: floa
 def fetch_job(job_id: int) -> dict:
     job = current_job()
     package = jobs.work_package(job, _settings())
+    files = worker_files.for_job(job.worker)  # LAVA's dispatcher.d/<worker>.yaml, env.yaml, env-dut.yaml
     return {"id": job.id, "protocol": PROTOCOL, "definition": package["definition"], "device": package["device"],
-            "env": {}, "env_dut": "", "log_line_count": package["log_line_count"]}
+            "dispatcher": files["dispatcher"], "env": files["env"], "env_dut": files["env_dut"],
+            "compatibility": package["compatibility"], "server_version": __version__,
+            "log_line_count": package["log_line_count"]}
 
 
 @routes.post(rule(JOB_STATE), auth="job")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from bottle import HTTPResponse, request
 
-from ..lab import workers
+from ..lab import worker_files, workers
 from ..lab.checks import page
 from ..plugins import current_user, json_body, json_response
 from . import Routes
+from .devices import text_body
 
 routes = Routes("/api/v1/workers")
 
@@ -43,3 +44,16 @@ def delete_worker(name: str) -> HTTPResponse:
 @routes.post("/<name>/token", auth="admin")
 def renew_token(name: str) -> dict:
     return {"hostname": name, "token": workers.regenerate_worker_token(name)}
+
+
+@routes.get("/<name>/files/<kind>", auth="admin")
+def get_file(name: str, kind: str) -> dict:
+    """A per-worker file: config (LAVA's dispatcher.d/<worker>.yaml), env or env-dut."""
+    return {"hostname": name, "kind": worker_files.kind_of(kind), "text": worker_files.get_text(name, kind)}
+
+
+@routes.put("/<name>/files/<kind>", auth="admin")
+def put_file(name: str, kind: str) -> dict:
+    """Store a per-worker file (checked as the worker reads it; empty text deletes it)."""
+    worker_files.set_text(name, kind, text_body("text"))
+    return {"hostname": name, "kind": worker_files.kind_of(kind), "text": worker_files.get_text(name, kind)}

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from .. import __version__, migrations
 from ..config import Settings
-from ..models import Device, TestJob
+from ..models import Device, TestJob, WorkerFile
 from .archive import DB_MEMBER, FORMAT, MANIFEST, BackupError, Say, database_kind, run_pg, sqlite_path
 
 #: per-job lock files and half-written files are recreated or discarded by the log store
@@ -118,7 +118,8 @@ def base_manifest(settings: Settings, config_file: str | None) -> dict[str, Any]
         "source": {"settings_file": config_file or "", "data_dir": settings.data_dir,
                    "output_dir": settings.output_dir, "template_dirs": settings.template_dirs,
                    "health_checks_dir": settings.health_checks_dir, "secret_key_file": settings.secret_key_file},
-        "counts": {"jobs": TestJob.select().count(), "devices": Device.select().count()},
+        "counts": {"jobs": TestJob.select().count(), "devices": Device.select().count(),
+                   "worker_files": WorkerFile.select().count()},
     }
 
 

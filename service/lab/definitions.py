@@ -1,15 +1,18 @@
-"""Job definitions against the dispatcher's schema: the one door the server has to it.
+"""Job definitions against the dispatcher's schema and pipeline: the one door the server has to them.
 
-The worker validates the same definition with the same code before it runs anything, so the
-server refuses exactly what a worker would. Every other module asks here (submissions in
-`jobs.py`, health checks in `device_types.py`), so a change of the schema's home is a change
-of the import line below only.
+The worker validates the same definition with the same code, and builds the same pipeline,
+before it runs anything, so the server refuses exactly what a worker would. Every other module
+asks here (submissions in `jobs.py` through `pipelines.py`, health checks in `device_types.py`),
+so a change of the dispatcher's layout is a change of the import lines below only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from dutlab.dispatcher import plan
+from dutlab.dispatcher.actions.compatibility import job_compatibility
+from dutlab.dispatcher.errors import ConfigurationError, InvalidJob
 from dutlab.dispatcher.schema.common import MAX_TIMEOUT_SECONDS, TIMEOUT_UNITS, JobDefinitionError, timeout_seconds
 from dutlab.dispatcher.schema.loader import parse_job
 
@@ -41,3 +44,23 @@ def stored_seconds(timeout: Any) -> int:
     if len(units) != 1 or isinstance(units[0][1], bool) or not isinstance(units[0][1], int):
         raise ValueError(f"the timeout {timeout!r} has no single whole number of days, hours, minutes or seconds")
     return min(units[0][0] * max(0, units[0][1]), MAX_TIMEOUT_SECONDS)
+
+
+def compatibility(job: dict[str, Any]) -> int:
+    """The pipeline compatibility a worker needs for `job` (dispatcher/actions/compatibility.py)."""
+    return job_compatibility(job)[0]
+
+
+def pipeline(job: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline description of `job` on a device with configuration `device`, built as
+    dutlab-run builds it; ApiError(400, dutlab-run's message, path) when it cannot run there.
+
+    :raises ConfigurationError: the device configuration is unusable (the device's fault).
+    """
+    try:
+        return plan.check(job, device)
+    except InvalidJob as exc:
+        raise ApiError(400, str(exc), exc.path) from None
+
+
+__all__ = ["ConfigurationError", "compatibility", "parse", "pipeline", "seconds", "stored_seconds"]

@@ -36,8 +36,9 @@ from ..models import (
 )
 from ..notify.rules import check_notify
 from ..states import PRIORITY_NAMES, DeviceHealth, DeviceState, JobHealth, JobState
-from .definitions import parse, seconds
+from .definitions import compatibility, parse, seconds
 from .devices import HEALTH_ACTOR, set_health
+from .pipelines import runnable
 
 #: job states in which a worker holds the job
 ACTIVE = (JobState.SCHEDULED, JobState.RUNNING, JobState.CANCELING)
@@ -57,11 +58,16 @@ class Submission:
     visibility: str
     viewing_groups: list[Group]
     queue_timeout: int | None
+    #: the highest compatibility of its methods (dispatcher/actions/compatibility.py)
+    compatibility: int = 1
+    #: the pipeline it gets on a device of its type (None: no device configuration to build it)
+    description: dict | None = None
 
 
-def check_definition(user: User | None, text: str, settings: Settings) -> Submission:
+def check_definition(user: User | None, text: str, settings: Settings, device: Device | None = None) -> Submission:
     """Validate `text` for `user` (None: the lab itself, no permission checks); raise
-    ApiError(4xx, sentence, path) on the first problem: the schema's, then the lab's."""
+    ApiError(4xx, sentence, path) on the first problem: the schema's, the lab's, then the
+    pipeline's on the devices it may use (`device`: on that one, as for a health check)."""
     job = parse(text)
     if "lava-multinode" in (job.get("protocols") or {}):
         raise bad_request("MultiNode jobs are not supported yet; submit one job per device", "protocols")
@@ -73,8 +79,9 @@ def check_definition(user: User | None, text: str, settings: Settings) -> Submis
     groups = _viewing_groups(job.get("visibility", "public"))
     if user is not None and not settings.open_submission and not auth.has_perm(user, "submit"):
         raise forbidden(f"user '{user.username}' may not submit jobs (needs the 'submit' permission)")
-    _check_devices(user, device_type, tags)
+    devices = [device] if device is not None else _check_devices(user, device_type, tags)
     check_notify(job.get("notify"))
+    description = runnable(job, devices, settings)
     visibility = job.get("visibility", "public")
     return Submission(
         text=text,
@@ -85,6 +92,8 @@ def check_definition(user: User | None, text: str, settings: Settings) -> Submis
         visibility=visibility if isinstance(visibility, str) else "group",
         viewing_groups=groups,
         queue_timeout=_queue_timeout(job, settings),
+        compatibility=compatibility(job),
+        description=description,
     )
 
 
@@ -123,8 +132,9 @@ def _queue_timeout(job: dict, settings: Settings) -> int | None:
     return settings.queue_timeout_hours * 3600 or None
 
 
-def _check_devices(user: User | None, device_type: DeviceType, tags: list[Tag]) -> None:
-    """LAVA's submit-time check: some non-retired device of the type may run this job."""
+def _check_devices(user: User | None, device_type: DeviceType, tags: list[Tag]) -> list[Device]:
+    """LAVA's submit-time check: some non-retired device of the type may run this job; return
+    those that may."""
     devices = list(
         Device.select().where(Device.device_type == device_type, Device.health != DeviceHealth.RETIRED)
     )
@@ -133,10 +143,14 @@ def _check_devices(user: User | None, device_type: DeviceType, tags: list[Tag]) 
                           "device_type")
     wanted = {t.id for t in tags}
     groups = auth.group_ids(user) if user is not None else set()
+    usable = []
     for device in devices:
-        have = {dt.tag_id for dt in DeviceTag.select(DeviceTag.tag).where(DeviceTag.device == device)}
+        have = {dt.tag_id for dt in DeviceTag.select(DeviceTag.tag).where(DeviceTag.device == device)} \
+            if wanted else set()
         if wanted <= have and (user is None or auth.may_submit_to(user, device, groups)):
-            return
+            usable.append(device)
+    if usable:
+        return usable
     names = ", ".join(t.name for t in tags)
     if tags:
         raise bad_request(
@@ -169,6 +183,7 @@ def create(user: User, sub: Submission, *, health_check: bool = False, device: D
         visibility=sub.visibility,
         health_check=health_check,
         queue_timeout=sub.queue_timeout,
+        pipeline_compatibility=sub.compatibility,
         metadata=json.dumps({str(k): v for k, v in (sub.job.get("metadata") or {}).items()}, default=str),
     )
     for tag in sub.tags:
@@ -182,7 +197,11 @@ def submit(user: User, text: str, settings: Settings) -> list[TestJob]:
     sub = check_definition(user, text, settings)
     with write_txn():
         job = create(user, sub)
-    JobFolder(settings.output_dir, job.id).write("job.yaml", text)
+    folder = JobFolder(settings.output_dir, job.id)
+    folder.write("job.yaml", text)
+    if sub.description is not None:  # the pipeline as built at submission; the worker's replaces it
+        description = {**sub.description, "job": {**sub.description["job"], "id": job.id}}
+        folder.write("description.yaml", yaml.safe_dump(description, sort_keys=False))
     events.schedule_soon(f"job {job.id} submitted")
     return [job]
 
@@ -236,7 +255,8 @@ def work_package(job: TestJob, settings: Settings) -> dict:
     device_yaml = devicecfg.render_for_job(job, settings)
     folder = JobFolder(settings.output_dir, job.id)
     folder.write("device.yaml", device_yaml)
-    return {"definition": definition, "device": device_yaml, "log_line_count": folder.line_count()}
+    return {"definition": definition, "device": device_yaml, "log_line_count": folder.line_count(),
+            "compatibility": job.pipeline_compatibility}
 
 
 def open_for_reports(job_id: int, lock: bool = True) -> TestJob:

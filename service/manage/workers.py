@@ -6,13 +6,17 @@ import argparse
 
 from ..config import Settings
 from ..lab import maintenance as lab_maintenance
-from ..lab import workers
+from ..lab import worker_files, workers
 from ..lab.devices import HEALTH_ACTOR
 from ..states import WorkerHealth
-from .common import actor, add_verb, details, emit, formats, given, noun
+from .common import actor, add_verb, details, emit, formats, given, noun, read_file
 
 #: the choices come from the state enum (upper case, as LAVA's CLI takes them)
 WORKER_HEALTHS = tuple(h.name for h in WorkerHealth)
+
+#: the per-worker files (lab/worker_files.py) and what they are, as lavacli names them
+FILES = {"config": "dispatcher configuration (LAVA's dispatcher.d/<worker>.yaml)",
+         "env": "dutlab-run environment (env.yaml)", "env-dut": "device test shell environment (env-dut.yaml)"}
 
 WORKER_COLUMNS = ["hostname", "state", "health", "job_limit", "version", "last_ping", "devices"]
 
@@ -53,6 +57,20 @@ def workers_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def workers_file(args: argparse.Namespace, settings: Settings) -> int:
+    """`workers config|env|env-dut get|set|delete NAME [FILE]`, as lavacli's verbs."""
+    if args.action == "get":
+        text = worker_files.get_text(args.name, args.kind)
+        print(text, end="" if text.endswith("\n") or not text else "\n")
+    elif args.action == "set":
+        worker_files.set_text(args.name, args.kind, read_file(args.file) or "")
+        print(f"worker '{args.name}': {args.kind} stored")
+    else:
+        worker_files.set_text(args.name, args.kind, "")
+        print(f"worker '{args.name}': {args.kind} deleted")
+    return 0
+
+
 def maintenance(args: argparse.Namespace, settings: Settings) -> int:
     changes = lab_maintenance.maintenance(force=args.force, dry_run=args.dry_run, actor=args.user, reason=args.reason)
     for line in changes:
@@ -86,6 +104,15 @@ def _workers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", action="store_true", help="list the devices, not just count them")
     p = add_verb(verbs, "token", workers_token, "replace a worker's token and print the new one")
     p.add_argument("name")
+    for kind, what in FILES.items():
+        files = noun(verbs, kind, f"the worker's {what}, sent with each of its jobs")
+        for action, text in (("get", "print it"), ("set", "store FILE ('-': stdin; checked first)"),
+                             ("delete", "remove it")):
+            p = add_verb(files, action, workers_file, text)
+            p.set_defaults(kind=kind, action=action)
+            p.add_argument("name")
+            if action == "set":
+                p.add_argument("file", metavar="FILE")
 
 
 

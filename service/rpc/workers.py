@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from ..errors import ApiError
-from ..lab import workers
+from ..lab import worker_files, workers
 from ..lab.checks import as_datetime
-from . import BAD_REQUEST, CONFLICT, Call, Fault, exposed, lava_message, string
+from . import BAD_REQUEST, CONFLICT, NOT_FOUND, Call, Fault, binary, exposed, lava_message, string
 
 #: last_ping of a worker that never polled: lavacli reads `.value` of it, so nil would crash it
 NEVER = dt.datetime(1970, 1, 1)
@@ -22,7 +23,9 @@ def list_workers(call: Call, show_all: bool = False) -> list:
 @exposed("scheduler.workers.show")
 def show(call: Call, hostname: str) -> dict:
     """Details of one worker. Its token is never shown (only its hash is stored)."""
-    info = workers.worker_json(workers.get_worker(string(hostname, "hostname")), time=as_datetime)
+    worker = workers.get_worker(string(hostname, "hostname"))
+    info = workers.worker_json(worker, time=as_datetime)
+    kinds = worker_files.kinds_set(worker)
     return {
         "hostname": info["hostname"],
         "description": info["description"],
@@ -32,10 +35,10 @@ def show(call: Call, hostname: str) -> dict:
         "last_ping": info["last_ping"] or NEVER,
         "job_limit": info["job_limit"],
         "version": info["version"] or None,
-        # dutlab keeps no per-worker dispatcher.yaml / env files: every worker uses the defaults
-        "default_config": True,
-        "default_env": True,
-        "default_env_dut": True,
+        # False: the server keeps this worker's own file (lab/worker_files.py)
+        "default_config": "dispatcher" not in kinds,
+        "default_env": "env" not in kinds,
+        "default_env_dut": "env-dut" not in kinds,
     }
 
 
@@ -80,3 +83,65 @@ def delete(call: Call, hostname: str) -> None:
     """Remove a worker that has no devices."""
     call.require("lava_scheduler_app.delete_worker")
     workers.delete_worker(string(hostname, "hostname"))
+
+
+# Per-worker files (LAVA's dispatcher.d/<worker>.yaml, env.yaml, env-dut.yaml) #######
+
+#: how LAVA's faults name each kind when a worker has none
+_WHAT = {"config": "a configuration", "env": "an environment", "env_dut": "a DUT environment"}
+
+
+def _get(call: Call, hostname: str, kind: str) -> Any:
+    call.require("lava_scheduler_app.change_worker")  # env files may hold credentials
+    try:
+        text = worker_files.get_text(string(hostname, "hostname"), kind)
+    except ApiError as exc:
+        raise _fault(exc) from None
+    if not text:
+        raise Fault(NOT_FOUND, f"Worker '{hostname}' does not have {_WHAT[kind]}")
+    return binary(text)
+
+
+def _set(call: Call, hostname: str, kind: str, text: str) -> bool:
+    call.require("lava_scheduler_app.change_worker")
+    try:
+        worker_files.set_text(string(hostname, "hostname"), kind, string(text, kind))
+    except ApiError as exc:
+        raise _fault(exc) from None
+    return True
+
+
+@exposed("scheduler.workers.get_config")
+def get_config(call: Call, hostname: str) -> Any:
+    """The worker's dispatcher configuration (LAVA's dispatcher.d/<worker>.yaml)."""
+    return _get(call, hostname, "config")
+
+
+@exposed("scheduler.workers.set_config")
+def set_config(call: Call, hostname: str, config: str) -> bool:
+    """Store the worker's dispatcher configuration (YAML, checked); an empty string deletes it."""
+    return _set(call, hostname, "config", config)
+
+
+@exposed("scheduler.workers.get_env")
+def get_env(call: Call, hostname: str) -> Any:
+    """The environment dutlab-run gets on this worker (env.yaml: purge, removes, overrides)."""
+    return _get(call, hostname, "env")
+
+
+@exposed("scheduler.workers.set_env")
+def set_env(call: Call, hostname: str, env: str) -> bool:
+    """Store the worker's env.yaml (checked); an empty string deletes it."""
+    return _set(call, hostname, "env", env)
+
+
+@exposed("scheduler.workers.get_env_dut")
+def get_env_dut(call: Call, hostname: str) -> Any:
+    """The environment of the test shell on this worker's devices (env-dut.yaml)."""
+    return _get(call, hostname, "env_dut")
+
+
+@exposed("scheduler.workers.set_env_dut")
+def set_env_dut(call: Call, hostname: str, env: str) -> bool:
+    """Store the worker's env-dut.yaml (checked); an empty string deletes it."""
+    return _set(call, hostname, "env_dut", env)

@@ -118,6 +118,10 @@ class FakeWorker:
         return job_id
 
 
+WORKER_FILES = {"config": "# w1's dispatcher.yaml\ndispatcher_ip: 192.0.2.3\n",
+                "env": "overrides: {http_proxy: 'http://proxy.lab:3128'}\n", "env-dut": "removes: [LANG]\n"}
+
+
 def build_lab(lab: LabServer, tmp: Path) -> dict:
     """Users, groups, tokens, device types, devices with dictionaries and tags, finished and queued jobs."""
     etc = tmp / "etc"
@@ -140,6 +144,10 @@ def build_lab(lab: LabServer, tmp: Path) -> dict:
     lab.manage("devices", "add", "qemu03", "--worker", "w2", *common, "--offline")
     lab.manage("devices", "add", "qemu04", "--worker", "w2", *common)
     lab.manage("devices", "update", "qemu04", "--health", "RETIRED", "--reason", "broken serial")
+    # LAVA's dispatcher.d/w1.yaml and env files, kept by the server (lab/worker_files.py)
+    for kind, text in WORKER_FILES.items():
+        (tmp / f"w1-{kind}.yaml").write_text(text)
+        lab.manage("workers", kind, "set", "w1", str(tmp / f"w1-{kind}.yaml"))
     worker.poll()
     finished = []
     for lines, result in ((250, "pass"), (40, "fail")):
@@ -162,7 +170,8 @@ def build_lab(lab: LabServer, tmp: Path) -> dict:
         job = lab.wait_job(job_id)
         assert job["health"] in ("Complete", "Incomplete")
         assert len(lab.api("GET", f"/api/v1/jobs/{job_id}/results").json()) == 3
-    return {"finished": finished, "running": running, "queued": r.json()["job_ids"][0], "alice": alice}
+    return {"finished": finished, "running": running, "queued": r.json()["job_ids"][0], "alice": alice,
+            "admin": lab.admin_token}
 
 
 def fresh_install(tmp: Path) -> tuple[LabServer, callable]:
@@ -194,6 +203,7 @@ def test_restore_drill(lab_server, tmp_path):
     assert names[-1] == "MANIFEST.json" and set(manifest["members"]) == set(names[:-1])
     assert manifest["dutlab_version"] == lab.cli("version").stdout.strip()
     assert manifest["schema_version"] >= 1 and manifest["database"] in ("sqlite", "postgresql")
+    assert manifest["counts"]["worker_files"] == len(WORKER_FILES) and before["worker_file"][1]
     assert {"config/server.yaml", "config/secret_key", "config/template_dirs/0/myboard.jinja2",
             "config/health_checks/qemu.yaml"} <= set(names)
 
@@ -263,6 +273,8 @@ def check_restored_server(new: LabServer, built: dict, jobs: Path) -> None:
     for job_id in built["finished"]:
         log = http("GET", f"{new.url}/api/v1/jobs/{job_id}/logs", token=built["alice"])
         assert log.status == 200 and log.body == (jobs / str(job_id) / "output.yaml").read_bytes()
+    for kind, text in WORKER_FILES.items():  # the per-worker files, byte for byte
+        assert new.api("GET", f"/api/v1/workers/w1/files/{kind}", token=built["admin"]).json()["text"] == text
     for hostname, health in (("qemu01", "Maintenance"), ("qemu02", "Maintenance"), ("qemu04", "Retired")):
         assert new.api("GET", f"/api/v1/devices/{hostname}", token=built["alice"]).json()["health"] == health
     r = new.api("POST", "/api/v1/jobs", {"definition": JOB.format(name="after restore", device_type="qemu")},

@@ -18,6 +18,7 @@ device_type: qemu
 visibility: {visibility}
 timeouts:
   job: {{minutes: 5}}
+context: {{arch: amd64}}
 actions:
 - boot: {{method: qemu, media: tmpfs, prompts: ['# ']}}
 """

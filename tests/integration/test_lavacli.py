@@ -397,6 +397,45 @@ def test_errors_lavacli_prints_as_against_lava(cli, lab, tmp_path):
     assert f"* {job_id}:" in cli.run("jobs", "list").stdout
 
 
+# Workers: the files the server keeps for each (LAVA's dispatcher.d/<worker>.yaml, env.yaml) #
+
+
+def test_worker_config_and_env_round_trip_and_reach_its_jobs(cli, lab, tmp_path):
+    """`workers config|env|env-dut get|set|delete` as against LAVA; each job the worker fetches
+    carries what is set then (the real worker applying it: test_worker.py)."""
+    config = "# LAVA's dispatcher.d/w1.yaml\ndispatcher_ip: 192.0.2.7\nprefix: lab-\n"
+    env = "purge: false\nremoves: [LANG]\noverrides:\n  http_proxy: http://proxy.lab:3128\n"
+    env_dut = "overrides: {MIRROR: 'http://mirror.lab'}\n"
+    shown = json.loads(cli.run("workers", "show", "w1", "--json").stdout)
+    assert (shown["default_config"], shown["default_env"], shown["default_env_dut"]) == (True, True, True)
+    assert "Worker 'w1' does not have a configuration" in cli.fails("workers", "config", "get", "w1")
+    for noun, text in (("config", config), ("env", env), ("env-dut", env_dut)):
+        assert cli.run("workers", noun, "set", "w1", job_file(tmp_path, text, f"{noun}.yaml")).stdout == ""
+        assert cli.run("workers", noun, "get", "w1").stdout == text
+    shown = json.loads(cli.run("workers", "show", "w1", "--json").stdout)
+    assert (shown["default_config"], shown["default_env"], shown["default_env_dut"]) == (False, False, False)
+    # refused as the worker would refuse it, and the stored file stays
+    err = cli.fails("workers", "env", "set", "w1", job_file(tmp_path, "overrides: [A=1]\n", "bad.yaml"))
+    assert "<Fault 400: 'env: overrides must be a mapping NAME: value'>" in err, err
+    assert cli.run("workers", "env", "get", "w1").stdout == env
+
+    first = submit(cli, tmp_path)
+    assert lab.worker.start() == first
+    package = lab.worker.call(first, "GET", "").json()
+    assert package["dispatcher"] == {"dispatcher_ip": "192.0.2.7", "prefix": "lab-"}
+    assert package["env"] == {"purge": False, "removes": ["LANG"], "overrides": {"http_proxy": "http://proxy.lab:3128"}}
+    assert package["env_dut"]["overrides"] == {"MIRROR": "http://mirror.lab"}
+    lab.worker.finish(first)
+    # the next job sees the change
+    cli.run("workers", "env", "set", "w1", job_file(tmp_path, "overrides: {http_proxy: ''}\n", "env2.yaml"))
+    cli.run("workers", "config", "delete", "w1")
+    second = submit(cli, tmp_path)
+    assert lab.worker.start() == second
+    package = lab.worker.call(second, "GET", "").json()
+    assert (package["dispatcher"], package["env"]["overrides"]) == ({}, {"http_proxy": ""})
+    assert "Worker 'w1' does not have a configuration" in cli.fails("workers", "config", "get", "w1")
+
+
 # The reference's QEMU jobs ########################################################
 
 REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "lava-interfaces.md"

@@ -122,6 +122,7 @@ def test_device_types(lab_server, tmp_path):
     lab = lab_server
     hc = tmp_path / "hc.yaml"
     hc.write_text("job_name: hc\ndevice_type: qemu\ntimeouts: {job: {minutes: 5}}\nvisibility: public\n"
+                  "context: {arch: amd64}\n"
                   "actions:\n- boot: {method: qemu, media: tmpfs, prompts: ['# ']}\n")
     lab.manage("device-types", "add", "*")
     # every shipped template but the base-* ones a type extends

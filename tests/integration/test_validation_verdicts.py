@@ -1,7 +1,8 @@
 """One verdict per job definition, whoever asks: REST validate and submit, XML-RPC validate and
 submit, and `dutlab-server manage jobs validate` refuse each of the 149 malformed jobs of
 tests/data/bad-jobs with the same sentence and the same path (the one the file's header names),
-and the same for definitions the schema accepts but the lab refuses (LAB_CASES).
+and the same for definitions the schema accepts but the lab refuses (LAB_CASES) or the pipeline
+dutlab-run would build on the device refuses (PIPELINE_CASES, in dutlab-run's own words).
 
 Once in process (the `app` fixture, the CLI as a process on the same database) and once over
 the wire (a real server, XML-RPC through xmlrpc.client as lavacli sends it).
@@ -32,12 +33,39 @@ LAB_CASES = [
     ("unknown-tag.yaml", GOOD + "tags: [nope]\n", "tags[0]"),
     ("unknown-group.yaml", JOB.format(visibility="{group: [nobody]}"), "visibility.group[0]"),
 ]
+INLINE_TEST = """\
+- test:
+    definitions:
+    - from: inline
+      name: smoke
+      path: inline/smoke.yaml
+      repository:
+        metadata: {format: Lava-Test Test Definition 1.0, name: smoke}
+        run: {steps: [lava-test-case ok --result pass]}
+"""
+#: (file name, definition, path, part of the message): valid for the schema and the lab's checks,
+#: refused by the pipeline dutlab-run builds on the device
+PIPELINE_CASES = [
+    ("test-without-deploy.yaml", GOOD + INLINE_TEST, "actions[1].test",
+     "2 lava-test-shell: a test action needs a deploy action before it"),
+    ("boot-method-the-type-lacks.yaml", GOOD.replace("method: qemu, media: tmpfs", "method: u-boot, commands: ramdisk"),
+     "actions[0].boot", "qemu01 does not offer boot method 'u-boot' (it offers minimal, qemu)"),
+    ("minimal-boot-without-console.yaml", GOOD.replace("method: qemu, media: tmpfs", "method: minimal"),
+     "actions[0].boot", "1.1 connect-device: device qemu01 has no commands.connect to reach its console"),
+    ("qemu-without-arch.yaml", GOOD.replace("context: {arch: amd64}\n", ""), "actions[0].boot",
+     "the device configuration has no QEMU command"),
+    ("user-command-the-device-lacks.yaml", GOOD + "- command: {name: relay_on}\n", "actions[1].command",
+     "the device has no user command 'relay_on'"),
+]
 
 
 def cases(folder: Path) -> list[tuple[Path, str]]:
     """(file, path at fault) of every case: the corpus as it is, the lab cases written to `folder`."""
     out = [(path, header(path, "path")) for path in BAD]
     for name, text, want in LAB_CASES:
+        (folder / name).write_text(text)
+        out.append((folder / name, want))
+    for name, text, want, _contains in PIPELINE_CASES:
         (folder / name).write_text(text)
         out.append((folder / name, want))
     return out
@@ -132,6 +160,36 @@ def test_every_front_end_gives_the_same_verdict_in_process(lab, tmp_path):
     failures = corpus_failures(lab.api, wsgi_rpc(lab), cli_verdicts(lab.manage, bad), bad)
     assert not failures, "\n".join(failures)
     assert lab.api("GET", "/api/v1/jobs").json()["count"] == 0  # nothing was stored
+
+
+def test_pipeline_refusals_are_the_words_dutlab_run_would_use(lab, settings, tmp_path):
+    """Each job only the pipeline refuses gets, at submission, the message dutlab-run itself gives
+    when it is handed the job and the device's configuration: one verdict, before the job is queued."""
+    from dutlab.service import devicecfg
+    from dutlab.service.models import Device
+
+    device = Device.get(Device.hostname == "qemu01")
+    for name, text, want, contains in PIPELINE_CASES:
+        verdict = lab.api("POST", "/api/v1/jobs/validate", {"definition": text}).json()
+        assert (verdict["valid"], verdict["path"]) == (False, want), (name, verdict)
+        assert contains in verdict["error"], (name, verdict["error"])
+        (tmp_path / name).write_text(text)
+        config = tmp_path / f"{name}.device.yaml"
+        config.write_text(devicecfg.render(device, settings, yaml.safe_load(text).get("context") or {}))
+        out = tmp_path / f"{name}.out"
+        run = subprocess.run([str(BIN / "dutlab-run"), str(tmp_path / name), "--device", str(config), "--output-dir",
+                              str(out), "--work-dir", str(tmp_path / "work")], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 1, (name, run.stdout, run.stderr)
+        result = yaml.safe_load((out / "result.yaml").read_text())
+        assert (result["error_type"], result["error_msg"]) == ("Job", verdict["error"]), name
+    # what the pipeline accepts is stored with its description and compatibility
+    good = lab.api("POST", "/api/v1/jobs", {"definition": GOOD})
+    assert good.status == 201, good.text
+    job_id = good.json()["job_ids"][0]
+    description = yaml.safe_load((Path(settings.output_dir) / str(job_id) / "description.yaml").read_text())
+    assert description["job"]["id"] == job_id and description["compatibility"] >= 1
+    assert [a["name"] for a in description["pipeline"]] == ["boot-qemu-image", "finalize"]
 
 
 def test_manage_jobs_validate_prints_one_verdict_per_file(lab, tmp_path):

@@ -449,6 +449,72 @@ def test_job_the_server_forgot_is_killed_and_not_reported(lab, worker, tmp_path)
     assert lab.wait_job(job_id)["health"] == "Complete"
 
 
+# -- what the server keeps for this worker -------------------------------------------------------
+
+def put_file(lab, kind: str, text: str) -> None:
+    r = lab.api("PUT", f"/api/v1/workers/w1/files/{kind}", {"text": text})
+    assert r.status == 200, r.text
+
+
+def dumped_env(job_dir: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in (job_dir / "env.txt").read_text().splitlines() if "=" in line)
+
+
+def test_the_servers_files_for_the_worker_reach_each_run(lab, worker, tmp_path, monkeypatch):
+    """env.yaml, dispatcher.yaml and env-dut.yaml set on the server apply to the next run, and an
+    edit to the one after (a stand-in for dutlab-run records its environment and arguments)."""
+    put_file(lab, "env", "overrides: {LAB_PROXY: 'http://proxy.lab:3128'}\nremoves: [LAB_SECRET]\n")
+    put_file(lab, "config", "dispatcher_ip: 192.0.2.5\nprefix: lab-\n")
+    put_file(lab, "env-dut", "overrides: {DUT_MIRROR: 'http://mirror.lab'}\n")
+    monkeypatch.setenv("LAB_SECRET", "from the worker host")
+    worker.start("--run-command", run_script(tmp_path, 'env > env.txt\necho "$@" > args.txt\n'))
+    first = submit(lab, PLAIN_JOB)
+    lab.wait_job(first, timeout=60)
+    job_dir = worker.work_dir / "jobs" / str(first)
+    env = dumped_env(job_dir)
+    assert env["LAB_PROXY"] == "http://proxy.lab:3128" and "LAB_SECRET" not in env
+    args = (job_dir / "args.txt").read_text().split()
+    assert args[args.index("--dispatcher-ip") + 1] == "192.0.2.5"
+    assert args[args.index("--env-dut") + 1] == str(job_dir / "env-dut.yaml")
+    assert yaml.safe_load((job_dir / "env-dut.yaml").read_text())["overrides"] == {"DUT_MIRROR": "http://mirror.lab"}
+    assert yaml.safe_load((job_dir / "dispatcher.yaml").read_text()) == {"dispatcher_ip": "192.0.2.5", "prefix": "lab-"}
+
+    put_file(lab, "env", "overrides: {LAB_PROXY: 'http://other.lab:3128'}\n")
+    put_file(lab, "env-dut", "")  # deleted
+    second = submit(lab, PLAIN_JOB)
+    lab.wait_job(second, timeout=60)
+    job_dir = worker.work_dir / "jobs" / str(second)
+    env = dumped_env(job_dir)
+    assert (env["LAB_PROXY"], env["LAB_SECRET"]) == ("http://other.lab:3128", "from the worker host")
+    assert "--env-dut" not in (job_dir / "args.txt").read_text().split()
+
+
+def test_a_worker_offering_a_lower_compatibility_refuses_the_job(lab, worker, tmp_path):
+    """A job whose compatibility this worker's dutlab cannot meet is refused at fetch, before
+    anything runs, with the message of docs/worker.md naming the side to upgrade."""
+    from dutlab import dispatcher
+    from dutlab.service.config import load
+    from dutlab.service.db import database, open_database
+    from dutlab.service.models import TestJob
+
+    job_id = submit(lab, PLAIN_JOB)  # w1 has never polled: the job waits
+    db = open_database(load(str(lab.config)).database)  # as a newer server would have computed it
+    try:
+        TestJob.update(pipeline_compatibility=99).where(TestJob.id == job_id).execute()
+    finally:
+        db.close()
+        database.initialize(None)
+    worker.start("--run-command", run_script(tmp_path, "touch ran\n"))
+    job = lab.wait_job(job_id, timeout=60)
+    version = dispatcher.__version__
+    assert (job["health"], job["error_type"]) == ("Incomplete", "Configuration"), job
+    assert job["error_msg"] == (f"job {job_id} needs pipeline compatibility 99, dutlab {version} on worker w1 "
+                                f"offers 1 for its methods: upgrade dutlab on worker w1 (the server runs dutlab "
+                                f"{version})")
+    assert not (worker.work_dir / "jobs" / str(job_id) / "ran").exists()  # nothing ran
+    assert any("Configuration error: job" in line for line in server_log(lab, job_id))
+
+
 # -- configuration -------------------------------------------------------------------------------
 
 def run_worker(*args: str) -> subprocess.CompletedProcess:

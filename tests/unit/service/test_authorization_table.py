@@ -97,6 +97,10 @@ TABLE: dict[tuple[str, str], Row] = {
     ("PATCH", "/api/v1/workers/<name>"): Row(ADMINS, {"description": "changed"}, params={"name": "worker"}),
     ("DELETE", "/api/v1/workers/<name>"): Row(ADMINS_DELETE, params={"name": "spare_worker"}),
     ("POST", "/api/v1/workers/<name>/token"): Row(ADMINS, params={"name": "worker"}),
+    # per-worker files may hold credentials (env): admins only
+    ("GET", "/api/v1/workers/<name>/files/<kind>"): Row(ADMINS, params={"name": "worker", "kind": "file_kind"}),
+    ("PUT", "/api/v1/workers/<name>/files/<kind>"): Row(ADMINS, {"text": "overrides: {LAB: table}\n"},
+                                                          params={"name": "worker", "kind": "file_kind"}),
     # users and groups: the target is a plain user of the caller's world
     ("GET", "/api/v1/users"): Row(USERS),
     ("POST", "/api/v1/users"): Row(ADMINS_CREATE, lambda w: {"username": f"new-{w.c}"}),
@@ -161,6 +165,7 @@ class World:
     token_id: int
     run_id: int
     job_text: str
+    file_kind: str = "env"
 
     def wildcards(self, params: dict[str, str]) -> dict[str, str]:
         names = {"hostname": self.device, "tag": self.tag, "name": self.device, "job_id": str(self.job_id),

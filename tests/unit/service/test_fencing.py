@@ -89,6 +89,8 @@ def test_job_ends_incomplete_once_its_timeout_passed_and_nothing_changes_it_afte
     assert "worker w1 is offline" in history.reason
     # What the orphaned run sends now is refused and changes nothing.
     folder = JobFolder(settings.output_dir, job.id)
+    submitted = folder.read("description.yaml")  # the pipeline as built at submission
+    assert submitted and "boot-qemu-image" in submitted
     for call in (lambda: results.append_log(job, 5, [record(5), record(6)], settings),
                  lambda: results.append_log(job, 0, [record(i) for i in range(7)], settings),
                  lambda: jobs.mark_running(job),
@@ -100,7 +102,7 @@ def test_job_ends_incomplete_once_its_timeout_passed_and_nothing_changes_it_afte
         assert "already Finished (Incomplete)" in err.value.message
     # A protocol 1 client's finish is answered as before, a 200 (it would retry anything else).
     assert jobs.finish_reported(job, JobResult("pass"), "x", 7, settings, refuse_finished=False).id == job.id
-    assert folder.line_count() == 5 and not (folder.path / "description.yaml").exists()
+    assert folder.line_count() == 5 and folder.read("description.yaml") == submitted
     job = TestJob.get_by_id(job.id)
     assert (job.health, job.error_type) == (JobHealth.INCOMPLETE, "Infrastructure")
     assert scheduler.run_pass(settings).abandoned == []  # ended once
