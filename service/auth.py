@@ -18,7 +18,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from . import events
-from .models import Device, Group, GroupMember, GroupPermission, TestJob, Token, User, utcnow
+from .models import Device, Group, GroupMember, GroupPermission, TestJob, Token, User, UserPermission, utcnow
 
 #: OWASP Password Storage Cheat Sheet: argon2id, 19 MiB, 2 iterations, 1 lane
 PASSWORDS = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
@@ -110,15 +110,19 @@ def group_ids(user: User) -> set[int]:
 
 
 def has_perm(user: User | None, perm: str) -> bool:
-    """Superusers hold every permission; others through a group granting `perm` (or admin)."""
+    """Superusers hold every permission; others through a grant of `perm` (or admin) to them
+    directly or to a group of theirs (LAVA's user and group permissions)."""
     if user is None:
         return False
     if user.is_superuser:
         return True
+    wanted = [perm, "admin"]
+    if UserPermission.select().where(UserPermission.user == user, UserPermission.perm.in_(wanted)).exists():
+        return True
     return (
         GroupPermission.select()
         .join(GroupMember, on=(GroupMember.group == GroupPermission.group))
-        .where(GroupMember.user == user, GroupPermission.perm.in_([perm, "admin"]))
+        .where(GroupMember.user == user, GroupPermission.perm.in_(wanted))
         .exists()
     )
 

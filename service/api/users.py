@@ -8,7 +8,7 @@ from bottle import HTTPResponse, request
 
 from .. import auth
 from ..errors import ApiError, forbidden
-from ..lab import users
+from ..lab import tokens, users
 from ..lab.checks import page
 from ..plugins import current_user, json_body, json_response, parse_authorization
 from ..throttle import LoginThrottle
@@ -98,8 +98,8 @@ def list_tokens() -> dict:
     username = request.query.get("user") or caller.username
     if username != caller.username and not auth.is_admin(caller):
         raise forbidden(f"user '{caller.username}' may not list the tokens of '{username}'")
-    rows = users.list_tokens(username)
-    return page(rows, request.query.get("limit"), request.query.get("offset"), users.token_json)
+    rows = tokens.list_tokens(username)
+    return page(rows, request.query.get("limit"), request.query.get("offset"), tokens.token_json)
 
 
 @routes.post("/tokens", auth="public", skip=["dutlab-auth"],
@@ -110,8 +110,8 @@ def create_token() -> HTTPResponse:
     body = json_body()
     username, password = body.pop("username", None), body.pop("password", None)
     caller = _token_caller(username, password)
-    token, secret = users.create_token(body, caller)
-    return json_response(201, users.token_json(token, secret))
+    token, secret = tokens.create_token(body, caller)
+    return json_response(201, tokens.token_json(token, secret))
 
 
 def _token_caller(username: object, password: object):
@@ -152,5 +152,5 @@ def _login(username: str, password: str):
 
 @routes.delete("/tokens/<token_id>", auth="user", access=SELF.replace("themselves", "their own tokens"))
 def delete_token(token_id: str) -> HTTPResponse:
-    users.delete_token(token_id, current_user())
+    tokens.delete_token(token_id, current_user())
     return _no_content()

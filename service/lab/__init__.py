@@ -6,14 +6,17 @@ requests into calls of these functions and their answers into the wire format (X
 rename or pick fields for LAVA's format, never rebuild them from the models).
 
     checks        the field checks every module shares (names, texts, labels, pages, 4xx)
-    definitions   job definitions against the dispatcher's schema (its only importer)
-    users         users, groups and their permissions, API tokens
+    definitions   job definitions against the dispatcher's schema and pipeline (its only importer)
+    users         users, groups and their permissions (to each user directly or through groups)
+    tokens        API tokens
     tags          device tags
     device_types  device types, their templates and health-check definitions
     devices       devices, dictionaries, device tags and the one device-health transition
+    pipelines     the pipeline a job gets on its devices (the part of the verdict that renders them)
     jobs          submit, validate, cancel, resubmit, run, finish
     job_views     the job JSON, which jobs a user sees, who may read its definition (secrets), config, description
     workers       workers, their health, heartbeats and what each must start or cancel
+    worker_files  the files kept per worker (LAVA's dispatcher.d/<worker>.yaml, env.yaml, env-dut.yaml)
     results       log batches, the test cases derived from them and their exports
     maintenance   the whole lab into Maintenance (before work on it, after a restore)
 

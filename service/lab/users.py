@@ -1,4 +1,4 @@
-"""Users, groups (members and permissions) and API tokens.
+"""Users and groups, their members and permissions (API tokens: tokens.py).
 
 dutlab's User has no `is_staff` column; LAVA's "staff" flag maps to membership of the group
 `staff`, which holds the "admin" permission (docs/admin-cli.md says so).
@@ -6,29 +6,27 @@ dutlab's User has no `is_staff` column; LAVA's "staff" flag maps to membership o
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import auth
 from ..db import write_txn
 from ..errors import ApiError, bad_request, conflict, forbidden
-from ..models import Device, Group, GroupMember, GroupPermission, TestJob, Token, User, utcnow
+from ..models import Device, Group, GroupMember, GroupPermission, TestJob, User, UserPermission, utcnow
 from ..states import PERMISSIONS
 from ..throttle import LoginThrottle
 from .checks import boolean, check_fields, insert, iso, lookup, string_list, text
 
 USERNAME_RE = re.compile(r"^[\w.@+-]{1,150}$")
 GROUPNAME_RE = re.compile(r"^[\w .@+-]{1,150}$")
-USER_FIELDS = ("username", "email", "password", "is_active", "is_superuser", "is_staff", "groups")
+USER_FIELDS = ("username", "email", "password", "is_active", "is_superuser", "is_staff", "groups", "permissions")
 #: fields a user may change on their own account
 SELF_FIELDS = ("email", "password")
 GROUP_FIELDS = ("name", "permissions", "members")
 STAFF_GROUP = "staff"
 #: what `groups add --submitting` grants
 SUBMITTING = ("submit", "cancel_resubmit")
-SECRET_RE = re.compile(r"^[A-Za-z0-9._~-]{8,128}$")
 
 # Users ############################################################################
 
@@ -52,9 +50,16 @@ def user_json(user: User) -> dict:
         "is_superuser": user.is_superuser,
         "is_staff": STAFF_GROUP in groups,
         "groups": groups,
+        #: granted to the user directly (its groups' permissions are the groups')
+        "permissions": _user_permissions(user),
         "date_joined": iso(user.date_joined),
         "last_login": iso(user.last_login),
     }
+
+
+def _user_permissions(user: User) -> list[str]:
+    query = UserPermission.select(UserPermission.perm).where(UserPermission.user == user)
+    return sorted(p.perm for p in query)
 
 
 def list_users(include_inactive: bool = True) -> list[User]:
@@ -116,7 +121,7 @@ def _check_escalation(data: Mapping[str, Any], caller: User | None) -> None:
     group permission, so the one thing above it, the superuser flag, stays with superusers."""
     if caller is None or caller.is_superuser:
         return
-    for key in ("is_superuser", "is_staff", "groups"):
+    for key in ("is_superuser", "is_staff", "groups", "permissions"):
         if key in data:
             raise forbidden(f"only a superuser may set '{key}'")
 
@@ -130,6 +135,11 @@ def check_may_manage(caller: User | None, target: User, action: str) -> None:
 
 
 def _set_memberships(user: User, data: Mapping[str, Any]) -> None:
+    if "permissions" in data:  # the whole list, as for a group
+        perms = _permissions(data["permissions"])
+        UserPermission.delete().where(UserPermission.user == user, UserPermission.perm.not_in(perms or [""])).execute()
+        for perm in perms:
+            UserPermission.get_or_create(user=user, perm=perm)
     if "groups" in data:
         groups = [get_group(n, f"groups[{i}]") for i, n in enumerate(string_list(data["groups"], "groups"))]
         wanted = {g.id for g in groups}
@@ -243,13 +253,19 @@ def list_groups() -> list[Group]:
     return list(Group.select().order_by(Group.name))
 
 
+#: LAVA's codenames of the permissions dutlab has (`lava_scheduler_app.cancel_resubmit_testjob`)
+LAVA_PERMISSIONS = {"submit_testjob": "submit", "cancel_resubmit_testjob": "cancel_resubmit"}
+
+
 def _permissions(value: Any) -> list[str]:
-    perms = string_list(value, "permissions")
-    for i, perm in enumerate(perms):
+    perms = []
+    for i, given in enumerate(string_list(value, "permissions")):
+        perm = LAVA_PERMISSIONS.get(given.rsplit(".", 1)[-1], given)
         if perm not in PERMISSIONS:
-            raise bad_request(f"'{perm}' is not a permission; choose from {', '.join(PERMISSIONS)}",
+            raise bad_request(f"'{given}' is not a permission; choose from {', '.join(PERMISSIONS)}",
                               f"permissions[{i}]")
-    return perms
+        perms.append(perm)
+    return list(dict.fromkeys(perms))
 
 
 def create_group(data: Mapping[str, Any]) -> Group:
@@ -293,86 +309,31 @@ def _set_group(group: Group, data: Mapping[str, Any]) -> None:
             GroupMember.get_or_create(group=group, user=user)
 
 
-def add_to_group(group_name: str, usernames: list[str] = (), permissions: list[str] = ()) -> Group:
-    """Add members and permissions, keeping the ones the group has (the CLI's `groups update`)."""
+def add_to_group(group_name: str, usernames: list[str] = (), permissions: list[str] = (),
+                 remove_usernames: list[str] = (), remove_permissions: list[str] = ()) -> Group:
+    """Add and remove members and permissions, keeping the others (the CLI's `groups update`)."""
     current = group_json(get_group(group_name))
+    for i, username in enumerate(remove_usernames):
+        if username not in current["members"]:
+            raise bad_request(f"user '{username}' is not a member of group '{group_name}'", f"remove_usernames[{i}]")
     return update_group(group_name, {
-        "members": current["members"] + [u for u in usernames if u not in current["members"]],
-        "permissions": current["permissions"] + [p for p in permissions if p not in current["permissions"]],
+        "members": _changed(current["members"], usernames, remove_usernames),
+        "permissions": _changed(current["permissions"], permissions, remove_permissions),
     })
+
+
+def change_user_permissions(username: str, add: list[str] = (), remove: list[str] = ()) -> User:
+    """Grant and revoke permissions of one user, keeping the others (the CLI's `users update`)."""
+    current = _user_permissions(get_user(username))
+    return update_user(username, {"permissions": _changed(current, add, remove)})
+
+
+def _changed(current: list[str], add: Iterable[str], remove: Iterable[str]) -> list[str]:
+    drop = set(remove)
+    return [x for x in current if x not in drop] + [x for x in dict.fromkeys(add) if x not in current and x not in drop]
 
 
 def delete_group(group_name: str) -> None:
     group = get_group(group_name)
     _refuse_if_owner(Device.owner_group == group, f"group '{group_name}'")
     group.delete_instance()
-
-
-# Tokens ###########################################################################
-
-
-def token_json(token: Token, secret: str | None = None) -> dict:
-    """The one JSON shape of a token; the secret only when it was just made (it is stored hashed)."""
-    out = {
-        "id": token.id,
-        "user": token.user.username,
-        "description": token.description,
-        "prefix": token.prefix,
-        "created": iso(token.created),
-        "last_used": iso(token.last_used),
-    }
-    if secret is not None:
-        out["secret"] = secret
-    return out
-
-
-def list_tokens(username: str | None = None) -> list[Token]:
-    query = Token.select(Token, User).join(User).order_by(Token.id)
-    if username is not None:
-        query = query.where(Token.user == get_user(username, "user"))
-    return list(query)
-
-
-def create_token(data: Mapping[str, Any], caller: User | None = None) -> tuple[Token, str]:
-    """A new API token for `data['user']` (default: the caller); return it and its secret.
-
-    Only admins create tokens for other users, and only superusers for a superuser.
-    """
-    check_fields(data, ("user", "description", "secret"))
-    username = data.get("user") or (caller.username if caller else None)
-    if not username:
-        raise bad_request("'user' is required", "user")
-    user = get_user(username, "user")
-    if caller is not None and caller.id != user.id and not auth.is_admin(caller):
-        raise forbidden(f"user '{caller.username}' may not create tokens for '{username}'")
-    check_may_manage(caller, user, "create tokens for")
-    secret = data.get("secret")
-    if secret is not None:
-        if not isinstance(secret, str) or not SECRET_RE.match(secret):
-            raise bad_request("a token secret needs 8 to 128 letters, digits or . _ ~ -", "secret")
-        if Token.get_or_none(Token.secret_hash == auth.hash_secret(secret)):
-            raise conflict("this secret is already a token; choose another", "secret")
-    description = text(data.get("description"), "description", 200)
-    return auth.create_token(user, description, secret)
-
-
-def delete_token(token_id: Any, caller: User | None = None) -> None:
-    token = Token.get_or_none(Token.id == token_id) if str(token_id).isdigit() else None
-    if token is None or (caller is not None and token.user_id != caller.id and not auth.is_admin(caller)):
-        raise ApiError(404, f"token {token_id} does not exist")
-    check_may_manage(caller, token.user, "delete tokens of")
-    token.delete_instance()
-
-
-def delete_token_secret(secret: str) -> None:
-    deleted = Token.delete().where(Token.secret_hash == auth.hash_secret(secret)).execute()
-    if not deleted:
-        raise ApiError(404, "no token has this secret")
-
-
-def prune_tokens(days: int) -> int:
-    """Delete tokens unused for `days` days (never-used ones count from their creation)."""
-    cutoff = utcnow() - dt.timedelta(days=days)
-    stale = ((Token.last_used.is_null(False) & (Token.last_used < cutoff)) |
-             (Token.last_used.is_null(True) & (Token.created < cutoff)))
-    return Token.delete().where(stale).execute()

@@ -6,12 +6,15 @@ import base64
 import csv
 import io
 import json
+import subprocess
 
 import pytest
 
-from labkit import REPO
+from labkit import BIN, REPO
 
 QEMU_DICT = "{% extends 'qemu.jinja2' %}\n{% set memory = 256 %}\n"
+JOB_TEXT = ("job_name: cli\ndevice_type: qemu\nvisibility: public\ntimeouts: {job: {minutes: 5}}\n"
+            "context: {arch: amd64}\nactions:\n- boot: {method: qemu, media: tmpfs, prompts: ['# ']}\n")
 
 
 def basic(username: str, password: str) -> str:
@@ -94,6 +97,50 @@ def test_groups(lab_server):
     fails(lab, "groups", "update", "nope", "--username", "bob", contains="group 'nope' does not exist")
     fails(lab, "groups", "add", "team", contains="already exists")
     fails(lab, "groups", "update", "team", "--username", "nobody", contains="user 'nobody'")
+
+
+def test_permissions_granted_to_a_user_directly(lab, tmp_path):
+    """LAVA's per-user permissions: `users update --permission` lets a user with no group cancel
+    others' jobs, `--remove-permission` takes it back; groups lose members and permissions too."""
+    lab.manage("devices", "add", "qemu01", "--device-type", "qemu", "--worker", "w1", "--dictionary",
+               str(lab.dictionary))
+    alice, bob = lab.add_user("alice"), lab.add_user("bob")
+    job = JOB_TEXT
+
+    def cancel_as_bob() -> int:
+        job_id = lab.api("POST", "/api/v1/jobs", {"definition": job}, token=alice).json()["job_ids"][0]
+        return lab.api("POST", f"/api/v1/jobs/{job_id}/cancel", token=bob).status
+
+    assert cancel_as_bob() == 403
+    lab.manage("users", "update", "bob", "--permission", "cancel_resubmit")
+    assert _user(lab, "bob")["permissions"] == ["cancel_resubmit"] and _user(lab, "bob")["groups"] == []
+    assert "permissions  : cancel_resubmit" in lab.manage("users", "details", "bob").stdout
+    assert cancel_as_bob() == 200
+    lab.manage("users", "update", "bob", "--remove-permission", "cancel_resubmit")
+    assert _user(lab, "bob")["permissions"] == [] and cancel_as_bob() == 403
+    # LAVA's codename works too, and a name that is no permission is refused
+    lab.manage("users", "update", "bob", "--permission", "lava_scheduler_app.cancel_resubmit_testjob")
+    assert _user(lab, "bob")["permissions"] == ["cancel_resubmit"]
+    fails(lab, "users", "update", "bob", "--permission", "reboot", contains="'reboot' is not a permission")
+
+    lab.manage("groups", "add", "ops", "--username", "alice", "--username", "bob", "--permission", "admin")
+    lab.manage("groups", "update", "ops", "--remove-username", "bob", "--remove-permission", "admin",
+               "--permission", "submit")
+    assert rows(lab, "groups", "list") == [{"name": "ops", "permissions": ["submit"], "members": ["alice"]}]
+    fails(lab, "groups", "update", "ops", "--remove-username", "bob", contains="'bob' is not a member")
+
+
+def test_createsuperuser_as_django_has_it(lab_server):
+    out = lab_server.manage("createsuperuser", "--username", "root2", "--email", "r@x", "--noinput").stdout
+    assert out.startswith("superuser 'root2' created; password: ")
+    env = {**lab_server.env(), "DJANGO_SUPERUSER_PASSWORD": "pw-of-root3"}
+    proc = subprocess.run([str(BIN / "dutlab-server"), "--config", str(lab_server.config), "manage",
+                           "createsuperuser", "--username", "root3", "--noinput"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.stdout == "superuser 'root3' created\n", proc.stderr
+    r = lab_server.api("POST", "/api/v1/tokens", {}, token=None, auth=basic("root3", "pw-of-root3"))
+    assert r.status == 201 and _user(lab_server, "root3")["is_superuser"] is True
+    fails(lab_server, "createsuperuser", "--noinput", contains="--username is required")
 
 
 def test_tokens(lab_server):

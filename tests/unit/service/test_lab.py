@@ -9,7 +9,7 @@ import pytest
 import factories
 from dutlab.service import auth
 from dutlab.service.errors import ApiError
-from dutlab.service.lab import checks, device_types, devices, maintenance, tags, users, workers
+from dutlab.service.lab import checks, device_types, devices, maintenance, tags, tokens, users, workers
 from dutlab.service.models import Device, HealthHistory, TestJob, Token, User, Worker, utcnow
 from dutlab.service.queue import huey
 from dutlab.service.states import DeviceHealth, JobState, WorkerHealth
@@ -169,41 +169,41 @@ def test_group_permissions_and_members(db):
 
 def test_tokens_are_hashed_and_shown_once(db):
     alice, _ = users.create_user({"username": "alice"})
-    token, secret = users.create_token({"user": "alice", "description": "ci"})
+    token, secret = tokens.create_token({"user": "alice", "description": "ci"})
     assert Token.get_by_id(token.id).secret_hash == auth.hash_secret(secret)
-    assert secret not in str(users.token_json(token))
-    assert users.token_json(token, secret)["secret"] == secret
+    assert secret not in str(tokens.token_json(token))
+    assert tokens.token_json(token, secret)["secret"] == secret
     assert auth.user_for_token(secret).id == alice.id
-    _, mine = users.create_token({"user": "alice", "secret": "migrated-from-lava-123"})
+    _, mine = tokens.create_token({"user": "alice", "secret": "migrated-from-lava-123"})
     assert mine == "migrated-from-lava-123"
     with refused(409, "secret"):
-        users.create_token({"user": "alice", "secret": "migrated-from-lava-123"})
+        tokens.create_token({"user": "alice", "secret": "migrated-from-lava-123"})
     with refused(400, "secret"):
-        users.create_token({"user": "alice", "secret": "a b"})
+        tokens.create_token({"user": "alice", "secret": "a b"})
 
 
 def test_token_rights(db):
     alice, _ = users.create_user({"username": "alice"})
     bob, _ = users.create_user({"username": "bob"})
-    token, _ = users.create_token({}, caller=alice)
+    token, _ = tokens.create_token({}, caller=alice)
     assert token.user_id == alice.id
     with refused(403):
-        users.create_token({"user": "alice"}, caller=bob)
+        tokens.create_token({"user": "alice"}, caller=bob)
     with refused(404):
-        users.delete_token(token.id, caller=bob)
-    users.delete_token(token.id, caller=alice)
+        tokens.delete_token(token.id, caller=bob)
+    tokens.delete_token(token.id, caller=alice)
     assert not Token.select().exists()
 
 
 def test_prune_tokens_by_age(db):
     users.create_user({"username": "alice"})
-    old, _ = users.create_token({"user": "alice"})
-    used, _ = users.create_token({"user": "alice"})
-    fresh, _ = users.create_token({"user": "alice"})
+    old, _ = tokens.create_token({"user": "alice"})
+    used, _ = tokens.create_token({"user": "alice"})
+    fresh, _ = tokens.create_token({"user": "alice"})
     long_ago = utcnow() - dt.timedelta(days=800)
     Token.update(created=long_ago).where(Token.id.in_([old.id, used.id])).execute()
     Token.update(last_used=utcnow()).where(Token.id == used.id).execute()
-    assert users.prune_tokens(730) == 1
+    assert tokens.prune_tokens(730) == 1
     assert {t.id for t in Token.select()} == {used.id, fresh.id}
 
 

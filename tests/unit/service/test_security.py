@@ -13,7 +13,7 @@ import pytest
 
 import factories
 from dutlab.service import auth, filemodes
-from dutlab.service.lab import jobs, users
+from dutlab.service.lab import jobs, tokens, users
 from dutlab.service.logstore import JobFolder
 from dutlab.service.models import Device, GroupPermission, TestJob, User
 from dutlab.service.states import JobState
@@ -79,7 +79,7 @@ def test_the_admin_cli_keeps_acting_on_superusers(db):
     """The CLI acts for the lab (caller None): root on the server may reset any account."""
     factories.user("root-admin", superuser=True)
     users.update_user("root-admin", {"password": "reset-by-root"})
-    token, secret = users.create_token({"user": "root-admin"})
+    token, secret = tokens.create_token({"user": "root-admin"})
     assert auth.user_for_token(secret).username == "root-admin"
 
 

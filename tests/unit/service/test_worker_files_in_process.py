@@ -72,9 +72,11 @@ def test_a_worker_speaking_a_newer_protocol_is_told_to_upgrade_the_server(app, d
     assert older.status == 409 and older.json()["error"].endswith("upgrade dutlab on this worker")
 
 
-def test_a_template_edited_on_disk_changes_the_verdict(app, db, settings):
+def test_a_template_edited_on_disk_changes_the_verdict(app, db, settings, monkeypatch):
     """Verdicts are cached per definition and rendered configuration; the template folders' state
-    is part of the key, so an admin's edit is seen by the next submission."""
+    is part of the key, so an admin's edit is seen by the submissions after it (at once here:
+    the folders are looked at on every submission instead of once a second)."""
+    monkeypatch.setattr(pipelines, "STATE_TTL", 0.0)
     admin_dir = Path(settings.template_dirs[0])
     admin_dir.mkdir(parents=True, exist_ok=True)
     template = admin_dir / "lab.jinja2"
