@@ -2,13 +2,13 @@
 
 service/ -> dutlab.service, dispatcher/ -> dutlab.dispatcher (design.md: the folders keep their
 names and nothing installs a bare `service` package). Sub-packages are discovered so adding one
-needs no edit here.
+needs no edit here. device-types/ -> dutlab.device_types: the shipped templates and health checks
+travel as package data, found through importlib.resources wherever the package is installed
+(`pip install --prefix`, `--user`, a venv, an editable checkout).
 """
-from pathlib import Path
-
 from setuptools import find_packages, setup
 
-ROOTS = {"dutlab.service": "service", "dutlab.dispatcher": "dispatcher"}
+ROOTS = {"dutlab.service": "service", "dutlab.dispatcher": "dispatcher", "dutlab.device_types": "device-types"}
 
 packages = []
 for name, folder in ROOTS.items():
@@ -16,17 +16,9 @@ for name, folder in ROOTS.items():
     packages += [f"{name}.{sub}" for sub in find_packages(folder)]
 
 
-def data_files():
-    # Device-type templates and health checks ship as data under <prefix>/share/dutlab.
-    out = []
-    for d in sorted({p.parent for p in Path("device-types").rglob("*") if p.is_file()}):
-        out.append((f"share/dutlab/{d}", sorted(str(f) for f in d.iterdir() if f.is_file())))
-    return out
-
-
 setup(
     packages=packages,
     package_dir=ROOTS,
-    package_data={"dutlab.dispatcher": ["shell/*", "shell/**/*"], "dutlab.service": ["static/*", "views/*"]},
-    data_files=data_files(),
+    package_data={"dutlab.dispatcher": ["shell/*", "shell/**/*"], "dutlab.service": ["static/*", "views/*"],
+                  "dutlab.device_types": ["*.jinja2", "health-checks/*.yaml"]},
 )

@@ -40,7 +40,7 @@ for name in sys.argv[1:]:
 print(json.dumps(out))
 """
 
-SERVER_MODULES = ["yaml", "jinja2", "voluptuous", "peewee", "huey", "bottle", "cheroot.wsgi", "dutlab.service.models",
+SERVER_MODULES = ["yaml", "jinja2", "peewee", "huey", "bottle", "cheroot.wsgi", "dutlab.service.models",
                   "dutlab.service.scheduler", "dutlab.dispatcher.schema.loader", "dutlab.service.app",
                   "dutlab.service.rpc", "dutlab.service.api.dashboard", "dutlab.service.cli"]
 WORKER_MODULES = ["yaml", "dutlab.dispatcher.protocol", "dutlab.dispatcher.upload", "dutlab.dispatcher.jobsdb",

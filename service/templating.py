@@ -9,9 +9,9 @@ override directory listed before the shipped `device-types/` wins.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import shlex
-import sys
 import threading
 import traceback
 from collections import OrderedDict
@@ -238,17 +238,8 @@ def extends_of(dictionary: str) -> str | None:
     return None
 
 
+@functools.cache
 def shipped_device_types_dir() -> Path:
-    """The `device-types/` folder shipped with dutlab (templates + health-checks/).
-
-    A source checkout (or editable install) uses the repository folder; an installed
-    wheel uses the copy under `<prefix>/share/dutlab/` (setup.py data_files), or package
-    data `dutlab.service/device-types` if a build ships it there.
-    """
-    source = Path(__file__).resolve().parents[1] / "device-types"
-    if source.is_dir():
-        return source
-    installed = Path(sys.prefix) / "share" / "dutlab" / "device-types"
-    if installed.is_dir():
-        return installed
-    return Path(str(importlib.resources.files("dutlab.service") / "device-types"))
+    """The `device-types/` folder shipped with dutlab (templates + health-checks/): the package
+    `dutlab.device_types`, wherever it is installed (a checkout's folder in an editable install)."""
+    return Path(str(importlib.resources.files("dutlab.device_types")))

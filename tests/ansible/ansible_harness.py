@@ -8,6 +8,7 @@ runs a whole sequence of module calls in one ansible-playbook process and assert
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,3 +123,27 @@ def api_play(tasks: list, *, url: str, token: str, name: str = "module test") ->
         "module_defaults": {"group/dutlab.lab.api": {"api_url": url, "api_token": token}},
         "tasks": tasks,
     }]
+
+
+def install_built_collection(tmp_path: Path) -> tuple[Path, dict]:
+    """Build the collection tarball, install it under `tmp_path` and return the tarball and the
+    environment that makes only the installed copy visible (an ansible.cfg of its own: the
+    checkout's settings without its collections path)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    built = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "build", str(REPO / "collection"),
+                            "--output-path", str(tmp_path), "--force"], capture_output=True, text=True,
+                           timeout=300, env={**os.environ, **env()})
+    assert built.returncode == 0, built.stderr
+    [tarball] = tmp_path.glob("dutlab-lab-*.tar.gz")
+    installed = tmp_path / "installed"
+    cfg = tmp_path / "ansible.cfg"
+    settings = (REPO / "ansible.cfg").read_text().replace("collections_path = ./", (
+        f"collections_path = {installed}\ncollections_scan_sys_path = false")).replace(
+        "inventory = examples/inventories/local.yml\n", "")
+    cfg.write_text(settings)
+    isolated = {"ANSIBLE_CONFIG": str(cfg), "ANSIBLE_COLLECTIONS_PATH": str(installed)}
+    out = subprocess.run([str(BIN / "ansible-galaxy"), "collection", "install", str(tarball), "-p", str(installed),
+                          "--force"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, **env(isolated)})
+    assert out.returncode == 0, out.stderr
+    return tarball, isolated

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ansible_harness import BIN, REPO, env, play
+from ansible_harness import BIN, REPO, env, install_built_collection, play
 
 pytestmark = pytest.mark.ansible
 
@@ -72,26 +72,20 @@ def test_ansible_lint_production_profile_passes():
 
 
 def test_built_collection_installs_and_its_modules_run_from_there(lab_server, tmp_path):
-    built = run(str(BIN / "ansible-galaxy"), "collection", "build", str(COLLECTION), "--output-path", str(tmp_path),
-                "--force")
-    assert built.returncode == 0, built.stderr
-    [tarball] = tmp_path.glob("dutlab-lab-*.tar.gz")
+    tarball, isolated = install_built_collection(tmp_path)
     listing = subprocess.run(["tar", "tzf", str(tarball)], capture_output=True, text=True, check=True).stdout.split()
     for member in ("README.md", "LICENSE", "meta/runtime.yml", "plugins/module_utils/_api.py",
-                   "plugins/modules/device.py", "roles/server/tasks/main.yml", "roles/worker/meta/argument_specs.yml"):
+                   "plugins/modules/device.py", "roles/server/tasks/main.yml", "roles/worker/meta/argument_specs.yml",
+                   "playbooks/site.yml", "playbooks/retention.yml", "changelogs/changelog.yaml"):
         assert member in listing, member
-
-    installed = tmp_path / "installed"
-    # outside the checkout and with a config of its own, so only the installed copy is visible
-    cfg = tmp_path / "ansible.cfg"
-    cfg.write_text(f"[defaults]\ncollections_path = {installed}\ncollections_scan_sys_path = false\n")
-    isolated = {"ANSIBLE_CONFIG": str(cfg), "ANSIBLE_COLLECTIONS_PATH": str(installed)}
-    out = run(str(BIN / "ansible-galaxy"), "collection", "install", str(tarball), "-p", str(installed), "--force",
-              cwd=tmp_path, extra_env=isolated)
-    assert out.returncode == 0, out.stderr
+    installed = Path(isolated["ANSIBLE_COLLECTIONS_PATH"])
     doc = run(str(BIN / "ansible-doc"), "dutlab.lab.device", cwd=tmp_path, extra_env=isolated)
     modules = installed / "ansible_collections" / "dutlab" / "lab" / "plugins" / "modules"
     assert str(modules) in doc.stdout, doc.stdout[:500]
+    # the playbooks run by their names (the whole site converging: test_lab_e2e.py)
+    check = run(str(BIN / "ansible-playbook"), "dutlab.lab.retention", "--syntax-check", cwd=tmp_path,
+                extra_env=isolated)
+    assert check.returncode == 0 and str(installed) in check.stdout, check.stdout + check.stderr
 
     tasks = [{"name": "type", "dutlab.lab.device_type": {"name": "installed", "api_url": lab_server.url,
                                                          "api_token": lab_server.admin_token}}]

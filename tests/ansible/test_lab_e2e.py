@@ -1,5 +1,7 @@
-"""The whole lab from Ansible: site.yml (server + worker), devices.yml (device type, users, groups,
-the QEMU device qemu01) and a job submitted with dutlab.lab.job that waits and comes back Complete.
+"""The whole lab from Ansible, from the built collection tarball as an admin installs it:
+`ansible-playbook dutlab.lab.site` (server + worker), `dutlab.lab.devices` (device type, users,
+groups, the QEMU device qemu01), then the job module's documented examples (test_doc_examples.py
+runs the other modules'): a job submitted with dutlab.lab.job that waits and comes back Complete.
 
 Needs the QEMU test assets (scripts/build-qemu-assets.sh, run by scripts/setup.sh) and real QEMU:
 the worker the role installs runs the job with the dutlab-run of the wheel the role installed.
@@ -11,8 +13,9 @@ import os
 from pathlib import Path
 
 import pytest
-from ansible_harness import REPO, Unsafe, api_play, play
+from ansible_harness import REPO, Unsafe, install_built_collection, play
 from lab_hosts import RoleLab, build_wheel
+from test_doc_examples import examples_playbook
 
 ASSETS = Path(os.environ.get("DUTLAB_ASSETS", "/var/cache/dutlab/assets"))
 pytestmark = [
@@ -49,29 +52,35 @@ def objects(worker: str) -> dict:
 
 
 def test_site_devices_and_a_job_that_completes(role_lab, tmp_path):
+    _tarball, installed = install_built_collection(tmp_path / "collection")
     inventory = role_lab.inventory(objects=objects(role_lab.worker_name))
-    play(REPO / "playbooks" / "site.yml", tmp_path, inventory=inventory)
+    site = play("dutlab.lab.site", tmp_path, inventory=inventory, envvars=installed, cwd=tmp_path)
+    assert site.changed, site.stdout[-3000:]
+    assert role_lab.api("GET", f"/api/v1/workers/{role_lab.worker_name}").status == 200
 
-    devices = REPO / "playbooks" / "devices.yml"
-    first = play(devices, tmp_path, inventory=inventory, cmdline="--diff")
+    first = play("dutlab.lab.devices", tmp_path, inventory=inventory, cmdline="--diff", envvars=installed, cwd=tmp_path)
     assert first.changed == {"lab-server": 5}, first.changed_tasks()
-    again = play(devices, tmp_path, inventory=inventory)
+    again = play("dutlab.lab.devices", tmp_path, inventory=inventory, envvars=installed, cwd=tmp_path)
     assert again.changed == {}, again.changed_tasks()
-    check = play(devices, tmp_path, inventory=inventory, cmdline="--check --diff")
+    check = play("dutlab.lab.devices", tmp_path, inventory=inventory, cmdline="--check --diff", envvars=installed,
+                 cwd=tmp_path)
     assert check.changed == {}, check.changed_tasks()
     device = role_lab.api("GET", "/api/v1/devices/qemu01").json()
     assert device["worker"] == role_lab.worker_name and device["owner_group"] == "kernel-team"
     assert role_lab.api("GET", "/api/v1/groups/kernel-team").json()["members"] == ["alice"]
     assert role_lab.api("GET", "/api/v1/users/carol").json()["groups"] == ["reviewers"]
 
+    # dutlab.lab.job's EXAMPLES as written: jobs/qemu-smoke.yaml and jobs/new.yaml where the example reads them
     job = (REPO / "examples" / "jobs" / "qemu-smoke.yaml").read_text()
     job = job.replace("file:///var/cache/dutlab/assets", f"file://{ASSETS}")
-    (tmp_path / "smoke.yaml").write_text(job)
-    run = play(api_play([
-        {"name": "smoke", "dutlab.lab.job": {"src": str(tmp_path / "smoke.yaml"), "wait": True, "wait_timeout": 600,
-                                              "poll_interval": 1}, "ignore_errors": True},
-    ], url=role_lab.url, token=role_lab.admin_token()), tmp_path)
-    smoke = run["smoke"]
+    (tmp_path / "jobs").mkdir()
+    for name in ("qemu-smoke.yaml", "new.yaml"):
+        (tmp_path / "jobs" / name).write_text(job)
+    run = play(examples_playbook(tmp_path, role_lab.url, role_lab.admin_token(), ("job",)), tmp_path, cwd=tmp_path)
+    smoke = run["Boot the kernel we just built and run the smoke tests"]
     assert smoke.get("health") == "Complete", f"{smoke}\n{role_lab.log()}"
     assert smoke["state"] == "Finished" and smoke["job"]["actual_device"] == "qemu01"
     assert any(case["suite"] != "lava" and case["result"] == "pass" for case in smoke["results"]), smoke["results"]
+    validated = run["Validate a definition without submitting it"]
+    assert validated["valid"] is True and "id" not in validated
+    assert role_lab.api("GET", "/api/v1/jobs").json()["count"] == 1  # check mode submitted nothing

@@ -93,7 +93,8 @@ EXAMPLES = r"""
     device_type: qemu
     worker: worker01
     tags: [kvm]
-    dictionary: |
+    # !unsafe: the dictionary is Jinja2 for the server; Ansible must not render it first
+    dictionary: !unsafe |
       {% extends 'qemu.jinja2' %}
       {% set memory = 512 %}
 

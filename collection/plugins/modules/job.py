@@ -13,9 +13,10 @@ version_added: 0.1.0
 description:
   - Submit a job definition (LAVA's job YAML) to a dutlab server, and with O(wait=true) wait until it
     finished and return its health, failure comment and results.
-  - Every run submits a new job, so the task always reports a change (except in check mode).
-  - In check mode the definition is only validated by the server (C(POST /api/v1/jobs/validate)); an
-    invalid definition fails the task with the server's message and the path into the document.
+  - Every run submits a new job, so the task always reports a change.
+  - In check mode the definition is only validated by the server (C(POST /api/v1/jobs/validate)) and
+    nothing is submitted; a valid one reports a change (the job a real run would submit) and RV(valid),
+    an invalid one fails the task with the server's message and the path into the document.
 author:
   - dutlab maintainers (@dutlab)
 extends_documentation_fragment:

@@ -56,10 +56,11 @@ EXAMPLES = r"""
     limit: 10
   register: failed
 
-- name: One job with its results
+- name: The first of them with its results
   dutlab.lab.job_info:
-    id: 42
+    id: "{{ failed.jobs[0].id }}"
     results: true
+  when: failed.jobs | length > 0
 """
 
 RETURN = r"""

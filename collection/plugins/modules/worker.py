@@ -48,6 +48,24 @@ options:
   job_limit:
     description: At most this many jobs run on the worker at once; V(0) means no limit.
     type: int
+  config:
+    description:
+      - The worker's dispatcher configuration kept by the server, LAVA's C(dispatcher.d/<worker>.yaml)
+        (keys such as C(dispatcher_ip), C(dispatcher_tftp_ip), C(dispatcher_download_dir); see docs/worker.md).
+      - A mapping, or the YAML text as LAVA admins keep it (comments are kept). V('') or V({}) removes it.
+      - Sent to the worker with each of its jobs. The diff shows it when given.
+    type: raw
+  env:
+    description:
+      - The environment of the worker's job runs kept by the server, LAVA's C(env.yaml) (C(purge),
+        C(removes), C(overrides)); the worker host's own C(env_file) is applied after it.
+      - A mapping or YAML text; V('') or V({}) removes it.
+    type: raw
+  env_dut:
+    description:
+      - The environment of the test shell on the worker's devices, LAVA's C(env-dut.yaml) (C(removes),
+        C(overrides)). A mapping or YAML text; V('') or V({}) removes it.
+    type: raw
   regenerate_token:
     description:
       - Give an existing worker a new token and return it as RV(token); the old token stops working at once.
@@ -76,9 +94,25 @@ EXAMPLES = r"""
 
 - name: Maintenance of the whole rack
   dutlab.lab.worker:
+    api_url: http://lab.example.org:8000
+    api_token: "{{ dutlab_admin_token }}"
     name: worker01
     health: Maintenance
     reason: "UPS replacement"
+
+- name: The files LAVA keeps in dispatcher.d/ and env.yaml, for worker01's jobs
+  dutlab.lab.worker:
+    api_url: http://lab.example.org:8000
+    api_token: "{{ dutlab_admin_token }}"
+    name: worker01
+    config:
+      dispatcher_tftp_ip: 192.168.10.1
+    env:
+      overrides:
+        http_proxy: http://proxy.lab:3128
+    env_dut: |
+      # what the test shell on the devices gets
+      overrides: {MIRROR: "http://mirror.lab"}
 """
 
 RETURN = r"""
@@ -108,6 +142,7 @@ operation:
   sample: create
 """
 
+import json
 from types import MappingProxyType
 
 from ansible.module_utils.basic import AnsibleModule
@@ -124,8 +159,20 @@ _ARGUMENT_SPEC = dict(
     health=dict(type="str", choices=["Active", "Maintenance", "Retired"]),
     reason=dict(type="str"),
     job_limit=dict(type="int"),
+    config=dict(type="raw"),
+    env=dict(type="raw"),
+    env_dut=dict(type="raw"),
     regenerate_token=dict(type="bool", default=False, no_log=False),
 )
+#: option -> the server's name of the per-worker file
+_FILES = MappingProxyType({"config": "config", "env": "env", "env_dut": "env-dut"})
+
+
+def _file_text(value):
+    """The text stored for a file option: a mapping as JSON (which is YAML), text as given."""
+    if isinstance(value, dict):
+        return json.dumps(value, indent=2, sort_keys=True) + "\n" if value else ""
+    return "" if value is None else str(value)
 _ARGUMENT_SPEC.update(api_argument_spec())
 
 
@@ -136,20 +183,49 @@ class DutlabWorkerModule(_DutlabObjectModule):
     api_names = MappingProxyType({"name": "hostname"})
     fields = ("description", "health", "job_limit")
 
+    def given_files(self):
+        return [option for option in _FILES if self.params[option] is not None]
+
+    def managed(self):
+        return super(DutlabWorkerModule, self).managed() + self.given_files()
+
+    def read(self):
+        worker = super(DutlabWorkerModule, self).read()
+        for option in self.given_files() if worker is not None else ():
+            worker[option] = self.client.request("GET", "%s/files/%s" % (self.path(), _FILES[option]))["text"]
+        return worker
+
+    def desired(self):
+        wanted = super(DutlabWorkerModule, self).desired()
+        wanted.update((option, _file_text(self.params[option])) for option in self.given_files())
+        return wanted
+
     def changes(self, before, desired):
         changes = super(DutlabWorkerModule, self).changes(before, desired)
         if "health" in changes and self.params["reason"]:
             changes["reason"] = self.params["reason"]
         return changes
 
+    def _put_files(self, changes):
+        for option in [o for o in _FILES if o in changes]:
+            text = changes.pop(option)
+            if not self.module.check_mode:
+                self.client.request("PUT", "%s/files/%s" % (self.path(), _FILES[option]), body={"text": text})
+
     def create(self, desired):
+        files = dict((o, desired.pop(o)) for o in _FILES if o in desired)
         worker = super(DutlabWorkerModule, self).create(desired)
         self.token = worker.pop("token", None)
+        self._put_files(dict((o, t) for o, t in files.items() if t))
+        worker.update(files)
         return worker
 
     def update(self, before, changes):
-        after = super(DutlabWorkerModule, self).update(before, changes)
+        files = dict((o, changes[o]) for o in _FILES if o in changes)
+        self._put_files(changes)
+        after = super(DutlabWorkerModule, self).update(before, changes) if changes else dict(before)
         after.pop("reason", None)
+        after.update(files)
         return after
 
     def run(self):
