@@ -19,6 +19,7 @@ APT_PACKAGES=(
   postgresql redis-server                         # the scale backends, tested in CI
   ngircd                                          # the IRC server of the notification tests
   git iproute2 systemd python3-apt make curl      # from: git tests, netns, systemd-analyze, Ansible apt, demo
+  logrotate                                       # the roles' log rotation, checked with logrotate -d
 )
 
 missing=()

@@ -16,7 +16,7 @@ import threading
 
 from peewee import DatabaseError
 
-from . import __version__, filemodes, manage, migrations, queue, tasks
+from . import __version__, accesslog, filemodes, manage, migrations, queue, tasks
 from .backup.archive import BackupError
 from .backup.create import create_backup
 from .backup.restore import restore
@@ -67,7 +67,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = settings.host_port
     release_memory_after_bursts()
     # the backlog queues a burst of connections instead of resetting them (cheroot's default is 5)
-    server = wsgi.Server((host, port), make_app(settings), numthreads=settings.threads,
+    if args.access_log:
+        accesslog.send_access_log_to(args.access_log)
+    app = make_app(settings) if args.no_access_log else accesslog.AccessLog(make_app(settings))
+    server = wsgi.Server((host, port), app, numthreads=settings.threads,
                          server_name="dutlab", shutdown_timeout=1, request_queue_size=settings.listen_backlog)
     server.max_request_body_size = server_body_cap(settings)
     _stop_on_signals(server.stop)
@@ -151,10 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dutlab-server", description="the dutlab lab server")
     parser.add_argument("--config", help="settings file (default $DUTLAB_CONFIG or /etc/dutlab/server.yaml)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-file", metavar="FILE",
+                        help="log into FILE instead of stderr (reopened when logrotate moves it)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("serve", help="serve the REST API, XML-RPC, dashboard and worker API")
     p.add_argument("--listen", help="host:port (overrides the settings file)")
     p.add_argument("--migrate", action="store_true", help="apply pending migrations first")
+    p.add_argument("--access-log", metavar="FILE",
+                   help="one line per request into FILE (default: into the server log, logger dutlab.access)")
+    p.add_argument("--no-access-log", action="store_true", help="no line per request")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("consumer", help="run the task queue consumer (scheduler, health checks, sweeps)")
     p.add_argument("-w", "--workers", type=int, default=2)
@@ -178,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handlers = [accesslog.file_handler(args.log_file)] if args.log_file else None
+    logging.basicConfig(level=args.log_level, format=accesslog.LOG_FORMAT, handlers=handlers)
     filemodes.narrow_umask()  # as the systemd unit's UMask=0027, for servers started by hand
     return args.func(args) or 0
 

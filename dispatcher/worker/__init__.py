@@ -5,6 +5,7 @@ helpers around one job's processes in runs.py. ``main`` is the console script.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 
 from .. import envfile
 from .config import ConfigError, parse_args
@@ -13,9 +14,9 @@ from .daemon import Worker, log
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    logging.basicConfig(
-        level=cfg.level, filename=cfg.log_file or None,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # WatchedFileHandler reopens the file logrotate moved away: rotation needs no restart
+    handlers = [logging.handlers.WatchedFileHandler(cfg.log_file)] if cfg.log_file else None
+    logging.basicConfig(level=cfg.level, handlers=handlers, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return Worker(cfg).run()
     except (ConfigError, envfile.EnvFileError) as exc:

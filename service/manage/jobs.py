@@ -1,5 +1,6 @@
 """`manage jobs validate FILE...`: the verdict REST validate and XML-RPC validate give, offline;
-`manage jobs details ID`: a job and its notifications (state, attempts, last error per recipient).
+`manage jobs details ID`: a job and its notifications (state, attempts, last error per recipient);
+`manage jobs rm --older-than AGE`: LAVA's retention verb (lab/retention.py).
 
 The lab itself asks (no user): the definition is checked against the schema and the lab
 (device type, tags, usable devices), as a submission is, but not against anyone's permissions.
@@ -11,7 +12,7 @@ import argparse
 
 from ..config import Settings
 from ..errors import ApiError
-from ..lab import job_views, jobs
+from ..lab import job_views, jobs, retention
 from ..models import TestJob
 from ..notify import rows as notifications
 from .common import add_verb, details, emit, formats, noun, read_file
@@ -62,8 +63,23 @@ def jobs_details(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def jobs_rm(args: argparse.Namespace, settings: Settings) -> int:
+    """Remove Finished jobs older than --older-than, rows and output folders (--dry-run: list them)."""
+    removal = retention.remove_old_jobs(settings, retention.parse_age(args.older_than), args.submitter,
+                                        dry_run=args.dry_run, logs_only=args.logs_only)
+    verb = "would remove" if args.dry_run else "removed"
+    what = "the output folders of" if args.logs_only else ""
+    ids = " ".join(map(str, removal.jobs))
+    print(f"{verb} {what + ' ' if what else ''}{len(removal.jobs)} job(s) finished more than {args.older_than} ago"
+          + (f": {ids}" if ids else "") + f" ({removal.folders} output folder(s))")
+    if removal.kept:
+        print(f"kept {len(removal.kept)} old job(s), the last health check of a device: "
+              + " ".join(map(str, removal.kept)))
+    return 0
+
+
 def add_arguments(sub: argparse._SubParsersAction) -> None:
-    verbs = noun(sub, "jobs", "job definitions, a job's details and notifications")
+    verbs = noun(sub, "jobs", "job definitions, a job's details and notifications, retention")
     p = add_verb(verbs, "validate", jobs_validate,
                  "check job definitions as a submission would (exit 1 when one is invalid)")
     p.add_argument("files", nargs="+", metavar="FILE", help="job definition (YAML or JSON; '-': stdin)")
@@ -71,3 +87,9 @@ def add_arguments(sub: argparse._SubParsersAction) -> None:
     p = add_verb(verbs, "details", jobs_details, "show a job and its notifications (state, attempts, last error)")
     p.add_argument("id", type=int, metavar="ID")
     formats(p)
+    p = add_verb(verbs, "rm", jobs_rm, "remove finished jobs older than an age: rows and output folders")
+    p.add_argument("--older-than", required=True, metavar="AGE",
+                   help="days (30), or LAVA's forms 12h, 30d, 2w; the age counts from the job's end")
+    p.add_argument("--submitter", metavar="USER", help="only this user's jobs")
+    p.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    p.add_argument("--logs-only", action="store_true", help="remove the output folders, keep the rows")

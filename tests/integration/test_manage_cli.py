@@ -130,6 +130,25 @@ def test_permissions_granted_to_a_user_directly(lab, tmp_path):
     fails(lab, "groups", "update", "ops", "--remove-username", "bob", contains="'bob' is not a member")
 
 
+def test_jobs_rm_removes_finished_jobs_by_age(lab):
+    """The CLI wiring of lab/retention.py (ages in days and LAVA's forms; test_retention.py has the rules)."""
+    lab.manage("devices", "add", "qemu01", "--device-type", "qemu", "--worker", "w1", "--dictionary",
+               str(lab.dictionary))
+    ended, queued = (lab.api("POST", "/api/v1/jobs", {"definition": JOB_TEXT}).json()["job_ids"][0] for _ in "ab")
+    assert lab.api("POST", f"/api/v1/jobs/{ended}/cancel").json()["state"] == "Finished"
+    folder = lab.root / "data" / "jobs" / str(ended)
+    assert folder.is_dir()
+    assert lab.manage("jobs", "rm", "--older-than", "1").stdout.startswith("removed 0 job(s) finished more than 1")
+    dry = lab.manage("jobs", "rm", "--older-than", "0h", "--dry-run").stdout
+    assert dry == f"would remove 1 job(s) finished more than 0h ago: {ended} (1 output folder(s))\n"
+    assert folder.is_dir() and lab.api("GET", f"/api/v1/jobs/{ended}").status == 200
+    out = lab.manage("jobs", "rm", "--older-than", "0").stdout
+    assert out == f"removed 1 job(s) finished more than 0 ago: {ended} (1 output folder(s))\n"
+    assert not folder.exists() and lab.api("GET", f"/api/v1/jobs/{ended}").status == 404
+    assert lab.api("GET", f"/api/v1/jobs/{queued}").json()["state"] == "Submitted"
+    fails(lab, "jobs", "rm", "--older-than", "a month", contains="is not a number of days")
+
+
 def test_createsuperuser_as_django_has_it(lab_server):
     out = lab_server.manage("createsuperuser", "--username", "root2", "--email", "r@x", "--noinput").stdout
     assert out.startswith("superuser 'root2' created; password: ")
