@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import secrets
 import shutil
 import signal
@@ -57,20 +58,32 @@ def start_lab(root: Path, port: int, worker_args: tuple[str, ...] = ()) -> tuple
     return lab, password
 
 
+#: what a guest's console sends to drive a terminal (ESC[6n asks the cursor position, colours, OSC
+#: titles) and other control characters but the tab: a terminal running the demo would act on them
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(text: object) -> str:
+    return _CONTROL.sub("", str(text))
+
+
 def follow(lab: Lab, job_id: int, timeout: float = 600) -> dict:
-    """Print the job's log as it arrives (console lines and results); return the finished job."""
+    """Print the job's log as it arrives (console lines and results); return the finished job.
+
+    The state is read before the log, so once it says Finished the log read after it holds the
+    last line: "Finished" comes after it, not before."""
     line = 0
     state = None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = lab.job(job_id)
-        if job["state"] != state:
-            state = job["state"]
-            print(f"--- job {job_id}: {state}" + (f" on {job['actual_device']}" if job["actual_device"] else ""))
         text = lab.api("GET", f"/api/v1/jobs/{job_id}/logs?start={line}").text
         for record in yaml.safe_load(text) or []:
             line += 1
             print_record(record)
+        if job["state"] != state:
+            state = job["state"]
+            print(f"--- job {job_id}: {state}" + (f" on {job['actual_device']}" if job["actual_device"] else ""))
         if state == "Finished":
             return job
         time.sleep(0.3)
@@ -82,18 +95,31 @@ def print_record(record: dict) -> None:
     if lvl == "results":
         return
     if lvl in ("target", "input"):
-        print(f"  | {msg}")
+        print(f"  | {printable(msg)}")
     elif lvl in ("info", "error", "warning", "exception"):
-        print(f"  {lvl}: {msg}")
+        print(f"  {lvl}: {printable(msg)}")
+
+
+def case_label(case: dict) -> str:
+    """The case's name, and for the lava suite's downloads which image they fetched."""
+    extra = (case.get("metadata") or {}).get("extra") or {}
+    label = extra.get("label") if isinstance(extra, dict) else None
+    return f"{case['name']} ({label})" if label else case["name"]
 
 
 def print_results(lab: Lab, job_id: int) -> None:
     cases = lab.json("GET", f"/api/v1/jobs/{job_id}/results")
     print(f"\nresults of job {job_id}:")
-    print(f"  {'suite':<20} {'case':<28} {'result':<8} measurement")
+    print(f"  {'suite':<20} {'case':<34} {'result':<8} measurement")
     for c in cases:
-        m = "" if c["measurement"] == "None" else f"{float(c['measurement']):g} {c['unit']}".strip()
-        print(f"  {c['suite']:<20} {c['name']:<28} {c['result']:<8} {m}")
+        value = c["measurement"]
+        if value is None:
+            m = ""
+        elif c["unit"] == "seconds":
+            m = f"{float(value):.2f} s"
+        else:
+            m = f"{float(value):g} {c['unit']}".strip()
+        print(f"  {c['suite']:<20} {printable(case_label(c)):<34} {c['result']:<8} {m}")
 
 
 def wait_device_good(lab: Lab, timeout: float = 300) -> None:

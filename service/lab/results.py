@@ -114,25 +114,28 @@ def cases(job: TestJob, suite: str | None = None, case: str | None = None) -> li
     return list(query.order_by(TestCase.id))
 
 
-def export_case(tc: TestCase, job_id: int) -> dict:
-    """LAVA's export_testcase shape: all values strings except metadata."""
+def export_case(tc: TestCase, job_id: int, lava: bool = True) -> dict:
+    """LAVA's export_testcase shape: all values strings except metadata, and "None" for a value a
+    case has not (XML-RPC, callbacks: what LAVA sends). `lava` off (the REST API): null instead."""
     try:
         metadata = yaml.safe_load(tc.metadata) if tc.metadata else {}
     except yaml.YAMLError:
         metadata = {}
+    missing = "None" if lava else None
+    level = metadata.get("level") if isinstance(metadata, dict) else None
     return {
         "id": str(tc.id),
         "job": str(job_id),
         "suite": tc.suite.name,
         "name": tc.name,
         "result": ResultCode(tc.result).label,
-        "measurement": "None" if tc.measurement is None else _number(tc.measurement),
+        "measurement": missing if tc.measurement is None else _number(tc.measurement),
         "unit": tc.units,
-        "level": str(metadata.get("level", "None")) if isinstance(metadata, dict) else "None",
+        "level": missing if level is None else str(level),
         "url": f"/results/{job_id}/{tc.suite.name}/{tc.name}",
         "logged": tc.logged.isoformat(sep=" "),
-        "log_start_line": "None" if tc.start_log_line is None else str(tc.start_log_line),
-        "log_end_line": "None" if tc.end_log_line is None else str(tc.end_log_line),
+        "log_start_line": missing if tc.start_log_line is None else str(tc.start_log_line),
+        "log_end_line": missing if tc.end_log_line is None else str(tc.end_log_line),
         "metadata": metadata,
     }
 
@@ -142,31 +145,56 @@ def _number(value: float) -> str:
     return f"{value:.10f}"
 
 
-def as_json(job: TestJob, rows: list[TestCase]) -> list[dict]:
-    return [export_case(tc, job.id) for tc in rows]
+def as_json(job: TestJob, rows: list[TestCase], lava: bool = True) -> list[dict]:
+    return [export_case(tc, job.id, lava) for tc in rows]
 
 
-def as_yaml(job: TestJob, rows: list[TestCase]) -> str:
-    return yaml.safe_dump(as_json(job, rows), default_flow_style=False, sort_keys=True)
+def as_yaml(job: TestJob, rows: list[TestCase], lava: bool = True) -> str:
+    return yaml.safe_dump(as_json(job, rows, lava), default_flow_style=False, sort_keys=True)
 
 
 def as_junit(job: TestJob, rows: list[TestCase], classname_prefix: str = "") -> str:
+    """JUnit XML: one testsuite per suite; a case's duration (the lava suite's, in seconds) is its
+    `time`, other measurements its system-out; names are unique within a suite (JUnit readers
+    merge cases of one name): a download names its image, a repeated name gets " #2", " #3"."""
     suites: dict[str, list[TestCase]] = {}
     for tc in rows:
         suites.setdefault(tc.suite.name, []).append(tc)
     root = ET.Element("testsuites", name=f"job {job.id}", tests=str(len(rows)))
     for name, members in suites.items():
+        times = [tc.measurement for tc in members if _is_duration(tc)]
         el = ET.SubElement(
             root, "testsuite", name=name, tests=str(len(members)),
             failures=str(sum(tc.result == ResultCode.FAIL for tc in members)),
             skipped=str(sum(tc.result == ResultCode.SKIP for tc in members)),
+            **({"time": f"{sum(times):.3f}"} if times else {}),
         )
+        seen: dict[str, int] = {}
         for tc in members:
-            case = ET.SubElement(el, "testcase", name=tc.name, classname=f"{classname_prefix}{name}")
-            if tc.measurement is not None:
-                ET.SubElement(case, "system-out").text = f"measurement: {tc.measurement} {tc.units}".strip()
+            case_name = _junit_name(tc)
+            seen[case_name] = seen.get(case_name, 0) + 1
+            if seen[case_name] > 1:
+                case_name = f"{case_name} #{seen[case_name]}"
+            attrs = {"time": f"{tc.measurement:.3f}"} if _is_duration(tc) else {}
+            case = ET.SubElement(el, "testcase", name=case_name, classname=f"{classname_prefix}{name}", **attrs)
+            if tc.measurement is not None and not _is_duration(tc):
+                ET.SubElement(case, "system-out").text = f"measurement: {tc.measurement:g} {tc.units}".strip()
             if tc.result == ResultCode.FAIL:
                 ET.SubElement(case, "failure", message="fail")
             elif tc.result == ResultCode.SKIP:
                 ET.SubElement(case, "skipped")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _is_duration(tc: TestCase) -> bool:
+    return tc.measurement is not None and tc.suite.name == "lava" and tc.units == "seconds"
+
+
+def _junit_name(tc: TestCase) -> str:
+    """The case's name, with the image a download fetched (`file-download (kernel)`)."""
+    try:
+        extra = (yaml.safe_load(tc.metadata) or {}).get("extra") if tc.metadata else None
+    except (yaml.YAMLError, AttributeError):
+        extra = None
+    label = extra.get("label") if isinstance(extra, dict) else None
+    return f"{tc.name} ({label})" if label else tc.name

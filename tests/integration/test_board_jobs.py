@@ -39,7 +39,7 @@ BOARD, DEVICE_TYPE, WORKER = "uboot01", "qemu-uboot-arm64", "worker1"
 EXAMPLE = REPO / "examples" / "jobs" / "uboot-tftp-ramdisk.yaml"
 HEALTH_CHECK = REPO / "device-types" / "health-checks" / f"{DEVICE_TYPE}.yaml"
 #: the results of the example job's test definition, as the API lists them
-EXPECTED = [("uname", "pass", "None", ""), ("false-case", "fail", "None", ""),
+EXPECTED = [("uname", "pass", None, ""), ("false-case", "fail", None, ""),
             ("speed", "pass", "12.5000000000", "MB/s")]
 INTERRUPT = "bootloader-interrupt: the interrupt prompt 'Hit any key to stop autoboot' did not appear within"
 
@@ -67,7 +67,7 @@ class Finished:
     def id(self) -> int:
         return self.job["id"]
 
-    def cases(self, suite: str) -> list[tuple[str, str, str, str]]:
+    def cases(self, suite: str) -> list[tuple[str, str, str | None, str]]:
         return [(c["name"], c["result"], c["measurement"], c["unit"]) for c in self.results if c["suite"] == suite]
 
     def suites(self) -> set[str]:
@@ -266,7 +266,7 @@ def test_an_explicit_command_list_in_the_job_completes(lab: BoardJobs) -> None:
     out = lab.run(variant(boot={"commands": listed},
                           steps=["lava-test-case cmdline --shell grep -q dutlab.job=list /proc/cmdline"]))
     assert out.job["health"] == "Complete", out.job
-    assert out.cases("0_smoke") == [("cmdline", "pass", "None", "")]
+    assert out.cases("0_smoke") == [("cmdline", "pass", None, "")]
     assert "using the boot commands of the job definition, not the device's command sets" in out.messages("warning")
     typed = out.messages("input")
     first = typed.index("setenv autoload no")
@@ -302,9 +302,9 @@ def test_soft_reboots_are_recognised_by_their_shutdown_message(lab: BoardJobs) -
     out = lab.run(job)
     assert out.job["health"] == "Complete", out.job
     # each boot starts with a fresh root filesystem: the marker of the boot before is gone
-    assert out.cases("0_before") == [("before", "pass", "None", "")]
-    assert out.cases("1_after-job-message") == [("after-job-message", "pass", "None", "")]
-    assert out.cases("2_after-device-message") == [("after-device-message", "pass", "None", "")]
+    assert out.cases("0_before") == [("before", "pass", None, "")]
+    assert out.cases("1_after-job-message") == [("after-job-message", "pass", None, "")]
+    assert out.cases("2_after-device-message") == [("after-device-message", "pass", None, "")]
     info = out.messages("info")
     assert "soft reboot: the board printed 'dutlab: going down for a soft reboot now'" in info
     assert "soft reboot: the board printed 'The system is going down for reboot NOW'" in info

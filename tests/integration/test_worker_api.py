@@ -136,8 +136,8 @@ def test_job_lifecycle_logs_results_finish(lab):
     assert job["health"] == "Complete" and job["actual_device"] == "qemu01"
     cases = lab.api("GET", f"/api/v1/jobs/{job_id}/results").json()
     got = {(c["suite"], c["name"], c["result"], c["measurement"], c["unit"]) for c in cases}
-    assert got == {("0_smoke", "ok", "pass", "None", ""), ("0_smoke", "speed", "pass", "12.5000000000", "MB/s"),
-                   ("0_smoke", "bad", "fail", "None", ""), ("lava", "job", "pass", "None", "")}
+    assert got == {("0_smoke", "ok", "pass", None, ""), ("0_smoke", "speed", "pass", "12.5000000000", "MB/s"),
+                   ("0_smoke", "bad", "fail", None, ""), ("lava", "job", "pass", None, "")}
     junit = lab.api("GET", f"/api/v1/jobs/{job_id}/results?format=junit").text
     assert 'classname="0_smoke"' in junit and "<failure" in junit
     assert lab.api("GET", f"/api/v1/jobs/{job_id}/description").text == "pipeline: []\n"
