@@ -6,22 +6,13 @@ from playhouse.migrate import SchemaMigrator, migrate
 
 
 def up(db) -> None:
-    # frozen copies of the tables as this migration creates them; the stubs only name the
-    # tables the foreign keys point at (they exist already)
-    class Stub(Model):
-        class Meta:
-            database = db
-
-    class Worker(Stub):
-        class Meta:
-            table_name = "worker"
-
-    class User(Stub):
-        class Meta:
-            table_name = "user"
+    # frozen copies of the tables as this migration creates them, with foreign keys to tables
+    # that exist already (named only)
+    worker_table, user_table = (type(name, (Model,), {"Meta": type("Meta", (), {"database": db, "table_name": name})})
+                    for name in ("worker", "user"))
 
     class WorkerFile(Model):
-        worker = ForeignKeyField(Worker, on_delete="CASCADE")
+        worker = ForeignKeyField(worker_table, on_delete="CASCADE")
         kind = CharField(max_length=20)
         text = TextField(default="")
         updated = DateTimeField()
@@ -32,7 +23,7 @@ def up(db) -> None:
             indexes = ((("worker", "kind"), True),)
 
     class UserPermission(Model):
-        user = ForeignKeyField(User, on_delete="CASCADE")
+        user = ForeignKeyField(user_table, on_delete="CASCADE")
         perm = CharField(max_length=40)
 
         class Meta:

@@ -111,37 +111,22 @@ def _set(call: Call, hostname: str, kind: str, text: str) -> bool:
     return True
 
 
-@exposed("scheduler.workers.get_config")
-def get_config(call: Call, hostname: str) -> Any:
-    """The worker's dispatcher configuration (LAVA's dispatcher.d/<worker>.yaml)."""
-    return _get(call, hostname, "config")
+def _register_file_methods(kind: str, what: str) -> None:
+    """`scheduler.workers.get_<kind>` and `set_<kind>` (lavacli's `workers config|env|env-dut`)."""
+
+    def get(call: Call, hostname: str) -> Any:
+        return _get(call, hostname, kind)
+
+    def put(call: Call, hostname: str, text: str) -> bool:
+        return _set(call, hostname, kind, text)
+
+    get.__doc__ = f"The worker's {what}."
+    put.__doc__ = f"Store the worker's {what} (YAML, checked as the worker reads it); an empty string deletes it."
+    exposed(f"scheduler.workers.get_{kind}")(get)
+    exposed(f"scheduler.workers.set_{kind}")(put)
 
 
-@exposed("scheduler.workers.set_config")
-def set_config(call: Call, hostname: str, config: str) -> bool:
-    """Store the worker's dispatcher configuration (YAML, checked); an empty string deletes it."""
-    return _set(call, hostname, "config", config)
-
-
-@exposed("scheduler.workers.get_env")
-def get_env(call: Call, hostname: str) -> Any:
-    """The environment dutlab-run gets on this worker (env.yaml: purge, removes, overrides)."""
-    return _get(call, hostname, "env")
-
-
-@exposed("scheduler.workers.set_env")
-def set_env(call: Call, hostname: str, env: str) -> bool:
-    """Store the worker's env.yaml (checked); an empty string deletes it."""
-    return _set(call, hostname, "env", env)
-
-
-@exposed("scheduler.workers.get_env_dut")
-def get_env_dut(call: Call, hostname: str) -> Any:
-    """The environment of the test shell on this worker's devices (env-dut.yaml)."""
-    return _get(call, hostname, "env_dut")
-
-
-@exposed("scheduler.workers.set_env_dut")
-def set_env_dut(call: Call, hostname: str, env: str) -> bool:
-    """Store the worker's env-dut.yaml (checked); an empty string deletes it."""
-    return _set(call, hostname, "env_dut", env)
+for _kind, _what in (("config", "dispatcher configuration (LAVA's dispatcher.d/<worker>.yaml)"),
+                     ("env", "env.yaml: the environment of dutlab-run there (purge, removes, overrides)"),
+                     ("env_dut", "env-dut.yaml: the environment of the test shell on its devices")):
+    _register_file_methods(_kind, _what)

@@ -123,6 +123,9 @@ def test_backup_then_restore_onto_a_fresh_server(dutlab_wheel, tmp_path):
         [on_server] = list(backups.glob("dutlab-backup-*.tar.gz"))
         assert archive.read_bytes() == on_server.read_bytes()
         assert oct(on_server.stat().st_mode & 0o777) == "0o600" and on_server.owner() == "dutlab-old"
+        # the controller's copy holds the same password hashes and secret key: private there too
+        assert oct(archive.stat().st_mode & 0o777) == "0o600"
+        assert oct(archive.parent.stat().st_mode & 0o777) == "0o700"
         assert f"restore_archive={archive}" in run["Where it is"]["msg"]
         with tarfile.open(archive) as tar:
             manifest = json.load(tar.extractfile("MANIFEST.json"))

@@ -164,6 +164,7 @@ _ARGUMENT_SPEC = dict(
     env_dut=dict(type="raw"),
     regenerate_token=dict(type="bool", default=False, no_log=False),
 )
+_ARGUMENT_SPEC.update(api_argument_spec())
 #: option -> the server's name of the per-worker file
 _FILES = MappingProxyType({"config": "config", "env": "env", "env_dut": "env-dut"})
 
@@ -173,7 +174,6 @@ def _file_text(value):
     if isinstance(value, dict):
         return json.dumps(value, indent=2, sort_keys=True) + "\n" if value else ""
     return "" if value is None else str(value)
-_ARGUMENT_SPEC.update(api_argument_spec())
 
 
 class DutlabWorkerModule(_DutlabObjectModule):

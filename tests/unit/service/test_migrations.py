@@ -28,3 +28,19 @@ def test_migrated_schema_matches_models(db):
 def test_migrations_are_numbered_without_gaps():
     versions = [m.version for m in migrations.available()]
     assert versions == list(range(1, len(versions) + 1))
+
+
+def test_an_older_database_gets_the_new_column_and_tables(db):
+    """A database made before m0004 (no per-worker files, no pipeline_compatibility) is brought up."""
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    from dutlab.service.models import TestJob, UserPermission, WorkerFile
+
+    database.drop_tables([WorkerFile, UserPermission])
+    migrate(SchemaMigrator.from_database(database).drop_column("test_job", "pipeline_compatibility"))
+    SchemaVersion.delete().where(SchemaVersion.version >= 4).execute()
+    assert "pipeline_compatibility" not in {c.name for c in database.get_columns("test_job")}
+    assert "0004_admin_runbook" in migrations.migrate()
+    assert "pipeline_compatibility" in {c.name for c in database.get_columns("test_job")}
+    assert database.table_exists("worker_file") and database.table_exists("user_permission")
+    assert TestJob.select().count() == 0
