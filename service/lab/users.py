@@ -325,7 +325,8 @@ def add_to_group(group_name: str, usernames: list[str] = (), permissions: list[s
 def change_user_permissions(username: str, add: list[str] = (), remove: list[str] = ()) -> User:
     """Grant and revoke permissions of one user, keeping the others (the CLI's `users update`)."""
     current = _user_permissions(get_user(username))
-    return update_user(username, {"permissions": _changed(current, add, remove)})
+    wanted = _permissions(list(add))  # the path of a bad one is its place among those given
+    return update_user(username, {"permissions": _changed(current, wanted, _permissions(list(remove)))})
 
 
 def _changed(current: list[str], add: Iterable[str], remove: Iterable[str]) -> list[str]:

@@ -167,6 +167,28 @@ def test_group_permissions_and_members(db):
                                           "members": ["bob"]}
 
 
+def test_permissions_of_one_user_and_removals_from_groups(db):
+    from dutlab.service import auth
+
+    alice, _ = users.create_user({"username": "alice"})
+    users.create_user({"username": "bob"})
+    assert not auth.has_perm(alice, "cancel_resubmit")
+    users.change_user_permissions("alice", ["lava_scheduler_app.cancel_resubmit_testjob", "submit_testjob"])
+    assert users.user_json(alice)["permissions"] == ["cancel_resubmit", "submit"]
+    assert auth.has_perm(alice, "cancel_resubmit") and not auth.has_perm(alice, "admin")
+    users.change_user_permissions("alice", remove=["cancel_resubmit"])
+    assert users.user_json(alice)["permissions"] == ["submit"] and not auth.has_perm(alice, "cancel_resubmit")
+    with refused(400, "permissions[0]"):
+        users.change_user_permissions("alice", ["reboot"])
+    with refused(403):  # granting rights through an account is a superuser's act (as groups are)
+        users.update_user("alice", {"permissions": ["admin"]}, caller=alice)
+    users.create_group({"name": "ops", "members": ["alice", "bob"], "permissions": ["admin", "submit"]})
+    group = users.add_to_group("ops", remove_usernames=["bob"], remove_permissions=["admin"])
+    assert users.group_json(group) == {"name": "ops", "permissions": ["submit"], "members": ["alice"]}
+    with refused(400, "remove_usernames[0]"):
+        users.add_to_group("ops", remove_usernames=["bob"])
+
+
 def test_tokens_are_hashed_and_shown_once(db):
     alice, _ = users.create_user({"username": "alice"})
     token, secret = tokens.create_token({"user": "alice", "description": "ci"})
