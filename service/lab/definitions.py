@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dutlab.dispatcher.schema import multinode
 from dutlab.dispatcher.schema.common import JobDefinitionError, timeout_seconds
 from dutlab.dispatcher.schema.loader import parse_job
 
@@ -27,3 +28,13 @@ def parse(text: str) -> dict[str, Any]:
 def seconds(timeout: Any) -> int:
     """A schema-checked timeout mapping (`{minutes: 5}`) in seconds."""
     return timeout_seconds(timeout)
+
+
+def is_group(job: dict[str, Any]) -> bool:
+    """A MultiNode group as submitted (``protocols: lava-multinode: roles:``)."""
+    return multinode.is_submission(job)
+
+
+def split(job: dict[str, Any], target_group: str) -> list[dict[str, Any]]:
+    """A checked group's sub-jobs, one per device, in sub-id order (the dispatcher's split)."""
+    return multinode.split(job, target_group)

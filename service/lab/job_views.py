@@ -64,8 +64,9 @@ def masked_definition(job: TestJob) -> str:
     values = sorted({str(v) for v in (parsed.get("secrets") or {}).values() if str(v)}, key=len, reverse=True)
     if not values:
         return job.original_definition
-    # re-written rather than edited: a value may be quoted or escaped in the original text
-    masked = _mask(parsed, values)
+    # re-written rather than edited: a value may be quoted or escaped in the original text; a
+    # MultiNode sub-job's original definition is the whole group's submission
+    masked = _mask(yaml.safe_load(job.original_definition) if job.target_group else parsed, values)
     return (f"# the values of secrets are shown to the submitter ({job.submitter.username}) and admins only\n"
             + yaml.safe_dump(masked, sort_keys=False, default_flow_style=False))
 

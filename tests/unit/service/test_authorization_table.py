@@ -56,15 +56,15 @@ TABLE: dict[tuple[str, str], Row] = {
     ("POST", "/api/v1/jobs"): Row((401, 403, 201, 403, 201, 403), lambda w: {"definition": w.job_text}),
     ("POST", "/api/v1/jobs/validate"): Row(EVERYONE, lambda w: {"definition": w.job_text}),
     ("GET", "/api/v1/jobs"): Row(EVERYONE),
-    ("GET", "/api/v1/jobs/<job_id:int>"): Row(EVERYONE),
-    ("POST", "/api/v1/jobs/<job_id:int>/cancel"): Row((401, 403, 200, 200, 200, 403)),
+    ("GET", "/api/v1/jobs/<job_id>"): Row(EVERYONE),
+    ("POST", "/api/v1/jobs/<job_id>/cancel"): Row((401, 403, 200, 200, 200, 403)),
     # an admin may resubmit others' jobs, but only owners (and superusers) use a restricted device
-    ("POST", "/api/v1/jobs/<job_id:int>/resubmit"): Row((401, 403, 201, 403, 201, 403)),
-    ("GET", "/api/v1/jobs/<job_id:int>/definition"): Row(DEVICE_READERS),
-    ("GET", "/api/v1/jobs/<job_id:int>/config"): Row(DEVICE_READERS),
-    ("GET", "/api/v1/jobs/<job_id:int>/description"): Row(DEVICE_READERS),
-    ("GET", "/api/v1/jobs/<job_id:int>/logs"): Row(EVERYONE),
-    ("GET", "/api/v1/jobs/<job_id:int>/results"): Row(EVERYONE),
+    ("POST", "/api/v1/jobs/<job_id>/resubmit"): Row((401, 403, 201, 403, 201, 403)),
+    ("GET", "/api/v1/jobs/<job_id>/definition"): Row(DEVICE_READERS),
+    ("GET", "/api/v1/jobs/<job_id>/config"): Row(DEVICE_READERS),
+    ("GET", "/api/v1/jobs/<job_id>/description"): Row(DEVICE_READERS),
+    ("GET", "/api/v1/jobs/<job_id>/logs"): Row(EVERYONE),
+    ("GET", "/api/v1/jobs/<job_id>/results"): Row(EVERYONE),
     # devices
     ("GET", "/api/v1/devices"): Row(EVERYONE),
     ("POST", "/api/v1/devices"): Row(ADMINS_CREATE, lambda w: {"hostname": f"new-{w.c}", "device_type": w.dtype,
@@ -134,7 +134,7 @@ TABLE: dict[tuple[str, str], Row] = {
     ("POST", "/RPC2/"): Row((200, 200, 200, 200, 200, 400), xmlrpc.client.dumps((), "system.whoami")),
     ("GET", "/RPC2"): Row((200,) * 6),  # the help text; no credentials are read
     ("GET", "/RPC2/"): Row((200,) * 6),
-    ("GET", "/scheduler/job/<job_id:int>"): Row((302, 302, 302, 302, 302, 403)),
+    ("GET", "/scheduler/job/<job_id>"): Row((302, 302, 302, 302, 302, 403)),
     ("GET", "/"): Row(EVERYONE),
     ("GET", "/metrics"): Row(EVERYONE),
 }
