@@ -71,6 +71,8 @@ def endpoint_from(data: dict[str, Any], where: str = "", strict: bool = True) ->
     end.host = _ANY_ADDRESS.get(host, host)
     for key, kind in (("port", int), ("poll_delay", float), ("blocksize", int)):
         value = data.get(key, getattr(end, key))
+        if isinstance(value, str) and value.replace(".", "", 1).isdigit():  # "3079" from a templated file
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise SettingsError(f"{where}{key}: expected a positive number, got {value!r}")
         setattr(end, key, kind(value))
