@@ -252,8 +252,9 @@ def submission_fault(exc: ApiError) -> Fault:
     """LAVA's submission faults: 404 for an unknown device type, 400 'Device unavailable' when no
     device can take the job, 400 'Problem with submitted job data' for the definition itself."""
     where = f"{exc.path}: " if exc.path else ""
-    # a MultiNode role's device type, tags or count are what device_type and tags are to one job
-    field = exc.path.rpartition(".")[2] if exc.path.startswith(multinode.ROLES_PATH + ".") else exc.path
+    # the lab's checks of a MultiNode role ("role 'x': ...") are what device_type and tags are to one job
+    lab_check = exc.path.startswith(multinode.ROLES_PATH + ".") and exc.message.startswith("role '")
+    field = exc.path.rpartition(".")[2] if lab_check else exc.path
     if exc.status == 400 and field == "device_type" and "does not exist" in exc.message:
         return Fault(NOT_FOUND, f"Specified device or device type not found: {exc.message}")
     if exc.status == 400 and (field in ("device_type", "count") or field.startswith("tags")):

@@ -31,7 +31,7 @@ class Coordinator:
         return self.lab.log_dir / f"{self.name}.daemon.log"
 
     def log(self) -> str:
-        return self.log_file.read_text(errors="replace")[-5000:] if self.log_file.exists() else ""
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
     def start(self, timeout: float = 15) -> Coordinator:
         self.lab.spawn(self.name, [str(BIN / "dutlab-coordinator"), "--config", str(self.config)])
