@@ -183,63 +183,58 @@ def test_two_role_example_submitted_through_lavacli_completes(mlab, tmp_path):
     assert "<LAVA_WAIT_COMPLETE" in log and "MultiNode group" in log
 
 
-THREE = """\
-job_name: three nodes
-visibility: public
-timeouts: {{job: {{minutes: 15}}, action: {{minutes: 6}}, connection: {{minutes: 2}}}}
-protocols:
-  lava-multinode:
-    timeout: {{minutes: 5}}
-    roles:
-      server: {{device_type: qemu, count: 1, context: {{arch: amd64}}}}
-      client: {{device_type: qemu, count: 2, context: {{arch: amd64}}}}
-actions:
-- deploy:
-    role: [server, client]
-    to: tmpfs
-    images:
-      kernel: {{url: 'file://{assets}/vmlinuz', image_arg: '-kernel {{kernel}}'}}
-      initrd: {{url: 'file://{assets}/initramfs.cpio.gz', image_arg: '-initrd {{initrd}}'}}
-- boot: {{role: [server, client], method: qemu, media: tmpfs, prompts: ['dutlab:~# ']}}
-- test:
-    role: [server]
-    definitions:
-    - from: inline
-      name: server
-      path: inline/server.yaml
-      repository:
-        metadata: {{format: Lava-Test Test Definition 1.0, name: server}}
-        run:
-          steps:
-          - lava-sync booted
-          # the clients are in lava-wait meanwhile: the test restarts the coordinator then
-          - sleep 12
-          - lava-send ready port=5201
-          - lava-send done from=server
-          - lava-wait-all done
-          - lava-test-case members --shell test "$(lava-group | wc -l)" -eq 3
-- test:
-    role: [client]
-    definitions:
-    - from: inline
-      name: client
-      path: inline/client.yaml
-      repository:
-        metadata: {{format: Lava-Test Test Definition 1.0, name: client}}
-        run:
-          steps:
-          - lava-sync booted
-          - lava-wait ready
-          - lava-test-case port --shell grep -q ':port=5201$' /tmp/lava_multi_node_cache.txt
-          - lava-send done from=client
-          - lava-wait-all done
-          - lava-test-case heard-all --shell test "$(grep -c ':from=' /tmp/lava_multi_node_cache.txt)" -eq 3
-          - lava-wait-all ready server
-"""
+def group_job(name: str, roles: dict, actions: list, minutes: int = 15) -> str:
+    """A MultiNode job on the QEMU assets: `roles` {role: (count, extra role keys)}."""
+    return yaml.safe_dump({
+        "job_name": name, "visibility": "public",
+        "timeouts": {"job": {"minutes": minutes}, "action": {"minutes": 6}, "connection": {"minutes": 2}},
+        "protocols": {"lava-multinode": {"timeout": {"minutes": 5}, "roles": {
+            role: {"device_type": "qemu", "count": count, "context": {"arch": "amd64"}, **extra}
+            for role, (count, extra) in roles.items()}}},
+        "actions": actions}, sort_keys=False)
+
+
+def deploy(roles: list[str], kernel: str = "vmlinuz") -> dict:
+    assets = ASSETS / "amd64"
+    images = {"kernel": {"url": f"file://{assets}/{kernel}", "image_arg": "-kernel {kernel}"}}
+    if kernel == "vmlinuz":
+        images["initrd"] = {"url": f"file://{assets}/initramfs.cpio.gz", "image_arg": "-initrd {initrd}"}
+    return {"deploy": {"role": roles, "to": "tmpfs", "images": images}}
+
+
+def boot(roles: list[str]) -> dict:
+    return {"boot": {"role": roles, "method": "qemu", "media": "tmpfs", "prompts": ["dutlab:~# "]}}
+
+
+def role_tests(role: str, steps: list[str]) -> dict:
+    return {"test": {"role": [role], "definitions": [{
+        "from": "inline", "name": role, "path": f"inline/{role}.yaml",
+        "repository": {"metadata": {"format": "Lava-Test Test Definition 1.0", "name": role},
+                       "run": {"steps": steps}}}]}}
+
+
+THREE = group_job("three nodes", {"server": (1, {}), "client": (2, {})}, [
+    deploy(["server", "client"]), boot(["server", "client"]),
+    role_tests("server", [
+        "lava-sync booted",
+        "sleep 12",  # the clients are in lava-wait meanwhile: the test restarts the coordinator then
+        "lava-send ready port=5201",
+        "lava-send done from=server",
+        "lava-wait-all done",
+        'lava-test-case members --shell test "$(lava-group | wc -l)" -eq 3']),
+    role_tests("client", [
+        "lava-sync booted",
+        "lava-wait ready",
+        "lava-test-case port --shell grep -q ':port=5201$' /tmp/lava_multi_node_cache.txt",
+        "lava-send done from=client",
+        "lava-wait-all done",
+        "lava-test-case heard-all --shell test \"$(grep -c ':from=' /tmp/lava_multi_node_cache.txt)\" -eq 3",
+        "lava-wait-all ready server"]),
+])
 
 
 def test_three_nodes_sync_and_wait_all_survive_a_coordinator_restart(mlab):
-    ids = mlab.json("POST", "/api/v1/jobs", {"definition": THREE.format(assets=ASSETS / "amd64")})["job_ids"]
+    ids = mlab.json("POST", "/api/v1/jobs", {"definition": THREE})["job_ids"]
     assert len(ids) == 3
     # restart the coordinator while both clients wait for "ready" (the server sleeps before sending it)
     deadline = time.monotonic() + 360
@@ -267,44 +262,15 @@ def test_three_nodes_sync_and_wait_all_survive_a_coordinator_restart(mlab):
     assert devices == {"qemu01", "qemu02", "qemu03"}  # on both workers
 
 
-ESSENTIAL = """\
-job_name: essential server
-visibility: public
-timeouts: {{job: {{minutes: 10}}, action: {{minutes: 5}}, connection: {{minutes: 2}}}}
-protocols:
-  lava-multinode:
-    timeout: {{minutes: 5}}
-    roles:
-      server: {{device_type: qemu, count: 1, essential: true, context: {{arch: amd64}}}}
-      client: {{device_type: qemu, count: 1, context: {{arch: amd64}}}}
-actions:
 # the server's kernel does not exist: its deploy fails while the client boots and waits for it
-- deploy:
-    role: [server]
-    to: tmpfs
-    images:
-      kernel: {{url: 'file://{assets}/no-such-vmlinuz', image_arg: '-kernel {{kernel}}'}}
-- deploy:
-    role: [client]
-    to: tmpfs
-    images:
-      kernel: {{url: 'file://{assets}/vmlinuz', image_arg: '-kernel {{kernel}}'}}
-      initrd: {{url: 'file://{assets}/initramfs.cpio.gz', image_arg: '-initrd {{initrd}}'}}
-- boot: {{role: [server, client], method: qemu, media: tmpfs, prompts: ['dutlab:~# ']}}
-- test:
-    role: [client]
-    definitions:
-    - from: inline
-      name: client
-      path: inline/client.yaml
-      repository:
-        metadata: {{format: Lava-Test Test Definition 1.0, name: client}}
-        run: {{steps: [lava-wait never-sent]}}
-"""
+ESSENTIAL = group_job("essential server", {"server": (1, {"essential": True}), "client": (1, {})}, [
+    deploy(["server"], kernel="no-such-vmlinuz"), deploy(["client"]), boot(["server", "client"]),
+    role_tests("client", ["lava-wait never-sent"]),
+], minutes=10)
 
 
 def test_failing_essential_role_ends_the_group_with_the_reason(mlab):
-    ids = mlab.json("POST", "/api/v1/jobs", {"definition": ESSENTIAL.format(assets=ASSETS / "amd64")})["job_ids"]
+    ids = mlab.json("POST", "/api/v1/jobs", {"definition": ESSENTIAL})["job_ids"]
     server, client = wait_group(mlab, ids, timeout=300)
     assert server["health"] == "Incomplete" and "no-such-vmlinuz" in server["error_msg"], explain(mlab, ids)
     assert client["health"] == "Incomplete", explain(mlab, ids)

@@ -278,9 +278,9 @@ def test_concurrent_passes_never_reserve_a_partial_group(db, settings):
     for t in threads:
         t.start()
     guarded(submitter)()
-    deadline = 400
-    while TestJob.select().where(TestJob.state != JobState.FINISHED).exists() and deadline and not errors:
-        deadline -= 1
+    for _ in range(400):  # until every job ended (a pass and its job ends take a few ms)
+        if errors or not TestJob.select().where(TestJob.state != JobState.FINISHED).exists():
+            break
         threading.Event().wait(0.05)
     stop.set()
     for t in threads:
