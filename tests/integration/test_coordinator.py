@@ -21,6 +21,7 @@ from dutlab.dispatcher.coordinator_client import (
     Endpoint,
     exchange,
 )
+from dutlab.dispatcher.multinode import Group, parse_request
 from labkit import BIN, free_port
 
 LAVA_COORDINATOR = shutil.which("lava-coordinator")
@@ -284,3 +285,23 @@ def test_restart_keeps_groups_and_waiting_clients_go_on(start, tmp_path):
     assert "restored 1 group(s)" in again.log() and "cleared by all 2 clients" in again.log()
     assert again.stop() == 0
     assert "kept in" in again.log()
+
+
+def test_dutlab_run_group_calls_answer_the_dut(start):
+    """dutlab-run's side (dispatcher/multinode.py): each DUT request becomes one call whose answer is
+    the line typed back; no answer in time is a timeout (the job ends), a nack only fails the call."""
+    d = start()
+    job = {"protocols": {"lava-multinode": {"target_group": "g7", "role": "solo", "group_size": 1, "sub_id": 0,
+                                            "timeout": {"seconds": 1}}}}
+    group = Group.of_job(job, 41, d.endpoint())
+    assert group.join(timeout=5) == {"41": "solo"}
+    sent = group.call(parse_request("<LAVA_MULTI_NODE> <LAVA_SEND ready ip=10.0.0.2>"), within=5)
+    assert (sent.reply, sent.passed) == ("", True)
+    waited = group.call(parse_request("<LAVA_MULTI_NODE> <LAVA_WAIT ready>"), within=5)
+    assert (waited.reply, waited.data) == ("<LAVA_WAIT_COMPLETE 41:ip=10.0.0.2>", {"41": {"ip": "10.0.0.2"}})
+    assert group.call(parse_request("<LAVA_MULTI_NODE> <LAVA_SYNC s>"), within=5).reply == "<LAVA_SYNC_COMPLETE>"
+    late = group.call(parse_request("<LAVA_MULTI_NODE> <LAVA_WAIT never>"), within=5)  # the protocol's 1 s
+    assert (late.reply, late.passed, late.timed_out) == ("<LAVA_WAIT_COMPLETE nack>", False, True)
+    refused = group.call(parse_request("<LAVA_MULTI_NODE> <LAVA_WAIT_ALL nobody-sent>"), within=5)
+    assert (refused.passed, refused.timed_out) == (False, False) and "nobody sent" in refused.error
+    assert group.leave() == "" and "cleared by all 1 clients" in d.log()

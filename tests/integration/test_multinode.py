@@ -158,6 +158,7 @@ def explain(lab, ids) -> str:
     return "\n".join(parts) + "\n--- coordinator:\n" + lab.coordinator.log()[-5000:]
 
 
+@pytest.mark.qemu
 def test_two_role_example_submitted_through_lavacli_completes(mlab, tmp_path):
     cli = Lavacli(mlab, tmp_path / "xdg")
     cli.identity("dutlab", "admin", mlab.admin_token)
@@ -233,6 +234,7 @@ THREE = group_job("three nodes", {"server": (1, {}), "client": (2, {})}, [
 ])
 
 
+@pytest.mark.qemu
 def test_three_nodes_sync_and_wait_all_survive_a_coordinator_restart(mlab):
     ids = mlab.json("POST", "/api/v1/jobs", {"definition": THREE})["job_ids"]
     assert len(ids) == 3
@@ -269,6 +271,7 @@ ESSENTIAL = group_job("essential server", {"server": (1, {"essential": True}), "
 ], minutes=10)
 
 
+@pytest.mark.qemu
 def test_failing_essential_role_ends_the_group_with_the_reason(mlab):
     ids = mlab.json("POST", "/api/v1/jobs", {"definition": ESSENTIAL})["job_ids"]
     server, client = wait_group(mlab, ids, timeout=300)
