@@ -235,8 +235,13 @@ def schedule_jobs(available: list[Device], capacity: dict[int, int], report: Pas
     submitters = {q.submitter_id for e in queue for q in (e.members if isinstance(e, QueuedGroup) else [e])}
     users = {u.id: u for u in User.select().where(User.id.in_(submitters))}
 
+    verdicts: dict[tuple, bool] = {}  # jobs alike (submitter, tags, pin) fit the same devices
+
     def fits(q: Queued, device: Device) -> bool:
-        return _fits(q, device, device_tags[device.id], users, memberships)
+        key = (q.submitter_id, q.tags, q.requested_device_id, device.id)
+        if key not in verdicts:
+            verdicts[key] = _fits(q, device, device_tags[device.id], users, memberships)
+        return verdicts[key]
 
     held: set[int] = set()  # Idle devices a waiting group keeps from the entries behind it
     to_wake: set[int] = set()
