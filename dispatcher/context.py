@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .console import Console
     from .log import JobLogger
+    from .multinode import Group
 
 DEFAULT_RESULTS_DIR = "/lava-%s"
 
@@ -86,6 +87,10 @@ class JobContext:
     tftp: TftpFiles | None = None
     #: boot: the bootloader commands with their placeholders filled in (bootloader-overlay)
     bootloader_commands: list[str] = field(default_factory=list)
+    #: the coordinator settings file (dutlab-run --coordinator; None: LAVA's lava-coordinator.conf)
+    coordinator: Path | None = None
+    #: a MultiNode sub-job's group, once multinode-setup joined it
+    multinode: Group | None = None
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())

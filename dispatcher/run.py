@@ -31,6 +31,7 @@ import yaml
 
 from . import __version__, envfile
 from .actions.finalize import Finalize
+from .actions.multinode import group_actions
 from .actions.registry import build_actions
 from .context import JobContext
 from .errors import ConfigurationError, DutlabError, InfrastructureError, JobCanceled, JobError
@@ -62,6 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--file-roots", metavar="DIR[:DIR...]", help="file:// URLs may name only files under these "
                    "folders and the job's own output and scratch folders ('' for those alone; dutlab-worker passes "
                    "its file_roots); without it, any file this process can read")
+    p.add_argument("--coordinator", type=Path, help="the MultiNode coordinator to use: a file with host, port, "
+                   "secret (dutlab-worker writes one per job) or LAVA's lava-coordinator.conf (the default)")
     p.add_argument("--server", help="lab server URL: upload the log and report the result there")
     p.add_argument("--job-token-file", type=Path, help="file holding the job token (with --server)")
     p.add_argument("-v", "--verbose", action="store_true", help="also print every log record on stderr")
@@ -110,7 +113,7 @@ def _run_job(args: argparse.Namespace, logger: JobLogger) -> JobResult:
     ctx: JobContext | None = None
     try:
         ctx = _prepare(args, logger)
-        actions = build_actions(ctx)
+        actions = group_actions(ctx, build_actions(ctx))
         pipeline = Pipeline(ctx, actions, Finalize())
         pipeline.validate()
         _write_description(args.output_dir, ctx, pipeline)
@@ -138,7 +141,7 @@ def _prepare(args: argparse.Namespace, logger: JobLogger) -> JobContext:
     roots = None if args.file_roots is None else (*args.file_roots, args.output_dir.absolute(), tmp_dir)
     return JobContext(job_id=args.job_id, job=job, device=device, logger=logger, output_dir=args.output_dir,
                       work_dir=args.work_dir, tmp_dir=tmp_dir, tftp_root=args.tftp_root,
-                      dispatcher_ip=args.dispatcher_ip, file_roots=roots)
+                      dispatcher_ip=args.dispatcher_ip, file_roots=roots, coordinator=args.coordinator)
 
 
 def _load_job(path: Path) -> dict[str, Any]:

@@ -175,6 +175,12 @@ class TestJob(BaseModel):
     #: SHA-256 of the per-job token handed to the worker with the job
     token_hash = CharField(max_length=64, default="")
     metadata = TextField(default="{}")
+    #: MultiNode: the group's UUID (empty for a single-device job), LAVA's sub-id ("12.1") and role
+    target_group = CharField(max_length=36, default="", index=True)
+    sub_id = CharField(max_length=32, default="", index=True)
+    role = CharField(max_length=100, default="")
+    #: MultiNode: why the group ended this job (an essential role failed), as JSON {error_type, error_msg}
+    group_failure = TextField(default="")
 
 
 class JobTag(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dutlab.dispatcher.schema import multinode
 from dutlab.dispatcher.schema.common import MAX_TIMEOUT_SECONDS, TIMEOUT_UNITS, JobDefinitionError, timeout_seconds
 from dutlab.dispatcher.schema.loader import parse_job
 
@@ -41,3 +42,13 @@ def stored_seconds(timeout: Any) -> int:
     if len(units) != 1 or isinstance(units[0][1], bool) or not isinstance(units[0][1], int):
         raise ValueError(f"the timeout {timeout!r} has no single whole number of days, hours, minutes or seconds")
     return min(units[0][0] * max(0, units[0][1]), MAX_TIMEOUT_SECONDS)
+
+
+def is_group(job: dict[str, Any]) -> bool:
+    """A MultiNode group as submitted (``protocols: lava-multinode: roles:``)."""
+    return multinode.is_submission(job)
+
+
+def split(job: dict[str, Any], target_group: str) -> list[dict[str, Any]]:
+    """A checked group's sub-jobs, one per device, in sub-id order (the dispatcher's split)."""
+    return multinode.split(job, target_group)
