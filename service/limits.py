@@ -253,7 +253,8 @@ def job_id_filter(config: str) -> tuple[str, Callable[[str], str], Callable[[Any
             raise HTTPError(400, f"the job id {_shown(text)} in the path is out of range: ids are below 2^63")
         return text
 
-    return r"\d+(?:\.\d+)?", to_python, str
+    # a negative number matches too, so that `/jobs/-1` says the job does not exist, not "no such endpoint"
+    return r"-?\d+(?:\.\d+)?", to_python, str
 
 
 # -- memory ----------------------------------------------------------------------------------
