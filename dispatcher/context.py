@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .console import Console
     from .log import JobLogger
+    from .multinode import Group
 
 DEFAULT_RESULTS_DIR = "/lava-%s"
 
@@ -88,6 +89,10 @@ class JobContext:
     bootloader_commands: list[str] = field(default_factory=list)
     #: the worker's env-dut.yaml from the server (removes, overrides) for the test shell
     env_dut: dict[str, Any] = field(default_factory=dict)
+    #: the coordinator settings file (dutlab-run --coordinator; None: LAVA's lava-coordinator.conf)
+    coordinator: Path | None = None
+    #: a MultiNode sub-job's group, once multinode-setup joined it
+    multinode: Group | None = None
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .settings_file import SettingsError, read_mapping
 
 HEADER_LEN = 8
 #: LAVA's clients refuse to send larger requests; so do we, so a job behaves the same on both
@@ -46,18 +46,60 @@ class Endpoint:
     io_timeout: float = 10.0
 
 
-def load_endpoint(path: str) -> Endpoint:
-    """The coordinator to use, from dutlab's coordinator.yaml or LAVA's lava-coordinator.conf."""
-    data = yaml.safe_load(Path(path).read_text()) or {}
+#: where LAVA's dispatcher finds its coordinator; dutlab-worker reads it too when it has no setting
+LAVA_CONFIG = "/etc/lava-coordinator/lava-coordinator.conf"
+#: the keys an endpoint is given by: dutlab's, and those of LAVA's lava-coordinator.conf
+ENDPOINT_KEYS = ("host", "coordinator_hostname", "port", "secret", "secret_file", "poll_delay", "blocksize")
+#: listen addresses that mean "this host" to a client on it
+_ANY_ADDRESS = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def endpoint_from(data: dict[str, Any], where: str = "", strict: bool = True) -> Endpoint:
+    """The endpoint a mapping describes; SettingsError naming `where` and the key when it is wrong.
+
+    `strict` refuses keys other than ENDPOINT_KEYS (a setting written for this); a file read as
+    is (the daemon's own coordinator.yaml, LAVA's lava-coordinator.conf) may carry others.
+    """
+    if strict:
+        for key in data:
+            if key not in ENDPOINT_KEYS:
+                raise SettingsError(f"{where}{key}: unknown coordinator setting; use {', '.join(ENDPOINT_KEYS)}")
     end = Endpoint()
-    end.host = str(data.get("coordinator_hostname") or data.get("host") or end.host)
-    end.port = int(data.get("port", end.port))
-    end.poll_delay = float(data.get("poll_delay", end.poll_delay))
-    end.blocksize = int(data.get("blocksize", end.blocksize))
-    secret_file = data.get("secret_file") or data.get("secret-file")
+    host = data.get("coordinator_hostname") or data.get("host") or ""
+    if not isinstance(host, str):
+        raise SettingsError(f"{where}host: expected a host name or address, got {host!r}")
+    end.host = _ANY_ADDRESS.get(host, host)
+    for key, kind in (("port", int), ("poll_delay", float), ("blocksize", int)):
+        value = data.get(key, getattr(end, key))
+        if isinstance(value, str) and value.replace(".", "", 1).isdigit():  # "3079" from a templated file
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise SettingsError(f"{where}{key}: expected a positive number, got {value!r}")
+        setattr(end, key, kind(value))
+    secret, secret_file = data.get("secret") or "", data.get("secret_file") or data.get("secret-file") or ""
+    if not isinstance(secret, str) or not isinstance(secret_file, str):
+        raise SettingsError(f"{where}secret: expected a string")
     if secret_file:
-        end.secret = Path(secret_file).read_text().strip()
+        try:
+            secret = Path(secret_file).read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"{where}secret_file: cannot read {secret_file}: {exc.strerror}") from None
+    end.secret = secret.strip()
     return end
+
+
+def load_endpoint(path: str | Path) -> Endpoint:
+    """The coordinator to use, from dutlab's coordinator.yaml or LAVA's lava-coordinator.conf."""
+    return endpoint_from(read_mapping(path), f"{path}: ", strict=False)
+
+
+def endpoint_mapping(end: Endpoint) -> dict[str, Any]:
+    """The endpoint as a file dutlab-run reads back with load_endpoint (the secret inline)."""
+    data: dict[str, Any] = {"host": end.host, "port": end.port, "poll_delay": end.poll_delay,
+                            "blocksize": end.blocksize}
+    if end.secret:
+        data["secret"] = end.secret
+    return data
 
 
 def exchange(endpoint: Endpoint, message: dict) -> dict:

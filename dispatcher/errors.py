@@ -56,3 +56,9 @@ class JobTimeout(DutlabError):
 
 class Bug(DutlabError):
     error_type = ErrorType.BUG
+
+
+class MultinodeTimeout(DutlabError):
+    """A MultiNode call (group set-up, lava-wait, lava-sync...) got no answer within its timeout."""
+
+    error_type = ErrorType.MULTINODE_TIMEOUT

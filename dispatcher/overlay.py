@@ -3,6 +3,7 @@
 Tree (on the worker, copied to the DUT as /lava-<id>)::
 
     bin/lava-test-runner, bin/lava-test-case, ...    our helper scripts
+    multinode/group, role, self                      a MultiNode job's group (lava-group, lava-role, lava-self)
     environment                                      exports sourced before the tests
     secrets                                          KEY=value lines from the job's secrets
     <stage>/lava-test-runner.conf                    one test directory per line
@@ -32,23 +33,39 @@ SCRIPT_NAMES = (
     "lava-test-reference", "lava-test-raise", "lava-test-event",
     "lava-background-process-start", "lava-background-process-stop",
 )
+#: the MultiNode API, added for the jobs of a group
+MULTINODE_SCRIPT_NAMES = (
+    "lava-multinode-functions", "lava-send", "lava-wait", "lava-wait-all", "lava-sync", "lava-group",
+    "lava-role", "lava-self",
+)
 
 
 def helper_script(name: str) -> str:
     return importlib.resources.files("dutlab.dispatcher").joinpath("shell", name).read_text()
 
 
-def write_scripts(root: Path, shell: str = "/bin/sh") -> None:
+def write_scripts(root: Path, shell: str = "/bin/sh", names: Iterable[str] = SCRIPT_NAMES) -> None:
     """Copy the helper scripts into ``root/bin`` with the device's shell as interpreter."""
     bindir = root / "bin"
     bindir.mkdir(parents=True, exist_ok=True)
-    for name in SCRIPT_NAMES:
+    for name in names:
         text = helper_script(name)
         if text.startswith("#!"):
             text = f"#!{shell}\n" + text.split("\n", 1)[1]
         path = bindir / name
         path.write_text(text)
         path.chmod(0o755)
+
+
+def write_group(root: Path, self_id: str, role: str, roles: Mapping[str, str]) -> None:
+    """Bake a MultiNode job's group into ``root/multinode``: what lava-group, lava-role and
+    lava-self print (members by job id, in job id order)."""
+    folder = root / "multinode"
+    folder.mkdir(parents=True, exist_ok=True)
+    members = sorted(roles.items(), key=lambda item: (len(item[0]), item[0]))
+    (folder / "group").write_text("".join(f"{member}\t{name}\n" for member, name in members))
+    (folder / "role").write_text(role + "\n")
+    (folder / "self").write_text(self_id + "\n")
 
 
 def write_environment(root: Path, variables: Mapping[str, Any], secrets: Mapping[str, Any],

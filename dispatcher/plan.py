@@ -14,6 +14,7 @@ from typing import Any
 
 from .actions.compatibility import job_compatibility
 from .actions.finalize import Finalize
+from .actions.multinode import group_actions
 from .actions.registry import build_actions
 from .context import JobContext
 from .log import JobLogger
@@ -24,11 +25,12 @@ _NOWHERE = Path("/nonexistent/dutlab-plan")
 
 
 def build(ctx: JobContext) -> Pipeline:
-    """The job's pipeline: one action per job block (actions/registry.py), then finalize.
+    """The job's pipeline: one action per job block (actions/registry.py), then finalize; a
+    MultiNode sub-job joins its group first.
 
     :raises InvalidJob: a block no method accepts on this device, with its path.
     """
-    return Pipeline(ctx, build_actions(ctx), Finalize())
+    return Pipeline(ctx, group_actions(ctx, build_actions(ctx)), Finalize())
 
 
 def description(ctx: JobContext, pipeline: Pipeline) -> dict[str, Any]:

@@ -50,11 +50,12 @@ class ErrorType:
     CANCELED = "Canceled"
     TIMEOUT = "Timeout"
     LAVA_TIMEOUT = "LAVATimeout"
+    MULTINODE_TIMEOUT = "MultinodeTimeout"
 
 
 #: every error type a finished job may carry, as LAVA names them
 ERROR_TYPES = (ErrorType.INFRASTRUCTURE, ErrorType.CONFIGURATION, ErrorType.BUG, ErrorType.JOB, ErrorType.TEST,
-               ErrorType.CANCELED, ErrorType.TIMEOUT, ErrorType.LAVA_TIMEOUT)
+               ErrorType.CANCELED, ErrorType.TIMEOUT, ErrorType.LAVA_TIMEOUT, ErrorType.MULTINODE_TIMEOUT)
 #: the error types that mean "not the test's fault": a Good device goes Unknown and is re-checked
 INFRASTRUCTURE_ERRORS = (ErrorType.INFRASTRUCTURE, ErrorType.CONFIGURATION, ErrorType.BUG)
 #: how long an error type may be on the wire (the server's column)

@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--file-roots", metavar="DIR[:DIR...]", help="file:// URLs may name only files under these "
                    "folders and the job's own output and scratch folders ('' for those alone; dutlab-worker passes "
                    "its file_roots); without it, any file this process can read")
+    p.add_argument("--coordinator", type=Path, help="the MultiNode coordinator to use: a file with host, port, "
+                   "secret (dutlab-worker writes one per job) or LAVA's lava-coordinator.conf (the default)")
     p.add_argument("--server", help="lab server URL: upload the log and report the result there")
     p.add_argument("--job-token-file", type=Path, help="file holding the job token (with --server)")
     p.add_argument("-v", "--verbose", action="store_true", help="also print every log record on stderr")
@@ -137,7 +139,8 @@ def _prepare(args: argparse.Namespace, logger: JobLogger) -> JobContext:
     roots = None if args.file_roots is None else (*args.file_roots, args.output_dir.absolute(), tmp_dir)
     return JobContext(job_id=args.job_id, job=job, device=device, logger=logger, output_dir=args.output_dir,
                       work_dir=args.work_dir, tmp_dir=tmp_dir, tftp_root=args.tftp_root,
-                      dispatcher_ip=args.dispatcher_ip, file_roots=roots, env_dut=env_dut)
+                      dispatcher_ip=args.dispatcher_ip, file_roots=roots, env_dut=env_dut,
+                      coordinator=args.coordinator)
 
 
 def _load_env_dut(path: Path) -> dict[str, Any]:

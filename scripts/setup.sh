@@ -18,6 +18,7 @@ APT_PACKAGES=(
   pdudaemon u-boot-qemu u-boot-tools              # the emulated u-boot board: PDU, firmware, mkimage
   postgresql redis-server                         # the scale backends, tested in CI
   ngircd                                          # the IRC server of the notification tests
+  lava-coordinator                                # LAVA's own coordinator: the compatibility test (not started)
   git iproute2 systemd python3-apt make curl      # from: git tests, netns, systemd-analyze, Ansible apt, demo
   logrotate                                       # the roles' log rotation, checked with logrotate -d
 )

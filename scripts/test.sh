@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: setup, then pytest on SQLite + SqliteHuey (everything), then the server
-# tests again on PostgreSQL + Redis. Starts PostgreSQL/Redis only when they are not running and
-# stops exactly what it started.
+# The whole test suite: setup, then pytest on SQLite + SqliteHuey (everything) and, alongside it,
+# the server tests again on PostgreSQL + Redis (they share nothing with the first run: their own
+# databases, queue and temporary folders; most of the first run waits on QEMU). Starts
+# PostgreSQL/Redis only when they are not running and stops exactly what it started.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -9,9 +10,12 @@ export DUTLAB_ASSETS="${DUTLAB_ASSETS:-/var/cache/dutlab/assets}"
 scripts/setup.sh || exit 1
 PY="${DUTLAB_VENV:-$ROOT/.venv}/bin/python"
 
-started_pg=""; redis_pid=""
+started_pg=""; redis_pid=""; pg_pid=""
+pg_run="$(mktemp -d /tmp/dutlab-pg-tests.XXXXXX)"
 cleanup() {
+  if [ -n "$pg_pid" ]; then kill -- "-$pg_pid" 2>/dev/null; wait "$pg_pid" 2>/dev/null; fi
   if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null; fi
+  rm -rf "$pg_run"
   if [ -n "$started_pg" ]; then pg_ctlcluster "$started_pg" main stop || true; fi
 }
 trap cleanup EXIT
@@ -30,12 +34,21 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --d
 redis_pid=$!
 
 rc=0
-echo "== tests on SQLite + SqliteHuey =="
-"$PY" -m pytest "$@" || rc=$?
+# its own process group (set -m), so the cleanup can stop all of it
+set -m
+(DUTLAB_TEST_DATABASE="postgresql://dutlab_test:dutlab_test@127.0.0.1:5432/postgres" \
+ DUTLAB_TEST_QUEUE="redis://127.0.0.1:$REDIS_PORT/0" \
+   "$PY" -m pytest -m "backend and not qemu and not ansible" -p no:cacheprovider --durations=15 \
+   --basetemp "$pg_run/tmp" "$@" >"$pg_run/log" 2>&1; echo $? >"$pg_run/rc") &
+pg_pid=$!
+set +m
+echo "== tests on SQLite + SqliteHuey (the PostgreSQL + Redis run goes on alongside) =="
+"$PY" -m pytest --durations=25 "$@" || rc=$?
+wait "$pg_pid"; pg_pid=""
 echo "== server tests on PostgreSQL + Redis =="
-DUTLAB_TEST_DATABASE="postgresql://dutlab_test:dutlab_test@127.0.0.1:5432/postgres" \
-DUTLAB_TEST_QUEUE="redis://127.0.0.1:$REDIS_PORT/0" \
-  "$PY" -m pytest -m "backend and not qemu and not ansible" "$@" || rc=$((rc ? rc : $?))
+cat "$pg_run/log"
+pg_rc="$(cat "$pg_run/rc" 2>/dev/null || echo 1)"
+[ "$pg_rc" = 0 ] || rc=$((rc ? rc : pg_rc))
 echo "== ruff =="
 "$PY" -m ruff check . || rc=$((rc ? rc : $?))
 exit $rc

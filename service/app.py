@@ -24,7 +24,7 @@ from .api import (
 )
 from .config import Settings
 from .errors import log_incident
-from .limits import RequestLimitsPlugin, int_filter
+from .limits import RequestLimitsPlugin, int_filter, job_id_filter
 from .plugins import AuthPlugin, DatabasePlugin, ErrorPlugin, security_headers
 
 # Bodies are read and bounded by limits.RequestLimitsPlugin before bottle sees them; this is only
@@ -40,6 +40,7 @@ def make_app(settings: Settings) -> Bottle:
     app = Bottle(catchall=True, autojson=True)
     app.config["dutlab.settings"] = settings
     app.router.add_filter("int", int_filter)  # ids in paths within the database's range, else a 400
+    app.router.add_filter("jobid", job_id_filter)  # the same for a job number or a MultiNode sub-id
     app.install(ErrorPlugin())
     app.install(RequestLimitsPlugin())
     app.install(DatabasePlugin())

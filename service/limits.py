@@ -245,6 +245,18 @@ def int_filter(config: str) -> tuple[str, Callable[[str], int], Callable[[Any], 
     return r"-?\d+", to_python, lambda value: str(int(value))
 
 
+def job_id_filter(config: str) -> tuple[str, Callable[[str], str], Callable[[Any], str]]:
+    """`<name:jobid>`: a job number or a MultiNode sub-id ("12.1"), each number in range."""
+
+    def to_python(text: str) -> str:
+        if any(_int64(part) is None for part in text.split(".")):
+            raise HTTPError(400, f"the job id {_shown(text)} in the path is out of range: ids are below 2^63")
+        return text
+
+    # a negative number matches too, so that `/jobs/-1` says the job does not exist, not "no such endpoint"
+    return r"-?\d+(?:\.\d+)?", to_python, str
+
+
 # -- memory ----------------------------------------------------------------------------------
 
 

@@ -202,6 +202,12 @@ class TestJob(BaseModel):
     #: the highest compatibility of the job's methods when it was submitted (a worker that offers
     #: less refuses it: dispatcher/actions/compatibility.py); LAVA's `pipeline_compatibility`
     pipeline_compatibility = IntegerField(default=1)
+    #: MultiNode: the group's UUID (empty for a single-device job), LAVA's sub-id ("12.1") and role
+    target_group = CharField(max_length=36, default="", index=True)
+    sub_id = CharField(max_length=32, default="", index=True)
+    role = CharField(max_length=100, default="")
+    #: MultiNode: why the group ended this job (an essential role failed), as JSON {error_type, error_msg}
+    group_failure = TextField(default="")
 
 
 class JobTag(BaseModel):

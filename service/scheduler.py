@@ -13,12 +13,13 @@ import functools
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from peewee import Field
 
-from . import auth
+from . import auth, scheduler_groups
 from .config import Settings
 from .db import database, exclusive, is_sqlite, write_txn
 from .devicecfg import health_check_definition, render
@@ -27,6 +28,7 @@ from .events import WORKER_OFFLINE, job_changed, publish, wake_worker
 from .lab import jobs, workers
 from .lab.devices import HEALTH_ACTOR, set_health
 from .models import Device, DeviceTag, DeviceType, GroupMember, JobTag, TestJob, User, Worker, utcnow
+from .scheduler_groups import Queued, QueuedGroup
 from .states import DeviceHealth, DeviceState, JobHealth, JobState, WorkerHealth, WorkerState
 
 log = logging.getLogger("dutlab.scheduler")
@@ -186,33 +188,24 @@ def start_health_check(device: Device, definition: str, settings: Settings) -> T
 # -- jobs ------------------------------------------------------------------------------------
 
 
-@dataclass
-class Queued:
-    id: int
-    device_type_id: int
-    submitter_id: int
-    requested_device_id: int | None
-    tags: frozenset[int]
-
-
-def queued_jobs(device_types: set[int]) -> dict[int, list[Queued]]:
-    """Submitted jobs for these device types, per type, best first (priority, submit time, id)."""
+def queued_jobs(device_types: set[int]) -> list[Queued | QueuedGroup]:
+    """Submitted jobs for these device types in scheduling order (priority, submit time, id);
+    a MultiNode group is one entry with all its sub-jobs (scheduler_groups.entries)."""
     types = sorted(device_types)
     tags: dict[int, set[int]] = defaultdict(set)
     for jt in JobTag.select(JobTag.job, JobTag.tag).join(TestJob).where(
             TestJob.state == JobState.SUBMITTED, TestJob.requested_device_type.in_(types)):
         tags[jt.job_id].add(jt.tag_id)
-    out: dict[int, list[Queued]] = defaultdict(list)
     rows = (
-        TestJob.select(TestJob.id, TestJob.requested_device_type, TestJob.submitter, TestJob.requested_device)
+        TestJob.select(TestJob.id, TestJob.requested_device_type, TestJob.submitter, TestJob.requested_device,
+                       TestJob.target_group)
         .where(TestJob.state == JobState.SUBMITTED, TestJob.actual_device.is_null(),
                TestJob.requested_device_type.in_(types))
         .order_by(TestJob.priority.desc(), TestJob.submit_time, TestJob.id)
         .tuples()
     )
-    for job_id, dtype, submitter, requested in rows:
-        out[dtype].append(Queued(job_id, dtype, submitter, requested, frozenset(tags[job_id])))
-    return out
+    return scheduler_groups.entries([Queued(job_id, dtype, submitter, requested, frozenset(tags[job_id]), group)
+                           for job_id, dtype, submitter, requested, group in rows])
 
 
 def schedule_jobs(available: list[Device], capacity: dict[int, int], report: PassReport) -> None:
@@ -224,33 +217,65 @@ def schedule_jobs(available: list[Device], capacity: dict[int, int], report: Pas
     queue = queued_jobs({d.device_type_id for d in devices})
     if not queue:
         return
-    devices = [d for d in devices if d.device_type_id in queue]
     random.shuffle(devices)  # as LAVA: spread load instead of always picking the first device
+    free: dict[int, list[Device]] = defaultdict(list)
+    for device in devices:
+        free[device.device_type_id].append(device)
     device_tags: dict[int, set[int]] = defaultdict(set)
     for dt in DeviceTag.select(DeviceTag.device, DeviceTag.tag).where(DeviceTag.device.in_([d.id for d in devices])):
         device_tags[dt.device_id].add(dt.tag_id)
-    groups = _memberships()
-    users = {u.id: u for u in User.select().where(User.id.in_({q.submitter_id for v in queue.values() for q in v}))}
-    taken: set[int] = set()
+    memberships = _memberships()
+    submitters = {q.submitter_id for e in queue for q in (e.members if isinstance(e, QueuedGroup) else [e])}
+    users = {u.id: u for u in User.select().where(User.id.in_(submitters))}
+
+    verdicts: dict[tuple, bool] = {}  # jobs alike (submitter, tags, pin) fit the same devices
+
+    def fits(q: Queued, device: Device) -> bool:
+        key = (q.submitter_id, q.tags, q.requested_device_id, device.id)
+        if key not in verdicts:
+            verdicts[key] = _fits(q, device, device_tags[device.id], users, memberships)
+        return verdicts[key]
+
+    held: set[int] = set()  # Idle devices a waiting group keeps from the entries behind it
     to_wake: set[int] = set()
     # All assignments of the pass in one transaction: one commit (one fsync) instead of one per
     # job. Each stays conditional, so a concurrent pass or a cancel still cannot double-book.
     with write_txn():
         exclusive(PASS_LOCK)  # two passes reserving rows in random orders would deadlock on PostgreSQL
-        for device in devices:
-            if capacity.get(device.worker_id, 0) <= 0:
-                continue
-            for q in queue[device.device_type_id]:
-                if q.id in taken or not _fits(q, device, device_tags[device.id], users, groups):
-                    continue
-                if _reserve(q.id, device):
-                    taken.add(q.id)
-                    capacity[device.worker_id] -= 1
-                    report.scheduled.append(q.id)
-                    to_wake.add(device.worker_id)
+        for entry in queue:
+            if not any(free.values()):
                 break
+            if isinstance(entry, QueuedGroup):
+                assigned = _assign_group(entry, free, capacity, held, fits)
+            else:
+                assigned = _assign_one(entry, free, capacity, held, fits)
+            for q, device in assigned:
+                free[device.device_type_id].remove(device)
+                capacity[device.worker_id] -= 1
+                report.scheduled.append(q.id)
+                to_wake.add(device.worker_id)
     for worker_id in sorted(to_wake):  # after the commit: a woken worker must find its jobs
         wake_worker(worker_id)
+
+
+def _assign_one(q: Queued, free: dict[int, list[Device]], capacity: dict[int, int], held: set[int],
+                fits: Callable[[Queued, Device], bool]) -> list[tuple[Queued, Device]]:
+    for device in free.get(q.device_type_id, []):
+        if device.id in held or capacity.get(device.worker_id, 0) <= 0 or not fits(q, device):
+            continue
+        return [(q, device)] if _reserve(q.id, device) else []
+    return []
+
+
+def _assign_group(group: QueuedGroup, free: dict[int, list[Device]], capacity: dict[int, int], held: set[int],
+                  fits: Callable[[Queued, Device], bool]) -> list[tuple[Queued, Device]]:
+    """All of the group's sub-jobs on devices at once, or none (scheduler_groups)."""
+    assignments = scheduler_groups.plan(group, free, capacity, held, fits)
+    if assignments is not None:
+        return assignments if scheduler_groups.reserve(assignments, _reserve) else []
+    usable = scheduler_groups.usable_devices({q.device_type_id for q in group.members}, list(capacity))
+    held |= scheduler_groups.hold(group, free, usable, fits)
+    return []
 
 
 def _memberships() -> dict[int, set[int]]:

@@ -1,6 +1,6 @@
 """finalize: always the last action. Undo user commands, switch a board off (``power_off``),
-stop the DUT's console process (QEMU is killed with its process group), remove the job's
-folder in the TFTP root and its scratch directory. Every step runs even when an earlier one
+stop the DUT's console process (QEMU is killed with its process group), leave a MultiNode
+group, remove the job's folder in the TFTP root and its scratch directory. Every step runs even when an earlier one
 failed; a failed power-off is then the job's infrastructure error (the board may still be on)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from ..context import JobContext
 from ..errors import DutlabError
 from ..pipeline import Action
 from .command import run_host_command
+from .multinode import leave
 from .power import power_off
 
 
@@ -32,6 +33,7 @@ class Finalize(Action):
         except DutlabError as exc:  # raised after the cleanup; the pipeline logs it
             failed = exc
         self._close_console(ctx)
+        leave(ctx)
         if ctx.tftp is not None:
             shutil.rmtree(ctx.tftp.folder, ignore_errors=True)  # the job's files in the TFTP root
             ctx.logger.info(f"removed {ctx.tftp.folder}")

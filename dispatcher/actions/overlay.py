@@ -85,6 +85,10 @@ class LavaOverlay(Action):
         shutil.rmtree(root, ignore_errors=True)
         shell = ctx.constant("posix", "lava_test_sh_cmd", default="/bin/sh")
         overlay.write_scripts(root, shell)
+        group = ctx.multinode
+        if group is not None:  # a MultiNode job: the API scripts and its group, as group_data answered
+            overlay.write_scripts(root, shell, overlay.MULTINODE_SCRIPT_NAMES)
+            overlay.write_group(root, str(ctx.job_id), group.role, group.roles)
         overlay.write_environment(root, _environment(ctx), ctx.job.get("secrets") or {},
                                   unset=ctx.env_dut.get("removes") or [])
         ctx.overlay = Overlay(root=root, dut_path=ctx.results_dir, label=f"lava-{ctx.job_id}")

@@ -23,6 +23,7 @@ from typing import Any
 from ..console import ConsoleEOF
 from ..context import JobContext
 from ..errors import InfrastructureError, JobTimeout
+from ..multinode import parse_request
 from ..pipeline import Action, hms
 from ..schema.common import (
     ACTION_FIELDS,
@@ -46,6 +47,7 @@ from ..schema.common import (
     url,
 )
 from .common import shell_command, wait_for_prompt
+from .multinode import answer
 from .signals import SignalReader
 
 OVERLAY_READY = r"DUTLAB_OVERLAY=(ok|missing)"
@@ -169,7 +171,10 @@ class TestShell(Action):
             except ConsoleEOF:
                 reader.close_run()
                 raise console.closed_error(f"during the test shell ({reader.current or 'between runs'})") from None
-            if line is not None and reader.feed(line):
+            request = parse_request(line) if line is not None and ctx.multinode is not None else None
+            if request is not None:  # lava-send, lava-wait...: the coordinator answers, we type it
+                answer(ctx, request, reader.current)
+            elif line is not None and reader.feed(line):
                 return
 
 

@@ -5,13 +5,14 @@ lava-coordinator.conf at it: one request per TCP connection, an 8 upper-case hex
 header then JSON, one framed JSON reply, close. The daemon never blocks a client: a call that
 cannot be answered yet gets {"response": "wait"} and the client asks again after poll_delay.
 
-State lives in memory only (a coordinator restart fails the MultiNode jobs in flight, as with
-LAVA). Memory is bounded: groups, clients, stored messages and bytes per group are capped, and a
-group nobody talked to for `group_idle_timeout` seconds is dropped, so a job that died without
-clear_group cannot leak.
+State lives in memory and, with `state_file`, in a small SQLite store written before each reply,
+so a restarted coordinator lets the groups in flight go on (LAVA's loses them). Memory is bounded:
+groups, clients, stored messages and bytes per group are capped, and a group nobody talked to for
+`group_idle_timeout` seconds is dropped, so a job that died without clear_group cannot leak.
 
-Parts: settings.py (the file), groups.py (the protocol state machine), server.py (framing and
-the asyncio server); this file is the command line (``main``, ``status-check``).
+Parts: settings.py (the file), groups.py (the protocol state machine), store.py (the state file),
+server.py (framing and the asyncio server); this file is the command line (``main``,
+``status-check``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def _daemon_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (default 3079)")
     p.add_argument("--secret-file", help="require the secret in this file on every request")
+    p.add_argument("--state-file", help="keep the groups in this SQLite file, so a restart loses none")
     p.add_argument("--log-file", help="log here instead of stderr")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -57,7 +59,7 @@ def run_daemon(argv: list[str]) -> int:
     args = _daemon_parser().parse_args(argv)
     try:
         settings = load_settings(args.config)
-        for key in ("host", "port", "secret_file", "log_file", "log_level"):
+        for key in ("host", "port", "secret_file", "state_file", "log_file", "log_level"):
             if getattr(args, key) is not None:
                 setattr(settings, key, getattr(args, key))
         server = Server(settings)

@@ -1,8 +1,10 @@
 """The coordinator's protocol state machine: MultiNode groups, their messages and syncs.
 
 One request in, one reply out, never blocking: a call that cannot be answered yet gets
-{"response": "wait"} and the client asks again. State lives in memory only; memory is bounded
-(groups, clients, stored messages and bytes per group are capped, idle groups expire).
+{"response": "wait"} and the client asks again. State lives in memory and, with a state file,
+in a local store (store.py) that every change is written to before its reply, so a restarted
+coordinator lets its groups go on. Memory is bounded (groups, clients, stored messages and
+bytes per group are capped, idle groups expire).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .settings import Settings
+from .store import GroupStore
 
 log = logging.getLogger("dutlab.coordinator")
 
@@ -36,9 +39,22 @@ class Group:
     cleared: set[str] = field(default_factory=set)
     stored_bytes: int = 0
     last_seen: float = 0.0
+    #: changed since it was last stored (not part of the stored state)
+    changed: bool = False
 
     def stored_count(self) -> int:
         return sum(len(s) for s in self.messages.values()) + len(self.syncs)
+
+    def state(self) -> dict[str, Any]:
+        """What the store keeps: everything but the idle clock."""
+        return {"size": self.size, "roles": self.roles, "messages": self.messages, "syncs": self.syncs,
+                "cleared": sorted(self.cleared), "stored_bytes": self.stored_bytes}
+
+    @classmethod
+    def from_state(cls, name: str, state: dict[str, Any], now: float) -> Group:
+        return cls(name=name, size=int(state["size"]), roles=dict(state["roles"]), messages=dict(state["messages"]),
+                   syncs=dict(state["syncs"]), cleared=set(state["cleared"]),
+                   stored_bytes=int(state["stored_bytes"]), last_seen=now)
 
 
 class Refused(Exception):
@@ -57,6 +73,10 @@ class Coordinator:
         self.secret = settings.secret()
         self.clock = clock
         self.groups: dict[str, Group] = {}
+        self.store = GroupStore(settings.state_file) if settings.state_file else None
+        if self.store is not None:
+            now = clock()  # restored groups start a fresh idle period
+            self.groups = {name: Group.from_state(name, state, now) for name, state in self.store.load().items()}
         self.handlers: dict[str, Callable[[Group, str, dict], dict]] = {
             "lava_send": self._send,
             "lava_wait": self._wait,
@@ -81,6 +101,7 @@ class Coordinator:
         gone = [name for name, group in self.groups.items() if group.last_seen < limit]
         for name in gone:
             group = self.groups.pop(name)
+            self._forget(name)
             log.info("group %s expired after %.0f s idle (%d of %d clients had cleared it)",
                      name, self.settings.group_idle_timeout, len(group.cleared), group.size)
         return gone
@@ -93,8 +114,26 @@ class Coordinator:
         kind = _text(request, "request")
         group_name, client = _text(request, "group_name"), _text(request, "client_name")
         self.expire()
-        if kind == "group_data":
-            return self._group_data(group_name, client, request)
+        try:
+            if kind == "group_data":
+                return self._group_data(group_name, client, request)
+            return self._call(kind, group_name, client, request)
+        finally:
+            self._persist(group_name)
+
+    def _persist(self, name: str) -> None:
+        """Write a changed group to the store (before its reply is sent)."""
+        group = self.groups.get(name)
+        if self.store is not None and group is not None and group.changed:
+            self.store.save(name, group.state())
+        if group is not None:
+            group.changed = False
+
+    def _forget(self, name: str) -> None:
+        if self.store is not None:
+            self.store.delete(name)
+
+    def _call(self, kind: str, group_name: str, client: str, request: dict) -> dict:
         handler = self.handlers.get(kind)
         if handler is None:
             raise Refused(f"unknown request {kind!r}")
@@ -115,6 +154,7 @@ class Coordinator:
             if len(group.roles) >= group.size:
                 raise Refused(f"group {name} already has its {group.size} clients")
             group.roles[client] = str(request.get("role") or "")
+            group.changed = True
             log.info("group %s: %s joined as %r (%d of %d)", name, client, group.roles[client],
                      len(group.roles), group.size)
         if len(group.roles) < group.size:
@@ -149,6 +189,7 @@ class Coordinator:
             raise Refused(f"group {group.name} would store more than max_group_bytes ({limits.max_group_bytes})")
         group.messages.setdefault(message_id, {})[client] = data
         group.stored_bytes += size - old
+        group.changed = True
         return ACK
 
     def _wait(self, group: Group, client: str, request: dict) -> dict:
@@ -180,18 +221,24 @@ class Coordinator:
         if message_id not in group.syncs and group.stored_count() >= self.settings.max_messages:
             raise Refused(f"group {group.name} already stores {self.settings.max_messages} messages (max_messages)")
         told = group.syncs.setdefault(message_id, {})
-        told.setdefault(client, False)
+        if client not in told:
+            told[client] = False
+            group.changed = True
         if len(told) < group.size:
             return WAIT
-        told[client] = True
+        if not told[client]:
+            told[client] = True
+            group.changed = True
         if all(told.values()):
             del group.syncs[message_id]  # everyone knows: the ID can be synced on again
         return {"response": "ack", "message": message_id}
 
     def _clear(self, group: Group, client: str, request: dict) -> dict:
         group.cleared.add(client)
+        group.changed = True
         if len(group.cleared) >= group.size:
             del self.groups[group.name]
+            self._forget(group.name)
             log.info("group %s cleared by all %d clients", group.name, group.size)
         return ACK
 

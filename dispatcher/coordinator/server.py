@@ -79,13 +79,22 @@ class Server:
         log.info("listening on %s:%d (secret %s, groups expire after %.0f s idle)", self.settings.host,
                  self.settings.port, "required" if self.coordinator.secret else "off",
                  self.settings.group_idle_timeout)
+        if self.coordinator.store is not None:
+            groups = self.coordinator.groups
+            log.info("state file %s: restored %d group(s)%s", self.settings.state_file, len(groups),
+                     f" ({', '.join(sorted(groups))})" if groups else "")
         if ready:
             ready()
         sweeper = asyncio.create_task(self._sweep())
         async with server:
             await stop.wait()
         sweeper.cancel()
-        log.info("stopped; %d groups dropped", len(self.coordinator.groups))
+        store = self.coordinator.store
+        if store is not None:
+            store.close()
+            log.info("stopped; %d group(s) kept in %s", len(self.coordinator.groups), self.settings.state_file)
+        else:
+            log.info("stopped; %d groups dropped", len(self.coordinator.groups))
 
     async def _sweep(self) -> None:
         # groups also expire on every request; this covers a coordinator nobody talks to

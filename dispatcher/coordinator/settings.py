@@ -37,6 +37,8 @@ class Settings:
     max_request_bytes: int = 1048576
     log_file: str = ""
     log_level: str = "INFO"
+    #: SQLite file the groups are kept in, so a restart loses none; empty: in memory only
+    state_file: str = ""
     # keys of LAVA's lava-coordinator.conf, accepted so that file can be used as is
     blocksize: int = 4096
     poll_delay: float = 1.0

@@ -13,15 +13,14 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..actions import registry
+from . import multinode
 from .common import (
     ACTION_FIELDS,
     ANY_MAPPING,
     HEADERS,
     NAME,
-    NAME_PATTERN,
     STRINGS,
     Check,
-    boolean,
     check_timeout,
     choice,
     describe_timeout,
@@ -220,15 +219,10 @@ def _notify(value: Any, path: str) -> None:
 
 
 def _protocols(extra_context: Iterable[str]) -> Check:
-    role = mapping({"device_type": NAME, "count": integer(1), "context": _context(extra_context),
-                    "tags": STRINGS, "timeout": check_timeout, "essential": boolean,
-                    "expect_role": string()}, required=("device_type", "count"))
-    roles = dict_of(role, min_items=1, key_pattern=NAME_PATTERN, key_hint="use letters, digits, '-', '_', '.'")
-    multinode = mapping({"roles": roles, "timeout": check_timeout}, required=("roles",))
-    return mapping({"lava-multinode": multinode})
+    return mapping({multinode.PROTOCOL: multinode.protocol_check(_context(extra_context))})
 
 
-def _top_level(extra_context: Iterable[str], multinode: bool) -> Check:
+def _top_level(extra_context: Iterable[str], group: bool) -> Check:
     fields: dict[str, Check] = {
         "job_name": string(max_len=200), "device_type": NAME, "timeouts": _JOB_TIMEOUTS,
         "visibility": _visibility, "priority": _priority, "context": _context(extra_context),
@@ -237,7 +231,7 @@ def _top_level(extra_context: Iterable[str], multinode: bool) -> Check:
         "actions": list_of(_action, min_items=1),
     }
     required = ["job_name", "device_type", "timeouts", "actions"]
-    if multinode:  # device types are per role, checked in _check_roles
+    if group:  # a submitted group names device types per role (multinode.check_roles)
         required.remove("device_type")
     return mapping(fields, required)
 
@@ -262,7 +256,7 @@ def _timeouts_in(job: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
             yield f"{path}.timeouts.{name}", value
 
 
-def _check_job_rules(job: dict[str, Any], multinode: bool) -> None:
+def _check_job_rules(job: dict[str, Any]) -> None:
     limit = timeout_seconds(job["timeouts"]["job"])
     for path, value in _timeouts_in(job):
         if timeout_seconds(value) > limit:
@@ -273,24 +267,11 @@ def _check_job_rules(job: dict[str, Any], multinode: bool) -> None:
         for index, body in enumerate(bodies):
             if "namespace" not in body:
                 fail(f"actions[{index}]", "Some actions set a namespace, so every action must set one.")
-    if multinode:
-        _check_roles(job, bodies)
+    if multinode.is_submission(job):
+        multinode.check_roles(job, bodies)
+    elif multinode.is_sub_job(job):
+        multinode.check_sub_job(job, bodies)
 
-
-def _check_roles(job: dict[str, Any], bodies: list[dict[str, Any]]) -> None:
-    for key in ("device_type", "context", "tags", "environment"):
-        if key in job:
-            fail(key, f"With lava-multinode, set {key} per role under protocols.lava-multinode.roles.")
-    roles = job["protocols"]["lava-multinode"]["roles"]
-    for index, body in enumerate(bodies):
-        kind = next(iter(job["actions"][index]))
-        if "role" not in body:
-            fail(f"actions[{index}].{kind}.role",
-                 f"In a MultiNode job every action names its roles ({one_of(roles)}).")
-        for position, name in enumerate(body["role"]):
-            if name not in roles:
-                fail(f"actions[{index}].{kind}.role[{position}]",
-                     f"The role {name!r} is not defined; defined roles: {one_of(roles)}.")
 
 
 # Public API #######################################################################
@@ -304,11 +285,9 @@ def validate_job(job: dict[str, Any], *, extra_context_variables: Iterable[str] 
     """
     if not isinstance(job, dict):
         fail("", f"A job definition is a mapping of keys such as job_name and actions, not {kind_of(job)}.")
-    protocols = job.get("protocols")
-    multinode = isinstance(protocols, dict) and "lava-multinode" in protocols
     extra = tuple(extra_context_variables)
-    _top_level(extra, multinode)(job, "")
-    _check_job_rules(job, multinode)
+    _top_level(extra, multinode.is_submission(job))(job, "")
+    _check_job_rules(job)
     return job
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ..coordinator_client import LAVA_CONFIG, Endpoint, endpoint_from, load_endpoint
 from ..settings_file import SettingsError, known_values, read_mapping
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -40,6 +42,9 @@ class Config:
     dispatcher_ip: str = ""
     #: the folders job file:// URLs may name, besides the job's own (dutlab-run --file-roots)
     file_roots: list[str] = field(default_factory=lambda: list(DEFAULT_FILE_ROOTS))
+    #: the MultiNode coordinator: {host, port, secret or secret_file, poll_delay}, a file in that form
+    #: or LAVA's lava-coordinator.conf, or HOST:PORT; empty: LAVA's file when there is one
+    coordinator: Any = ""
 
 
 def load_config(path: str) -> dict[str, Any]:
@@ -66,6 +71,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    "({SERVER_IP}; default: the address on the route to the default gateway)")
     p.add_argument("--file-roots", metavar="DIR[:DIR...]", help="folders whose files jobs may name in file:// "
                    "URLs, besides their own (default /var/cache/dutlab)")
+    p.add_argument("--coordinator", metavar="FILE|HOST:PORT", help="the MultiNode coordinator: a file with host, "
+                   f"port, secret_file (or LAVA's lava-coordinator.conf), or HOST:PORT (default {LAVA_CONFIG} "
+                   "when it exists)")
     args = vars(p.parse_args(argv))
     if args.get("file_roots") is not None:
         args["file_roots"] = [d for d in args["file_roots"].split(":") if d]
@@ -95,5 +103,21 @@ def _check(cfg: Config) -> None:
     roots = cfg.file_roots
     if not isinstance(roots, list) or not all(isinstance(d, str) and d.startswith("/") for d in roots):
         raise ConfigError(f"file_roots must be a list of absolute folder paths, not {roots!r}")
+    coordinator_endpoint(cfg.coordinator)
     if cfg.level not in LEVELS:
         raise ConfigError(f"level must be one of {', '.join(LEVELS)}, not {cfg.level!r}")
+
+
+def coordinator_endpoint(value: Any) -> Endpoint | None:
+    """The coordinator the `coordinator` setting names (None: no MultiNode jobs on this worker)."""
+    if value in ("", None):
+        return load_endpoint(LAVA_CONFIG) if Path(LAVA_CONFIG).exists() else None
+    if isinstance(value, dict):
+        return endpoint_from(value, "coordinator.")
+    if not isinstance(value, str):
+        raise ConfigError(f"coordinator must be a mapping (host, port, secret_file), a file or HOST:PORT, "
+                          f"not {value!r}")
+    host, sep, port = value.rpartition(":")
+    if sep and host and "/" not in value and port.isdigit():
+        return endpoint_from({"host": host.strip("[]"), "port": int(port)}, "coordinator: ")
+    return load_endpoint(value)

@@ -25,11 +25,14 @@ from pathlib import Path
 from queue import SimpleQueue
 from typing import Any
 
+import yaml
+
 from .. import __version__, envfile, workerfiles
+from ..coordinator_client import endpoint_mapping
 from ..jobsdb import CANCELING, FINISHED, FORGOTTEN, RUNNING, Job, JobsDB, process_start_ticks
 from ..protocol import PROTOCOL, ApiError, Client, ServerUnreachable, job_path, poll_path
 from ..upload import sync_finished_job
-from .config import Config, ConfigError
+from .config import Config, ConfigError, coordinator_endpoint
 from .runs import Run, end_session, final_result, find_spawned, incompatible, kill_group, resolve_command, write_private
 
 log = logging.getLogger("dutlab.worker")
@@ -55,6 +58,7 @@ class Worker:
         self.client = Client(cfg.url, f"Worker {token}")
         self.env_spec = envfile.load(cfg.env_file) if cfg.env_file else None
         self.run_argv = resolve_command(cfg.run_command)
+        self.coordinator = coordinator_endpoint(cfg.coordinator)
         self.db = JobsDB(self.work_dir / "worker.sqlite3")
         self.runs: dict[int, Run] = {}
         self.sel = selectors.DefaultSelector()
@@ -218,6 +222,8 @@ class Worker:
         if self.cfg.env_file:
             shutil.copyfile(self.cfg.env_file, job_dir / "env.yaml")
         write_private(job_dir / "token", token)
+        if self.coordinator is not None:  # for MultiNode jobs; private: it may hold the secret
+            write_private(job_dir / "coordinator.yaml", yaml.safe_dump(endpoint_mapping(self.coordinator)))
 
     def _spawn(self, run: Run, info: dict[str, Any]) -> None:
         d = Path(run.job.job_dir)
@@ -231,6 +237,8 @@ class Worker:
             argv += ["--dispatcher-ip", self.cfg.dispatcher_ip or server["dispatcher_ip"]]
         if server["env_dut"]:
             argv += ["--env-dut", server["env_dut"]]
+        if self.coordinator is not None:
+            argv += ["--coordinator", str(d / "coordinator.yaml")]
         try:
             env = envfile.build([info.get("env"), self.env_spec], os.environ)
             with open(d / "run.log", "ab") as out:

@@ -47,7 +47,7 @@ def dashboard() -> HTTPResponse:
     user = current_user()
     recent = [j for j in TestJob.select().order_by(TestJob.id.desc()).limit(50) if may_view_job(user, j)]
     jobs = "".join(
-        _row(j.id, j.description, j.requested_device_type.name,
+        _row(j.sub_id or j.id, j.description + (f" ({j.role})" if j.role else ""), j.requested_device_type.name,
              j.actual_device.hostname if j.actual_device_id else "-", JobState(j.state).label,
              JobHealth(j.health).label, j.submitter.username)
         for j in recent

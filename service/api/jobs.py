@@ -24,7 +24,7 @@ def _settings():
     return request.app.config["dutlab.settings"]
 
 
-def get_visible(job_id: int) -> TestJob:
+def get_visible(job_id: str) -> TestJob:
     return job_views.visible_job(job_id, current_user())
 
 
@@ -59,10 +59,15 @@ def _int_arg(name: str, default: int | None, minimum: int = 0) -> int | None:
     return number
 
 
+def job_ids(created: list[TestJob]) -> list[int | str]:
+    """The new jobs' ids; a MultiNode group's are its sub-ids ("12.0", "12.1"), as over XML-RPC."""
+    return [j.sub_id or j.id for j in created]
+
+
 @routes.post("", auth="user")
 def submit() -> HTTPResponse:
     created = jobs.submit(current_user(), definition_text(), _settings())
-    return json_response(201, {"message": "job(s) successfully submitted", "job_ids": [j.id for j in created]})
+    return json_response(201, {"message": "job(s) successfully submitted", "job_ids": job_ids(created)})
 
 
 @routes.post("/validate")
@@ -80,26 +85,27 @@ def validate() -> dict:
 def list_jobs() -> dict:
     query = request.query
     visible = job_views.list_jobs(current_user(), query.get("state"), query.get("health"),
-                             query.get("device_type") or None, query.get("submitter") or None)
+                                  query.get("device_type") or None, query.get("submitter") or None,
+                                  query.get("group") or None)
     limit = min(_int_arg("limit", 50, 1), 1000)
     offset = _int_arg("offset", 0)
     return {"count": len(visible), "results": [job_json(j) for j in visible[offset:offset + limit]]}
 
 
-@routes.get("/<job_id:int>")
-def show(job_id: int) -> dict:
+@routes.get("/<job_id:jobid>")
+def show(job_id: str) -> dict:
     return job_json(get_visible(job_id))
 
 
-@routes.post("/<job_id:int>/cancel", auth="user", access="the submitter or holders of cancel_resubmit")
-def cancel(job_id: int) -> dict:
+@routes.post("/<job_id:jobid>/cancel", auth="user", access="the submitter or holders of cancel_resubmit")
+def cancel(job_id: str) -> dict:
     return job_json(jobs.cancel(current_user(), get_visible(job_id)))
 
 
-@routes.post("/<job_id:int>/resubmit", auth="user", access="the submitter or holders of cancel_resubmit")
-def resubmit(job_id: int) -> HTTPResponse:
+@routes.post("/<job_id:jobid>/resubmit", auth="user", access="the submitter or holders of cancel_resubmit")
+def resubmit(job_id: str) -> HTTPResponse:
     created = jobs.resubmit(current_user(), get_visible(job_id), _settings())
-    return json_response(201, {"message": "job(s) successfully submitted", "job_ids": [j.id for j in created]})
+    return json_response(201, {"message": "job(s) successfully submitted", "job_ids": job_ids(created)})
 
 
 def _text(body: str, ctype: str = "application/yaml", **headers: str) -> HTTPResponse:
@@ -110,15 +116,15 @@ def _text(body: str, ctype: str = "application/yaml", **headers: str) -> HTTPRes
 DETAILS = "those who may see the job; on a restricted device, only its owners and admins"
 
 
-@routes.get("/<job_id:int>/definition", access=DETAILS + " (and the submitter); secrets masked for all but the "
+@routes.get("/<job_id:jobid>/definition", access=DETAILS + " (and the submitter); secrets masked for all but the "
                                               "submitter and admins")
-def definition(job_id: int) -> HTTPResponse:
+def definition(job_id: str) -> HTTPResponse:
     """The job definition as submitted."""
     return _text(job_views.definition(current_user(), get_visible(job_id)))
 
 
-@routes.get("/<job_id:int>/config", access=DETAILS)
-def config(job_id: int) -> HTTPResponse:
+@routes.get("/<job_id:jobid>/config", access=DETAILS)
+def config(job_id: str) -> HTTPResponse:
     """The device configuration the job ran with."""
     text = job_views.device_config(current_user(), get_visible(job_id), _settings())
     if text is None:
@@ -126,8 +132,8 @@ def config(job_id: int) -> HTTPResponse:
     return _text(text)
 
 
-@routes.get("/<job_id:int>/description", access=DETAILS)
-def description(job_id: int) -> HTTPResponse:
+@routes.get("/<job_id:jobid>/description", access=DETAILS)
+def description(job_id: str) -> HTTPResponse:
     """The pipeline description dutlab-run wrote."""
     text = job_views.description(current_user(), get_visible(job_id), _settings())
     if text is None:
@@ -135,8 +141,8 @@ def description(job_id: int) -> HTTPResponse:
     return _text(text)
 
 
-@routes.get("/<job_id:int>/logs")
-def logs(job_id: int) -> HTTPResponse:
+@routes.get("/<job_id:jobid>/logs")
+def logs(job_id: str) -> HTTPResponse:
     job = get_visible(job_id)
     folder = JobFolder(_settings().output_dir, job.id)
     start, end = _int_arg("start", 0), _int_arg("end", None)
@@ -147,8 +153,8 @@ def logs(job_id: int) -> HTTPResponse:
     })
 
 
-@routes.get("/<job_id:int>/results")
-def job_results(job_id: int) -> HTTPResponse | list:
+@routes.get("/<job_id:jobid>/results")
+def job_results(job_id: str) -> HTTPResponse | list:
     job = get_visible(job_id)
     rows = results.cases(job, request.query.get("suite") or None, request.query.get("case") or None)
     fmt = request.query.get("format", "json")
@@ -163,8 +169,8 @@ def job_results(job_id: int) -> HTTPResponse | list:
     return HTTPResponse(body, headers={"Content-Type": "application/json"})
 
 
-@routes.get("/<job_id:int>/notifications", access="the submitter and admins (the rows name their recipients)")
-def job_notifications(job_id: int) -> dict:
+@routes.get("/<job_id:jobid>/notifications", access="the submitter and admins (the rows name their recipients)")
+def job_notifications(job_id: str) -> dict:
     """The job's notifications: one row per event and recipient, with state, attempts and last error."""
     user = current_user()
     found = notifications.for_job(get_visible(job_id), user, auth.is_admin(user))

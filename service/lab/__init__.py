@@ -12,6 +12,7 @@ rename or pick fields for LAVA's format, never rebuild them from the models).
     tags          device tags
     device_types  device types, their templates and health-check definitions
     devices       devices, dictionaries, device tags and the one device-health transition
+    multinode     MultiNode groups: submission checks, sub-ids, group cancel and end, the matching
     pipelines     the pipeline a job gets on its devices (the part of the verdict that renders them)
     jobs          submit, validate, cancel, resubmit, run, finish
     job_views     the job JSON, which jobs a user sees, who may read its definition (secrets), config, description

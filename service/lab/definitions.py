@@ -13,6 +13,7 @@ from typing import Any
 from dutlab.dispatcher import plan
 from dutlab.dispatcher.actions.compatibility import job_compatibility
 from dutlab.dispatcher.errors import ConfigurationError, InvalidJob
+from dutlab.dispatcher.schema import multinode
 from dutlab.dispatcher.schema.common import MAX_TIMEOUT_SECONDS, TIMEOUT_UNITS, JobDefinitionError, timeout_seconds
 from dutlab.dispatcher.schema.loader import parse_job
 
@@ -46,6 +47,16 @@ def stored_seconds(timeout: Any) -> int:
     return min(units[0][0] * max(0, units[0][1]), MAX_TIMEOUT_SECONDS)
 
 
+def is_group(job: dict[str, Any]) -> bool:
+    """A MultiNode group as submitted (``protocols: lava-multinode: roles:``)."""
+    return multinode.is_submission(job)
+
+
+def split(job: dict[str, Any], target_group: str) -> list[dict[str, Any]]:
+    """A checked group's sub-jobs, one per device, in sub-id order (the dispatcher's split)."""
+    return multinode.split(job, target_group)
+
+
 def compatibility(job: dict[str, Any]) -> int:
     """The pipeline compatibility a worker needs for `job` (dispatcher/actions/compatibility.py)."""
     return job_compatibility(job)[0]
@@ -63,4 +74,5 @@ def pipeline(job: dict[str, Any], device: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(400, str(exc), exc.path) from None
 
 
-__all__ = ["ConfigurationError", "compatibility", "parse", "pipeline", "seconds", "stored_seconds"]
+__all__ = ["ConfigurationError", "compatibility", "is_group", "parse", "pipeline", "seconds", "split",
+           "stored_seconds"]

@@ -25,6 +25,7 @@ from ..errors import ApiError, bad_request, forbidden
 from ..logstore import JobFolder
 from ..models import Device, DeviceType, JobTag, Tag, TestJob, User, Worker
 from ..states import JobHealth, JobState
+from . import multinode
 from .checks import iso
 
 # The job's shape, who sees it ##########################################################################
@@ -62,20 +63,23 @@ def job_json(job: TestJob, time: Callable[[Any], Any] = iso) -> dict:
         "error_type": job.error_type,
         "error_msg": job.error_msg,
         "metadata": json.loads(job.metadata or "{}"),
+        **multinode.group_json(job),
     }
 
 
-def visible_job(job_id: int, user: User | None) -> TestJob:
-    """The job, if `user` may see it; otherwise a 404 that does not tell whether it exists."""
-    job = TestJob.get_or_none(TestJob.id == job_id)
+def visible_job(job_id: int | str, user: User | None) -> TestJob:
+    """The job (by number, or a MultiNode sub-id such as "12.1"), if `user` may see it; otherwise
+    a 404 that does not tell whether it exists."""
+    job = multinode.find(job_id)
     if job is None or not auth.may_view_job(user, job):
         raise ApiError(404, f"job '{job_id}' does not exist (or is not visible to you)")
     return job
 
 
 def list_jobs(user: User | None, state: Any = None, health: Any = None, device_type: str | None = None,
-              submitter: str | None = None) -> list[TestJob]:
-    """The jobs `user` may see, newest first, filtered by state, health, device type, submitter."""
+              submitter: str | None = None, group: str | None = None) -> list[TestJob]:
+    """The jobs `user` may see, newest first, filtered by state, health, device type, submitter and
+    MultiNode group (its number, as in the sub-ids "12.0", "12.1", or its UUID)."""
     query = TestJob.select().order_by(TestJob.id.desc())
     for key, value, enum, column in (("state", state, JobState, TestJob.state),
                                      ("health", health, JobHealth, TestJob.health)):
@@ -90,8 +94,9 @@ def list_jobs(user: User | None, state: Any = None, health: Any = None, device_t
     if submitter:
         query = query.switch(TestJob).join(User, on=(TestJob.submitter == User.id)).where(
             User.username == submitter)
+    if group:
+        query = query.where(multinode.group_filter(group))
     return [j for j in query if auth.may_view_job(user, j)]
-
 
 
 # Beyond the summary ###########################################################
@@ -137,8 +142,9 @@ def masked_definition(job: TestJob) -> str:
     values = sorted({str(v) for v in (parsed.get("secrets") or {}).values() if str(v)}, key=len, reverse=True)
     if not values:
         return job.original_definition
-    # re-written rather than edited: a value may be quoted or escaped in the original text
-    masked = _mask(parsed, values)
+    # re-written rather than edited: a value may be quoted or escaped in the original text; a
+    # MultiNode sub-job's original definition is the whole group's submission
+    masked = _mask(yaml.safe_load(job.original_definition) if job.target_group else parsed, values)
     return (f"# the values of secrets are shown to the submitter ({job.submitter.username}) and admins only\n"
             + yaml.safe_dump(masked, sort_keys=False, default_flow_style=False))
 

@@ -10,7 +10,7 @@ health is here too (`finish`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -36,6 +36,7 @@ from ..models import (
 )
 from ..notify.rules import check_notify
 from ..states import PRIORITY_NAMES, DeviceHealth, DeviceState, JobHealth, JobState
+from . import multinode
 from .definitions import compatibility, parse, seconds
 from .devices import HEALTH_ACTOR, set_health
 from .pipelines import runnable
@@ -62,6 +63,8 @@ class Submission:
     compatibility: int = 1
     #: the pipeline it gets on a device of its type (None: no device configuration to build it)
     description: dict | None = None
+    #: a MultiNode group: its sub-jobs (the fields above are the group's; device_type is the first role's)
+    roles: list[multinode.RoleJob] = field(default_factory=list)
 
 
 def check_definition(user: User | None, text: str, settings: Settings, device: Device | None = None) -> Submission:
@@ -69,19 +72,27 @@ def check_definition(user: User | None, text: str, settings: Settings, device: D
     ApiError(4xx, sentence, path) on the first problem: the schema's, the lab's, then the
     pipeline's on the devices it may use (`device`: on that one, as for a health check)."""
     job = parse(text)
-    if "lava-multinode" in (job.get("protocols") or {}):
-        raise bad_request("MultiNode jobs are not supported yet; submit one job per device", "protocols")
-    device_type = DeviceType.get_or_none(DeviceType.name == job["device_type"])
-    if device_type is None:
-        names = ", ".join(t.name for t in DeviceType.select().order_by(DeviceType.name)) or "none yet"
-        raise bad_request(f"device type '{job['device_type']}' does not exist (known: {names})", "device_type")
-    tags = _tags(job.get("tags") or [])
+    group = multinode.is_group(job)
+    if not group:
+        device_type = DeviceType.get_or_none(DeviceType.name == job["device_type"])
+        if device_type is None:
+            names = ", ".join(t.name for t in DeviceType.select().order_by(DeviceType.name)) or "none yet"
+            raise bad_request(f"device type '{job['device_type']}' does not exist (known: {names})", "device_type")
+        tags = _tags(job.get("tags") or [])
     groups = _viewing_groups(job.get("visibility", "public"))
     if user is not None and not settings.open_submission and not auth.has_perm(user, "submit"):
         raise forbidden(f"user '{user.username}' may not submit jobs (needs the 'submit' permission)")
-    devices = [device] if device is not None else _check_devices(user, device_type, tags)
+    roles = multinode.check_group(user, job) if group else []
+    if group:
+        device_type, tags = roles[0].device_type, []
+    else:
+        devices = [device] if device is not None else _check_devices(user, device_type, tags)
     check_notify(job.get("notify"))
-    description = runnable(job, devices, settings)
+    description = None
+    for role in roles:  # each sub-job's pipeline on the devices of its role
+        _role_runnable(user, role, settings)
+    if not group:
+        description = runnable(job, devices, settings)
     visibility = job.get("visibility", "public")
     return Submission(
         text=text,
@@ -94,6 +105,7 @@ def check_definition(user: User | None, text: str, settings: Settings, device: D
         queue_timeout=_queue_timeout(job, settings),
         compatibility=compatibility(job),
         description=description,
+        roles=roles,
     )
 
 
@@ -130,6 +142,14 @@ def _queue_timeout(job: dict, settings: Settings) -> int | None:
     if queue:
         return seconds(queue)
     return settings.queue_timeout_hours * 3600 or None
+
+
+def _role_runnable(user: User | None, role: multinode.RoleJob, settings: Settings) -> None:
+    """The pipeline check of one MultiNode sub-job; a refusal names its role."""
+    try:
+        runnable(role.definition, _check_devices(user, role.device_type, role.tags), settings)
+    except ApiError as exc:
+        raise ApiError(exc.status, f"role '{role.role}': {exc.message}", exc.path) from None
 
 
 def _check_devices(user: User | None, device_type: DeviceType, tags: list[Tag]) -> list[Device]:
@@ -194,16 +214,21 @@ def create(user: User, sub: Submission, *, health_check: bool = False, device: D
 
 
 def submit(user: User, text: str, settings: Settings) -> list[TestJob]:
+    """Store a job, or the sub-jobs of a MultiNode group (in sub-id order); all or nothing."""
     sub = check_definition(user, text, settings)
-    with write_txn():
-        job = create(user, sub)
-    folder = JobFolder(settings.output_dir, job.id)
-    folder.write("job.yaml", text)
-    if sub.description is not None:  # the pipeline as built at submission; the worker's replaces it
-        description = {**sub.description, "job": {**sub.description["job"], "id": job.id}}
-        folder.write("description.yaml", yaml.safe_dump(description, sort_keys=False))
-    events.schedule_soon(f"job {job.id} submitted")
-    return [job]
+    with write_txn():  # a group's sub-jobs keep the whole submission as their original definition
+        created = multinode.create_group(sub.roles, lambda role: create(user, replace(
+            sub, job=role.definition, device_type=role.device_type, tags=role.tags, roles=[],
+            compatibility=compatibility(role.definition)))) if sub.roles else [create(user, sub)]
+    for job, role in zip(created, sub.roles or [None], strict=True):
+        shown = text if role is None else yaml.safe_dump(role.definition, sort_keys=False)  # what it runs
+        folder = JobFolder(settings.output_dir, job.id)
+        folder.write("job.yaml", shown)
+        if role is None and sub.description is not None:  # as built at submission; the worker's replaces it
+            description = {**sub.description, "job": {**sub.description["job"], "id": job.id}}
+            folder.write("description.yaml", yaml.safe_dump(description, sort_keys=False))
+    events.schedule_soon(f"job {created[0].id} submitted")
+    return created
 
 
 def resubmit(user: User, job: TestJob, settings: Settings) -> list[TestJob]:
@@ -220,27 +245,28 @@ def resubmit(user: User, job: TestJob, settings: Settings) -> list[TestJob]:
 
 
 def cancel(user: User, job: TestJob) -> TestJob:
-    """Submitted jobs end at once; scheduled or running ones go Canceling until the worker ends them."""
+    """Submitted jobs end at once; scheduled or running ones go Canceling until the worker ends them.
+    Cancelling one job of a MultiNode group cancels the whole group (as LAVA)."""
     if not auth.may_cancel_job(user, job):
         raise forbidden(f"user '{user.username}' may not cancel job {job.id}")
     now = utcnow()
+    ids = [member.id for member in multinode.members(job)]
     with write_txn():
-        done = (
+        # the group's queued members end here (and are told); the others are their workers' to end
+        queued = [row.id for row in for_update(TestJob.select(TestJob.id).where(
+            TestJob.id.in_(ids), TestJob.state == JobState.SUBMITTED))]
+        if queued:
             TestJob.update(state=JobState.FINISHED, health=JobHealth.CANCELED, end_time=now,
-                           failure_comment=f"canceled by {user.username} before it started")
-            .where(TestJob.id == job.id, TestJob.state == JobState.SUBMITTED)
-            .execute()
-        )
-        if not done:
-            TestJob.update(state=JobState.CANCELING).where(
-                TestJob.id == job.id, TestJob.state.in_([JobState.SCHEDULING, JobState.SCHEDULED, JobState.RUNNING])
-            ).execute()
-    job = TestJob.get_by_id(job.id)
-    if job.state == JobState.CANCELING:
-        events.wake_worker(job.worker_id)
-    elif done:
-        events.job_changed(job.id, "finished")
-    return job
+                           failure_comment=f"canceled by {user.username} before it started").where(
+                TestJob.id.in_(queued), TestJob.state == JobState.SUBMITTED).execute()
+        TestJob.update(state=JobState.CANCELING).where(
+            TestJob.id.in_(ids), TestJob.state.in_([JobState.SCHEDULING, JobState.SCHEDULED, JobState.RUNNING])
+        ).execute()
+    for member in list(TestJob.select().where(TestJob.id.in_(ids), TestJob.state == JobState.CANCELING)):
+        events.wake_worker(member.worker_id)
+    for job_id in queued:
+        events.job_changed(job_id, "finished")
+    return TestJob.get_by_id(job.id)
 
 
 # Running ##########################################################################
@@ -251,7 +277,8 @@ def work_package(job: TestJob, settings: Settings) -> dict:
     it (kept as device.yaml: the configuration the job ran with) and the lines logged so far."""
     if job.state not in ACTIVE:
         raise conflict(f"job {job.id} is {JobState(job.state).label}; there is nothing to run")
-    definition = yaml.safe_dump(json.loads(job.definition), sort_keys=False, default_flow_style=False)
+    definition = yaml.safe_dump(multinode.with_roles(job, json.loads(job.definition)), sort_keys=False,
+                                default_flow_style=False)
     device_yaml = devicecfg.render_for_job(job, settings)
     folder = JobFolder(settings.output_dir, job.id)
     folder.write("device.yaml", device_yaml)
@@ -326,7 +353,10 @@ def finish(job: TestJob, result: JobResult, actor: str = HEALTH_ACTOR, recheck: 
         health = JobHealth.COMPLETE if result.passed else JobHealth.INCOMPLETE
         if job.state == JobState.CANCELING:
             health = JobHealth.CANCELED
-        comment = result.error_msg if health != JobHealth.COMPLETE else ""
+        ended_by_group = multinode.group_end(job) if job.state == JobState.CANCELING else None
+        if ended_by_group:  # its run was stopped because an essential role of its group failed
+            health, (error_type, error_msg) = JobHealth.INCOMPLETE, ended_by_group
+        comment = error_msg if health != JobHealth.COMPLETE else ""
         TestJob.update(
             state=JobState.FINISHED, health=health, end_time=now, start_time=job.start_time or now,
             error_type=error_type, error_msg=error_msg, failure_comment=comment,
@@ -334,7 +364,11 @@ def finish(job: TestJob, result: JobResult, actor: str = HEALTH_ACTOR, recheck: 
         device = Device.get_or_none(Device.id == job.actual_device_id)
         if device is not None and device.current_job_id == job.id:
             Device.update(state=DeviceState.IDLE, current_job=None).where(Device.id == device.id).execute()
-            _device_health_after(device, job, health, error_type, error_msg, actor, recheck)
+            if not ended_by_group:  # not this device's doing
+                _device_health_after(device, job, health, error_type, error_msg, actor, recheck)
+        group_workers = multinode.end_group(job, health, error_type, error_msg)
+    for worker_id in sorted(group_workers):
+        events.wake_worker(worker_id)
     events.schedule_soon(f"job {job.id} finished")
     events.job_changed(job.id, "finished")
     return TestJob.get_by_id(job.id)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from peewee import JOIN
 
 from .. import auth
 from ..errors import ApiError
-from ..lab import job_views, jobs
+from ..lab import job_views, jobs, multinode
 from ..lab.checks import as_datetime
 from ..logstore import JobFolder
 from ..models import DeviceType, TestJob, utcnow
@@ -24,9 +23,7 @@ STARTED = (JobState.RUNNING, JobState.CANCELING, JobState.FINISHED)
 
 def get_job(call: Call, job_id: Any) -> TestJob:
     """The job by id (lavacli sends it as a string); 404 / 403 as LAVA words them."""
-    text = str(job_id).strip()
-    # "12.1" is a MultiNode sub-id in LAVA; dutlab has no MultiNode jobs yet, so it never exists
-    job = TestJob.get_or_none(TestJob.id == int(text)) if re.fullmatch(r"\d{1,18}", text) else None
+    job = multinode.find(job_id)  # a number, or a MultiNode sub-id "12.1"
     if job is None:
         raise Fault(NOT_FOUND, f"Job '{job_id}' was not found.")
     if not auth.may_view_job(call.user, job):
@@ -45,7 +42,7 @@ def job_dict(job: TestJob) -> dict:
     """LAVA's scheduler.jobs.show answer; times are datetimes (dateTime.iso8601 on the wire)."""
     info = job_views.job_json(job, time=as_datetime)
     return {
-        "id": info["id"],
+        "id": info["sub_id"] or info["id"],  # LAVA shows the sub-id of a MultiNode job
         "description": info["description"],
         "device": info["actual_device"],
         "device_type": info["device_type"],
@@ -68,6 +65,7 @@ def job_dict(job: TestJob) -> dict:
 def _list_entry(job: TestJob, verbose: bool) -> dict:
     info = job_views.job_json(job, time=as_datetime)
     out = {key: info[key] for key in ("id", "description", "device_type", "health", "state", "submitter")}
+    out["id"] = info["sub_id"] or info["id"]
     if verbose:
         # LAVA sends these times as str(datetime), unlike jobs.show
         out.update({
@@ -211,32 +209,37 @@ def validate(call: Call, definition: str, strict: bool = False) -> dict:
     return {} if problem is None else {"path": problem.path, "msg": problem.message}
 
 
+def _ids(created: list[TestJob]) -> int | list[str]:
+    """LAVA's answer to a submission: the job id, or a MultiNode group's sub-ids."""
+    if created[0].sub_id:
+        return [job.sub_id for job in created]
+    return created[0].id
+
+
 @exposed("scheduler.jobs.submit", "scheduler.submit_job")
-def submit(call: Call, definition: str) -> int:
-    """Submit a job definition (YAML or JSON); returns the job id."""
+def submit(call: Call, definition: str) -> int | list[str]:
+    """Submit a job definition (YAML or JSON); returns the job id (a MultiNode group: its sub-ids)."""
     user = call.login()
     try:
-        [job] = jobs.submit(user, string(definition, "definition"), call.settings)
+        return _ids(jobs.submit(user, string(definition, "definition"), call.settings))
     except ApiError as exc:
         raise submission_fault(exc) from None
-    return job.id
 
 
 @exposed("scheduler.jobs.resubmit", "scheduler.resubmit_job")
-def resubmit(call: Call, job_id: str) -> int:
-    """Submit the definition of an earlier job again; returns the new job id."""
+def resubmit(call: Call, job_id: str) -> int | list[str]:
+    """Submit the definition of an earlier job again (a MultiNode group: the whole group); the new id(s)."""
     user = call.login()
     job = get_job(call, job_id)
     try:
-        [new] = jobs.resubmit(user, job, call.settings)
+        return _ids(jobs.resubmit(user, job, call.settings))
     except ApiError as exc:
         raise submission_fault(exc) from None
-    return new.id
 
 
 @exposed("scheduler.jobs.cancel", "scheduler.cancel_job")
 def cancel(call: Call, job_id: str) -> bool:
-    """Cancel a job; finished jobs are left alone."""
+    """Cancel a job (a MultiNode sub-job: its whole group); finished jobs are left alone."""
     user = call.login()
     job = get_job(call, job_id)
     if not auth.may_cancel_job(user, job):
@@ -249,9 +252,12 @@ def submission_fault(exc: ApiError) -> Fault:
     """LAVA's submission faults: 404 for an unknown device type, 400 'Device unavailable' when no
     device can take the job, 400 'Problem with submitted job data' for the definition itself."""
     where = f"{exc.path}: " if exc.path else ""
-    if exc.status == 400 and exc.path == "device_type" and "does not exist" in exc.message:
+    # the lab's checks of a MultiNode role ("role 'x': ...") are what device_type and tags are to one job
+    lab_check = exc.path.startswith(multinode.ROLES_PATH + ".") and exc.message.startswith("role '")
+    field = exc.path.rpartition(".")[2] if lab_check else exc.path
+    if exc.status == 400 and field == "device_type" and "does not exist" in exc.message:
         return Fault(NOT_FOUND, f"Specified device or device type not found: {exc.message}")
-    if exc.status == 400 and (exc.path == "device_type" or exc.path.startswith("tags")):
+    if exc.status == 400 and (field in ("device_type", "count") or field.startswith("tags")):
         return Fault(BAD_REQUEST, f"Device unavailable: {exc.message}")
     if exc.status == 400:
         return Fault(BAD_REQUEST, f"Problem with submitted job data: {where}{exc.message}")

@@ -444,6 +444,7 @@ def coordinator_host(base: Path, wheel: Path):
         "dutlab_coordinator_port": free_port(),
         "dutlab_coordinator_config_dir": str(base / "etc"),
         "dutlab_coordinator_log_dir": str(base / "log"),
+        "dutlab_coordinator_state_dir": str(base / "state"),
         "dutlab_coordinator_systemd_dir": str(base / "systemd"),
         "dutlab_coordinator_service_name": name,
     }
@@ -475,7 +476,7 @@ def test_coordinator_converges_and_passes_its_status_check(served_dirs, dutlab_w
         assert config == {"host": "127.0.0.1", "port": variables["dutlab_coordinator_port"],
                           "secret_file": str(etc / "coordinator.secret"), "max_groups": 50,
                           "group_idle_timeout": 3600, "log_file": str(served_dirs / "log" / "coordinator.log"),
-                          "log_level": "INFO"}
+                          "log_level": "INFO", "state_file": str(served_dirs / "state" / "groups.sqlite3")}
         secret = etc / "coordinator.secret"
         assert secret.read_text() == "s3cret-for-the-test\n"
         assert oct(secret.stat().st_mode & 0o777) == "0o600"

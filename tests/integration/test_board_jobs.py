@@ -89,6 +89,8 @@ class BoardJobs:
     lab: Lab
     board: EmulatedBoardLab
     dictionary: str
+    #: where a test puts images its jobs name in file:// URLs (one of the worker's file_roots)
+    images: Path
 
     def device(self) -> dict:
         return self.lab.json("GET", f"/api/v1/devices/{BOARD}")
@@ -171,13 +173,16 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BoardJobs]:
         server, stop = start_lab(root / "lab")
         try:
             server.add_worker(WORKER)
-            server.start_worker(WORKER, None, *board.worker_args())
+            images = root / "images"
+            images.mkdir()
+            server.start_worker(WORKER, None, *board.worker_args(),
+                                "--file-roots", f"/var/cache/dutlab:{ASSETS.parent.resolve()}:{images}")
             server.add_device_type(DEVICE_TYPE)  # health checks on: the shipped health-checks/qemu-uboot-arm64.yaml
             if ASSETS.parent != Path("/var/cache/dutlab/assets"):
                 server.json("PUT", f"/api/v1/device-types/{DEVICE_TYPE}/health-check",
                             {"health_check": with_assets(HEALTH_CHECK.read_text())})
             server.add_device(BOARD, DEVICE_TYPE, WORKER, board.dictionary(), description="emulated u-boot board")
-            yield BoardJobs(server, board, board.dictionary())
+            yield BoardJobs(server, board, board.dictionary(), images)
         finally:
             stop()
     finally:
@@ -248,13 +253,13 @@ def test_the_example_lava_job_completes_with_exactly_its_results(lab: BoardJobs)
     assert (lab.device()["health"], lab.device()["state"]) == ("Good", "Idle")
 
 
-def test_a_mkimaged_ramdisk_with_header_u_boot_completes(lab: BoardJobs, tmp_path: Path) -> None:
-    uinitrd = tmp_path / "uInitrd"
+def test_a_mkimaged_ramdisk_with_header_u_boot_completes(lab: BoardJobs) -> None:
+    uinitrd = lab.images / "uInitrd"
     made = subprocess.run(["mkimage", "-A", "arm64", "-O", "linux", "-T", "ramdisk", "-C", "none", "-d",
                            str(ASSETS / "initramfs.cpio.gz"), str(uinitrd)], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     out = lab.run(variant(ramdisk={"url": f"file://{uinitrd}", "compression": "gz", "header": "u-boot"}))
-    assert out.job["health"] == "Complete", out.job
+    assert out.job["health"] == "Complete", (out.job["error_type"], out.job["error_msg"])
     assert out.cases("0_smoke") == EXPECTED
     assert any(m.startswith("ramdisk uInitrd.uboot: test overlay appended as /lava-") and "with a u-boot header" in m
                for m in out.messages("info")), out.messages("info")
@@ -265,7 +270,7 @@ def test_an_explicit_command_list_in_the_job_completes(lab: BoardJobs) -> None:
     listed = commands("setenv dutlab_list yes", bootargs="console=ttyAMA0,115200 root=/dev/ram0 dutlab.job=list")
     out = lab.run(variant(boot={"commands": listed},
                           steps=["lava-test-case cmdline --shell grep -q dutlab.job=list /proc/cmdline"]))
-    assert out.job["health"] == "Complete", out.job
+    assert out.job["health"] == "Complete", (out.job["error_type"], out.job["error_msg"])
     assert out.cases("0_smoke") == [("cmdline", "pass", None, "")]
     assert "using the boot commands of the job definition, not the device's command sets" in out.messages("warning")
     typed = out.messages("input")
@@ -300,7 +305,7 @@ def test_soft_reboots_are_recognised_by_their_shutdown_message(lab: BoardJobs) -
                       {"boot": by_device}, tested("after-device-message")]
     power_before = len(lab.board.log("power", tail=100_000).splitlines())
     out = lab.run(job)
-    assert out.job["health"] == "Complete", out.job
+    assert out.job["health"] == "Complete", (out.job["error_type"], out.job["error_msg"])
     # each boot starts with a fresh root filesystem: the marker of the boot before is gone
     assert out.cases("0_before") == [("before", "pass", None, "")]
     assert out.cases("1_after-job-message") == [("after-job-message", "pass", None, "")]

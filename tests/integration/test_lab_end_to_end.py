@@ -71,6 +71,16 @@ def test_demo_command_runs_a_job_and_prints_results():
 
 
 @pytest.mark.slow
+def test_demo_multinode_runs_the_two_role_example():
+    out = run_demo("--multinode", "--port", "18090")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "submitted examples/jobs/qemu-multinode.yaml" in out.stdout
+    assert "qemu02 passed its health check" in out.stdout
+    done = [line for line in out.stdout.splitlines() if line.startswith("job ") and line.endswith(": Complete")]
+    assert [line.split()[1].rstrip(":").split(".")[1] for line in done] == ["0", "1"], out.stdout
+
+
+@pytest.mark.slow
 def test_keep_running_lab_exports_let_curl_submit():
     out = run_demo("--keep-running")
     try:

@@ -63,7 +63,7 @@ def test_transport_auth_and_faults(lab_server):
     assert (err.faultCode, err.faultString) == (-32601, "No such method: 'scheduler.nope'")
     err = fault(p.scheduler.jobs.show)
     assert err.faultCode == 400 and "takes 1 argument(s), got 0" in err.faultString
-    err = fault(p.scheduler.jobs.show, "12.1")  # a MultiNode sub-id: there are none
+    err = fault(p.scheduler.jobs.show, "12.1")  # a MultiNode sub-id of a group that does not exist
     assert (err.faultCode, err.faultString) == (404, "Job '12.1' was not found.")
     r = post(lab_server, "<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]><methodCall><methodName>&a;"
                          "</methodName></methodCall>")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_jobs_api import BAD, JOB, add_queued_lab, header
+from test_jobs_api import BAD, DATA, JOB, add_queued_lab, header
 
 import factories
 from dutlab.service.states import DeviceHealth
@@ -32,6 +32,9 @@ LAB_CASES = [
     ("no-usable-device.yaml", GOOD.replace("device_type: qemu", "device_type: retired"), "device_type"),
     ("unknown-tag.yaml", GOOD + "tags: [nope]\n", "tags[0]"),
     ("unknown-group.yaml", JOB.format(visibility="{group: [nobody]}"), "visibility.group[0]"),
+    # a MultiNode group of two on a lab with one device of the type
+    ("group-too-big.yaml", (DATA / "good-jobs" / "multinode.yaml").read_text().replace("count: 2", "count: 1")
+     .replace("        tags: [tcg]\n", ""), "protocols.lava-multinode.roles.client.count"),
 ]
 INLINE_TEST = """\
 - test:
@@ -72,10 +75,12 @@ def cases(folder: Path) -> list[tuple[Path, str]]:
 
 
 def lava_fault(path: str, message: str) -> tuple[int, str]:
-    """What XML-RPC submit answers for a refused definition: LAVA's three wordings."""
-    if path == "device_type" and "does not exist" in message:
+    """What XML-RPC submit answers for a refused definition: LAVA's three wordings (a MultiNode
+    role's lab checks, "role 'x': ...", count as the job's device_type and tags)."""
+    field = path.rpartition(".")[2] if message.startswith("role '") else path
+    if field == "device_type" and "does not exist" in message:
         return 404, f"Specified device or device type not found: {message}"
-    if path == "device_type" or path.startswith("tags"):
+    if field in ("device_type", "count") or field.startswith("tags"):
         return 400, f"Device unavailable: {message}"
     return 400, f"Problem with submitted job data: {path + ': ' if path else ''}{message}"
 

@@ -56,17 +56,17 @@ TABLE: dict[tuple[str, str], Row] = {
     ("POST", "/api/v1/jobs"): Row((401, 403, 201, 403, 201, 403), lambda w: {"definition": w.job_text}),
     ("POST", "/api/v1/jobs/validate"): Row(EVERYONE, lambda w: {"definition": w.job_text}),
     ("GET", "/api/v1/jobs"): Row(EVERYONE),
-    ("GET", "/api/v1/jobs/<job_id:int>"): Row(EVERYONE),
-    ("POST", "/api/v1/jobs/<job_id:int>/cancel"): Row((401, 403, 200, 200, 200, 403)),
+    ("GET", "/api/v1/jobs/<job_id:jobid>"): Row(EVERYONE),
+    ("POST", "/api/v1/jobs/<job_id:jobid>/cancel"): Row((401, 403, 200, 200, 200, 403)),
     # an admin may resubmit others' jobs, but only owners (and superusers) use a restricted device
-    ("POST", "/api/v1/jobs/<job_id:int>/resubmit"): Row((401, 403, 201, 403, 201, 403)),
-    ("GET", "/api/v1/jobs/<job_id:int>/definition"): Row(DEVICE_READERS),
-    ("GET", "/api/v1/jobs/<job_id:int>/config"): Row(DEVICE_READERS),
-    ("GET", "/api/v1/jobs/<job_id:int>/description"): Row(DEVICE_READERS),
-    ("GET", "/api/v1/jobs/<job_id:int>/logs"): Row(EVERYONE),
-    ("GET", "/api/v1/jobs/<job_id:int>/results"): Row(EVERYONE),
+    ("POST", "/api/v1/jobs/<job_id:jobid>/resubmit"): Row((401, 403, 201, 403, 201, 403)),
+    ("GET", "/api/v1/jobs/<job_id:jobid>/definition"): Row(DEVICE_READERS),
+    ("GET", "/api/v1/jobs/<job_id:jobid>/config"): Row(DEVICE_READERS),
+    ("GET", "/api/v1/jobs/<job_id:jobid>/description"): Row(DEVICE_READERS),
+    ("GET", "/api/v1/jobs/<job_id:jobid>/logs"): Row(EVERYONE),
+    ("GET", "/api/v1/jobs/<job_id:jobid>/results"): Row(EVERYONE),
     # they name recipients: the submitter (`owner` here) and admins
-    ("GET", "/api/v1/jobs/<job_id:int>/notifications"): Row((401, 403, 200, 200, 200, 403)),
+    ("GET", "/api/v1/jobs/<job_id:jobid>/notifications"): Row((401, 403, 200, 200, 200, 403)),
     # devices
     ("GET", "/api/v1/devices"): Row(EVERYONE),
     ("POST", "/api/v1/devices"): Row(ADMINS_CREATE, lambda w: {"hostname": f"new-{w.c}", "device_type": w.dtype,
@@ -140,7 +140,7 @@ TABLE: dict[tuple[str, str], Row] = {
     ("POST", "/RPC2/"): Row((200, 200, 200, 200, 200, 400), xmlrpc.client.dumps((), "system.whoami")),
     ("GET", "/RPC2"): Row((200,) * 6),  # the help text; no credentials are read
     ("GET", "/RPC2/"): Row((200,) * 6),
-    ("GET", "/scheduler/job/<job_id:int>"): Row((302, 302, 302, 302, 302, 403)),
+    ("GET", "/scheduler/job/<job_id>"): Row((302, 302, 302, 302, 302, 403)),
     ("GET", "/"): Row(EVERYONE),
     ("GET", "/metrics"): Row(EVERYONE),
 }
@@ -223,7 +223,7 @@ class Lab:
     def call(self, caller: str, method: str, rule: str, row: Row, world: World):
         path = rule
         for key, value in world.wildcards(row.params).items():
-            path = path.replace(f"<{key}:int>", value).replace(f"<{key}>", value)
+            path = path.replace(f"<{key}:int>", value).replace(f"<{key}:jobid>", value).replace(f"<{key}>", value)
         body = row.body(world) if callable(row.body) else row.body
         headers = {"Content-Type": "text/xml"} if rule.startswith("/RPC2") else None
         if caller == "anonymous":

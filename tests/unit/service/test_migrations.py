@@ -31,16 +31,16 @@ def test_migrations_are_numbered_without_gaps():
 
 
 def test_an_older_database_gets_the_new_column_and_tables(db):
-    """A database made before m0004 (no per-worker files, no pipeline_compatibility) is brought up."""
+    """A database made before m0005 (no per-worker files, no pipeline_compatibility) is brought up."""
     from playhouse.migrate import SchemaMigrator, migrate
 
     from dutlab.service.models import TestJob, UserPermission, WorkerFile
 
     database.drop_tables([WorkerFile, UserPermission])
     migrate(SchemaMigrator.from_database(database).drop_column("test_job", "pipeline_compatibility"))
-    SchemaVersion.delete().where(SchemaVersion.version >= 4).execute()
+    SchemaVersion.delete().where(SchemaVersion.version >= 5).execute()
     assert "pipeline_compatibility" not in {c.name for c in database.get_columns("test_job")}
-    assert "0004_admin_runbook" in migrations.migrate()
+    assert "0005_admin_runbook" in migrations.migrate()
     assert "pipeline_compatibility" in {c.name for c in database.get_columns("test_job")}
     assert database.table_exists("worker_file") and database.table_exists("user_permission")
     assert TestJob.select().count() == 0
