@@ -18,6 +18,8 @@ APT_PACKAGES=(
   pdudaemon u-boot-qemu u-boot-tools              # the emulated u-boot board: PDU, firmware, mkimage
   postgresql redis-server                         # the scale backends, tested in CI
   ngircd                                          # the IRC server of the notification tests
+  chromium chromium-driver                        # the browser tests (Selenium drives /usr/bin/chromedriver)
+  slapd ldap-utils                                # the LDAP server of the login tests
   git iproute2 systemd python3-apt make curl      # from: git tests, netns, systemd-analyze, Ansible apt, demo
 )
 
