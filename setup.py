@@ -27,6 +27,7 @@ def data_files():
 setup(
     packages=packages,
     package_dir=ROOTS,
-    package_data={"dutlab.dispatcher": ["shell/*", "shell/**/*"], "dutlab.service": ["static/*", "views/*"]},
+    package_data={"dutlab.dispatcher": ["shell/*", "shell/**/*"],
+                  "dutlab.service.web": ["templates/*.html", "static/*"]},  # the pages ship their templates
     data_files=data_files(),
 )

@@ -22,9 +22,10 @@ def registry() -> CollectorRegistry:
     found = config.get("dutlab.metrics")
     if found is None:
         found = CollectorRegistry(auto_describe=False)
-        for collector in (LabCollector(), ProcessCollector(registry=None), PlatformCollector(registry=None),
-                          GCCollector(registry=None), LOG_LINES):
-            found.register(collector)
+        for own in (ProcessCollector, PlatformCollector, GCCollector):  # they register themselves
+            own(registry=found)
+        found.register(LabCollector())
+        found.register(LOG_LINES)
         config["dutlab.metrics"] = found
     return found
 

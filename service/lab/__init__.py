@@ -8,6 +8,7 @@ rename or pick fields for LAVA's format, never rebuild them from the models).
     checks        the field checks every module shares (names, texts, labels, pages, 4xx)
     definitions   job definitions against the dispatcher's schema (its only importer)
     users         users, groups and their permissions, API tokens
+    logins        password logins, local and LDAP (ldapauth.py), LDAP accounts (addldapuser)
     tags          device tags
     device_types  device types, their templates and health-check definitions
     devices       devices, dictionaries, device tags and the one device-health transition
