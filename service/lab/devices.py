@@ -104,9 +104,7 @@ class DeviceNames:
 
     def __init__(self, devices: list[Device]) -> None:
         def names(model: Any, attr: str, keys: set[int | None]) -> dict[int, str]:
-            keys.discard(None)
-            if not keys:
-                return {}
+            keys.discard(None)  # every query runs, rows or not: a page costs the same whatever it shows
             return dict(model.select(model.id, getattr(model, attr)).where(model.id.in_(sorted(keys))).tuples())
 
         self.types = names(DeviceType, "name", {d.device_type_id for d in devices})
@@ -116,11 +114,9 @@ class DeviceNames:
         self.groups = names(Group, "name", {d.owner_group_id for d in devices} | {d.physical_group_id
                                                                                   for d in devices})
         self.tags: dict[int, list[str]] = {}
-        ids = [d.id for d in devices]
-        if ids:
-            for device_id, tag in (DeviceTag.select(DeviceTag.device, Tag.name).join(Tag)
-                                   .where(DeviceTag.device.in_(ids)).order_by(Tag.name).tuples()):
-                self.tags.setdefault(device_id, []).append(tag)
+        for device_id, tag in (DeviceTag.select(DeviceTag.device, Tag.name).join(Tag)
+                               .where(DeviceTag.device.in_([d.id for d in devices])).order_by(Tag.name).tuples()):
+            self.tags.setdefault(device_id, []).append(tag)
 
 
 def device_tags(device: Device) -> list[str]:

@@ -40,9 +40,7 @@ class Related:
         ids = [j.id for j in jobs]
 
         def names(model: Any, attr: str, keys: set[int | None]) -> dict[int, str]:
-            keys.discard(None)
-            if not keys:
-                return {}
+            keys.discard(None)  # every query runs, rows or not: a page costs the same whatever it shows
             return dict(model.select(model.id, getattr(model, attr)).where(model.id.in_(sorted(keys))).tuples())
 
         self.users = names(User, "username", {j.submitter_id for j in jobs})
@@ -52,13 +50,12 @@ class Related:
         self.workers = names(Worker, "hostname", {j.worker_id for j in jobs})
         self.groups: dict[int, list[str]] = {}
         self.tags: dict[int, list[str]] = {}
-        if ids:
-            for job_id, group in (JobViewingGroup.select(JobViewingGroup.job, Group.name).join(Group)
-                                  .where(JobViewingGroup.job.in_(ids)).order_by(JobViewingGroup.id).tuples()):
-                self.groups.setdefault(job_id, []).append(group)
-            for job_id, tag in (JobTag.select(JobTag.job, Tag.name).join(Tag).where(JobTag.job.in_(ids))
-                                .order_by(JobTag.id).tuples()):  # as submitted
-                self.tags.setdefault(job_id, []).append(tag)
+        for job_id, group in (JobViewingGroup.select(JobViewingGroup.job, Group.name).join(Group)
+                              .where(JobViewingGroup.job.in_(ids)).order_by(JobViewingGroup.id).tuples()):
+            self.groups.setdefault(job_id, []).append(group)
+        for job_id, tag in (JobTag.select(JobTag.job, Tag.name).join(Tag).where(JobTag.job.in_(ids))
+                            .order_by(JobTag.id).tuples()):  # as submitted
+            self.tags.setdefault(job_id, []).append(tag)
 
 
 def job_json(job: TestJob, time: Callable[[Any], Any] = iso, related: Related | None = None) -> dict:
