@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import contextlib
 
-import factories
 import pytest
 from webkit import Browser
 
+import factories
 from dutlab.service.db import database
 from dutlab.service.lab import jobs
 from dutlab.service.models import GroupPermission, HealthHistory, JobViewingGroup, TestJob, User

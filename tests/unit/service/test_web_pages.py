@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-import factories
 import pytest
 from webkit import Browser
 
+import factories
 from dutlab.service.lab import jobs
 from dutlab.service.logstore import JobFolder
 from dutlab.service.models import Device, GroupPermission, HealthHistory, TestJob, User, WebSession, Worker
@@ -47,7 +47,8 @@ def test_login_sets_a_signed_httponly_cookie_and_logout_ends_the_session(app, la
     refused = browser.post("/accounts/login/", {"username": "alice", "password": "pw", "csrf": "forged"})
     assert refused.status == 403 and "CSRF" in refused.text
     wrong = browser.post("/accounts/login/", {"username": "alice", "password": "nope"}, csrf_from="/accounts/login/")
-    assert wrong.status == 401 and "Wrong user name or password" in wrong.text and "dutlab_session" not in browser.cookies
+    assert wrong.status == 401 and "Wrong user name or password" in wrong.text
+    assert "dutlab_session" not in browser.cookies
     answer = browser.login("alice", "pw")
     [cookie] = [c for c in browser.last_set_cookie if c.startswith("dutlab_session=")]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax") and "Secure" not in cookie
