@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..config import Settings
-from ..lab import users
+from ..lab import logins, users
 from .common import add_verb, add_verbs, details, emit, flag_pair, formats, given, noun
 
 USER_COLUMNS = ["username", "email", "is_active", "is_superuser", "is_staff", "groups"]
@@ -17,6 +17,19 @@ def users_add(args: argparse.Namespace, settings: Settings) -> int:
     data.update(is_superuser=args.superuser, **({"is_staff": True} if args.staff else {}))
     user, generated = users.create_user(data, generate_password=True)
     print(f"user '{user.username}' added" + (f"; password: {generated}" if generated else ""))
+    return 0
+
+
+def users_addldapuser(args: argparse.Namespace, settings: Settings) -> int:
+    user = logins.add_ldap_user(args.username, settings)
+    print(f"user '{user.username}' added from LDAP" + (f" ({user.full_name}, {user.email})" if user.email else ""))
+    return 0
+
+
+def createsuperuser(args: argparse.Namespace, settings: Settings) -> int:
+    data = given(username=args.username, password=args.passwd, email=args.email)
+    user, generated = users.create_user({**data, "is_superuser": True}, generate_password=True)
+    print(f"superuser '{user.username}' added" + (f"; password: {generated}" if generated else ""))
     return 0
 
 
@@ -99,6 +112,8 @@ def _users(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--email")
     p.add_argument("--superuser", action="store_true")
     p.add_argument("--staff", action="store_true", help="member of the 'staff' group (admin permission)")
+    p = add_verb(verbs, "addldapuser", users_addldapuser, "add a user from the LDAP directory (ldap in server.yaml)")
+    p.add_argument("--username", required=True)
     p = add_verb(verbs, "update", users_update, "change a user")
     p.add_argument("name")
     p.add_argument("--email")
@@ -142,7 +157,20 @@ def _tokens(sub: argparse._SubParsersAction) -> None:
 
 
 
+def _lava_verbs(sub: argparse._SubParsersAction) -> None:
+    """The names LAVA admins type: `manage addldapuser --username U`, `manage createsuperuser`."""
+    p = sub.add_parser("addldapuser", help="add a user from the LDAP directory (as 'users addldapuser')")
+    p.set_defaults(handler=users_addldapuser)
+    p.add_argument("--username", required=True)
+    p = sub.add_parser("createsuperuser", help="add a superuser (without --passwd a random password is printed)")
+    p.set_defaults(handler=createsuperuser)
+    p.add_argument("--username", required=True)
+    p.add_argument("--email")
+    p.add_argument("--passwd")
+
+
 def add_arguments(sub: argparse._SubParsersAction) -> None:
     _users(sub)
+    _lava_verbs(sub)
     _groups(sub)
     _tokens(sub)
