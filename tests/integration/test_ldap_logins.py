@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import factories
 import pytest
 from conftest import WsgiClient
 from slapd import USERS, slapd  # noqa: F401 (the fixture)
 from webkit import Browser
 
+import factories
 from dutlab.service.config import LdapSettings
 from dutlab.service.models import GroupMember, User
 from labkit import LabServer
