@@ -7,7 +7,9 @@ import re
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
-CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+#: a form and its body: the CSRF token is read from the form that is sent, as a browser sends it
+FORM = re.compile(r'<form\b[^>]*\baction="([^"]*)"[^>]*>(.*?)</form>', re.S)
+CSRF_FIELD = re.compile(r'name="csrf" value="([^"]*)"')
 
 
 class Browser:
@@ -40,13 +42,21 @@ class Browser:
         self._keep(answer)
         return answer
 
+    def csrf(self, page: str = "/") -> str:
+        """This browser's CSRF token, read from any form on `page` (for a POST its page offers no form for)."""
+        found = CSRF_FIELD.search(self.get(page).text)
+        assert found and found.group(1), f"no CSRF token on {page}"
+        return found.group(1)
+
     def post(self, path: str, fields: dict, csrf_from: str | None = None):
-        """POST a form; its CSRF token is read from the page `csrf_from` (default: the form's own page)."""
+        """POST the form whose action is `path` on the page `csrf_from` (default "/"), with the CSRF
+        token that form carries."""
         fields = dict(fields)
         if "csrf" not in fields:
             page = self.get(csrf_from or "/")
-            found = CSRF_FIELD.search(page.text)
-            assert found, f"no CSRF token on {csrf_from or '/'}"
+            forms = [body for action, body in FORM.findall(page.text) if action == path.split("?")[0]]
+            found = CSRF_FIELD.search(forms[0]) if forms else None
+            assert found and found.group(1), f"no form for {path} with a CSRF token on {csrf_from or '/'}"
             fields["csrf"] = found.group(1)
         answer = self.app.api("POST", path, urlencode(fields), token=None,
                               headers=self._headers({"Content-Type": "application/x-www-form-urlencoded"}))

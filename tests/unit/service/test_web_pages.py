@@ -136,7 +136,8 @@ def test_an_admin_puts_a_device_in_maintenance_with_a_reason(app, lab):
     alice.login("alice", "pw")
     page = admin.get("/devices/open01").text
     assert 'id="health-form"' in page and 'id="health-form"' not in alice.get("/devices/open01").text
-    refused = alice.post("/devices/open01/health", {"health": "Maintenance", "reason": "mine"}, "/devices/open01")
+    refused = alice.post("/devices/open01/health", {"health": "Maintenance", "reason": "mine",
+                                                     "csrf": alice.csrf("/devices/open01")})
     assert refused.status == 403 and "is not an admin" in refused.text
     done = admin.post("/devices/open01/health", {"health": "Maintenance", "reason": "new PSU"}, "/devices/open01")
     assert done.status == 303 and done.headers["Location"].endswith("/devices/open01#history")
@@ -158,7 +159,7 @@ def test_cancel_and_resubmit_from_the_job_page(app, lab):
     other.login("owner", "pw")
     assert 'id="cancel"' in owner_view.get(f"/jobs/{job.id}").text
     assert 'id="cancel"' not in other.get(f"/jobs/{job.id}").text
-    assert other.post(f"/jobs/{job.id}/cancel", {}, f"/jobs/{job.id}").status == 403
+    assert other.post(f"/jobs/{job.id}/cancel", {"csrf": other.csrf(f"/jobs/{job.id}")}).status == 403
     done = owner_view.post(f"/jobs/{job.id}/cancel", {}, f"/jobs/{job.id}")
     assert done.status == 303 and TestJob.get_by_id(job.id).health == JobHealth.CANCELED
     again = owner_view.post(f"/jobs/{job.id}/resubmit", {}, f"/jobs/{job.id}")
