@@ -43,7 +43,7 @@ class EmailSettings:
 
 @dataclass
 class LdapSettings:
-    """LDAP logins (service/ldapauth.py, docs/web.md): off while `uri` is empty."""
+    """LDAP logins (service/ldapauth.py, docs/web-ui.md): off while `uri` is empty."""
 
     uri: str = ""  # ldap://host:389 or ldaps://host:636
     starttls: bool = False

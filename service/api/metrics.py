@@ -1,4 +1,4 @@
-"""GET /metrics: Prometheus' text format, from prometheus_client (docs/metrics.md)."""
+"""GET /metrics: Prometheus' text format, from prometheus_client (docs/web-ui.md)."""
 
 from __future__ import annotations
 

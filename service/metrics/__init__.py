@@ -1,4 +1,4 @@
-"""Prometheus metrics (docs/metrics.md), with prometheus_client.
+"""Prometheus metrics (docs/web-ui.md), with prometheus_client.
 
     store      the running totals behind counters and histograms, in the database (metric_total):
                every server process adds to them, so serve and consumer count into one series

@@ -1,4 +1,4 @@
-"""The lab in a browser (docs/web.md): server-rendered pages, a login, admin actions.
+"""The lab in a browser (docs/web-ui.md): server-rendered pages, a login, admin actions.
 
     sessions   the session cookie (signed with the secret key, the key hashed in web_session), CSRF
     plugin     WebRoutes: every page route gets WebPlugin (the session's user, CSRF on POST, errors
