@@ -18,7 +18,7 @@ from ..errors import ApiError, bad_request, conflict, forbidden
 from ..models import Device, DeviceTag, DeviceType, Group, HealthHistory, Tag, TestJob, User, Worker
 from ..states import DeviceHealth, DeviceState, JobState, WorkerHealth
 from ..templating import TemplateError, load_device_config
-from .checks import check_fields, insert, iso, label, lookup, name, string_list, text
+from .checks import check_fields, insert, iso, label, lookup, name, names_by_id, string_list, text
 from .device_types import get_device_type
 from .tags import ensure_tags, get_tag
 from .users import get_group, get_user
@@ -103,16 +103,12 @@ class DeviceNames:
     size: device types, workers, owner and physical-access users and groups, tags."""
 
     def __init__(self, devices: list[Device]) -> None:
-        def names(model: Any, attr: str, keys: set[int | None]) -> dict[int, str]:
-            keys.discard(None)  # every query runs, rows or not: a page costs the same whatever it shows
-            return dict(model.select(model.id, getattr(model, attr)).where(model.id.in_(sorted(keys))).tuples())
-
-        self.types = names(DeviceType, "name", {d.device_type_id for d in devices})
-        self.workers = names(Worker, "hostname", {d.worker_id for d in devices})
-        self.users = names(User, "username", {d.owner_user_id for d in devices} | {d.physical_user_id
-                                                                                   for d in devices})
-        self.groups = names(Group, "name", {d.owner_group_id for d in devices} | {d.physical_group_id
-                                                                                  for d in devices})
+        self.types = names_by_id(DeviceType, "name", {d.device_type_id for d in devices})
+        self.workers = names_by_id(Worker, "hostname", {d.worker_id for d in devices})
+        self.users = names_by_id(User, "username", {d.owner_user_id for d in devices}
+                                 | {d.physical_user_id for d in devices})
+        self.groups = names_by_id(Group, "name", {d.owner_group_id for d in devices}
+                                  | {d.physical_group_id for d in devices})
         self.tags: dict[int, list[str]] = {}
         for device_id, tag in (DeviceTag.select(DeviceTag.device, Tag.name).join(Tag)
                                .where(DeviceTag.device.in_([d.id for d in devices])).order_by(Tag.name).tuples()):

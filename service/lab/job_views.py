@@ -27,7 +27,7 @@ from ..logstore import JobFolder
 from ..models import Device, DeviceType, Group, GroupMember, JobTag, JobViewingGroup, Tag, TestJob, User, Worker
 from ..states import JobHealth, JobState
 from . import multinode
-from .checks import iso
+from .checks import iso, names_by_id
 
 # The job's shape, who sees it ##########################################################################
 
@@ -39,15 +39,11 @@ class Related:
     def __init__(self, jobs: list[TestJob]) -> None:
         ids = [j.id for j in jobs]
 
-        def names(model: Any, attr: str, keys: set[int | None]) -> dict[int, str]:
-            keys.discard(None)  # every query runs, rows or not: a page costs the same whatever it shows
-            return dict(model.select(model.id, getattr(model, attr)).where(model.id.in_(sorted(keys))).tuples())
-
-        self.users = names(User, "username", {j.submitter_id for j in jobs})
-        self.types = names(DeviceType, "name", {j.requested_device_type_id for j in jobs})
-        self.devices = names(Device, "hostname", {j.actual_device_id for j in jobs} | {j.requested_device_id
-                                                                                       for j in jobs})
-        self.workers = names(Worker, "hostname", {j.worker_id for j in jobs})
+        self.users = names_by_id(User, "username", {j.submitter_id for j in jobs})
+        self.types = names_by_id(DeviceType, "name", {j.requested_device_type_id for j in jobs})
+        self.devices = names_by_id(Device, "hostname", {j.actual_device_id for j in jobs}
+                                   | {j.requested_device_id for j in jobs})
+        self.workers = names_by_id(Worker, "hostname", {j.worker_id for j in jobs})
         self.groups: dict[int, list[str]] = {}
         self.tags: dict[int, list[str]] = {}
         for job_id, group in (JobViewingGroup.select(JobViewingGroup.job, Group.name).join(Group)

@@ -8,6 +8,7 @@ and workers. Nothing counts finished jobs.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from peewee import fn
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -37,6 +38,17 @@ HISTOGRAMS = (
 
 def _counter_name(name: str) -> str:
     return name.removesuffix("_total")  # prometheus_client adds the suffix back
+
+
+def _by_state_and_health(name: str, doc: str, model: Any, states: Any, healths: Any) -> GaugeMetricFamily:
+    """A gauge of `model`'s rows for every state and health (zeros included), in one query."""
+    family = GaugeMetricFamily(name, doc, labels=["state", "health"])
+    counts = {(s, h): n for s, h, n in model.select(model.state, model.health, fn.COUNT(model.id))
+              .group_by(model.state, model.health).tuples()}
+    for state in states:
+        for health in healths:
+            family.add_metric([state.label, health.label], counts.get((state, health), 0))
+    return family
 
 
 class LabCollector(Collector):
@@ -86,22 +98,12 @@ class LabCollector(Collector):
         yield from (depth, oldest, running)
 
     def _devices(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily("dutlab_devices", "Devices by state and health.", labels=["state", "health"])
-        counts = {(s, h): n for s, h, n in Device.select(Device.state, Device.health, fn.COUNT(Device.id))
-                  .group_by(Device.state, Device.health).tuples()}
-        for state in DeviceState:
-            for health in DeviceHealth:
-                family.add_metric([state.label, health.label], counts.get((state, health), 0))
-        yield family
+        yield _by_state_and_health("dutlab_devices", "Devices by state and health.", Device, DeviceState,
+                                   DeviceHealth)
 
     def _workers(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily("dutlab_workers", "Workers by state and health.", labels=["state", "health"])
-        counts = {(s, h): n for s, h, n in Worker.select(Worker.state, Worker.health, fn.COUNT(Worker.id))
-                  .group_by(Worker.state, Worker.health).tuples()}
-        for state in WorkerState:
-            for health in WorkerHealth:
-                family.add_metric([state.label, health.label], counts.get((state, health), 0))
-        yield family
+        yield _by_state_and_health("dutlab_workers", "Workers by state and health.", Worker, WorkerState,
+                                   WorkerHealth)
         online = GaugeMetricFamily("dutlab_worker_online", "1 for each worker that is Online, else 0.",
                                    labels=["worker"])
         for hostname, state in Worker.select(Worker.hostname, Worker.state).order_by(Worker.hostname).tuples():
