@@ -122,6 +122,14 @@ def test_a_running_qemu_job_log_grows_until_finished_then_its_results(lab, brows
     browser.set_window_size(1280, 1500)  # state, facts, results and the log's first lines
     browser.execute_script("window.scrollTo(0, 0);")  # the reload keeps the follow's scroll
     screenshot(browser, "job")
+    # the level filter hides the guest's console lines and shows them again
+    target = css(browser, "#log .lvl-target")[0]
+    assert target.is_displayed()
+    css(browser, "input[data-level='target']")[0].click()
+    wait_for("target lines hidden", lambda: not target.is_displayed())
+    assert css(browser, "#log .lvl-info")[0].is_displayed()
+    css(browser, "input[data-level='target']")[0].click()
+    wait_for("target lines shown again", target.is_displayed)
     # a line anchor, as LAVA links them: #L<n> scrolls to the line
     browser.get(f"{lab.url}/jobs/{job_id}#L5")
     assert css(browser, "#L5 a.n")[0].get_attribute("href").endswith(f"/jobs/{job_id}#L5")
