@@ -22,6 +22,9 @@ def test_wheel_installs_and_runs(tmp_path):
     assert "dutlab/service/__init__.py" in names and "dutlab/dispatcher/__init__.py" in names
     assert not any(n.startswith(("service/", "dispatcher/")) for n in names)  # no bare top-level packages
     assert "dutlab/dispatcher/shell/lava-test-case" in names
+    # the web pages ship their templates and their one script and style sheet
+    assert {"dutlab/service/web/templates/job.html", "dutlab/service/web/templates/overview.html",
+            "dutlab/service/web/static/dutlab.js", "dutlab/service/web/static/dutlab.css"} <= set(names)
     assert any(n.endswith("data/share/dutlab/device-types/qemu.jinja2") for n in names)
     assert any(n.endswith("data/share/dutlab/device-types/health-checks/qemu.yaml") for n in names)
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
