@@ -80,6 +80,14 @@ def css(driver, selector: str):
     return driver.find_elements(By.CSS_SELECTOR, selector)
 
 
+def fits_a_phone(driver, path: str) -> None:
+    """The page at a phone's width scrolls only down: wide tables scroll inside their own box."""
+    driver.set_window_size(390, 844)
+    driver.get(path)
+    wide = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth];")
+    assert wide[0] <= wide[1], f"{path} is {wide[0]} px wide in a {wide[1]} px window"
+
+
 def log_in(driver, lab, username: str, password: str) -> None:
     driver.get(lab.url + "/accounts/login/")
     css(driver, "#username")[0].send_keys(username)
@@ -134,6 +142,7 @@ def test_a_running_qemu_job_log_grows_until_finished_then_its_results(lab, brows
     browser.get(f"{lab.url}/jobs/{job_id}#L5")
     assert css(browser, "#L5 a.n")[0].get_attribute("href").endswith(f"/jobs/{job_id}#L5")
     assert browser.execute_script("return window.scrollY;") > 0
+    fits_a_phone(browser, f"{lab.url}/jobs/{job_id}")
     # the metrics counted it: counters and histograms only went up, the job's end among them
     before, after = lab.first_metrics, scrape(lab)
     assert not {k: (v, after.get(k)) for k, v in before.items() if after.get(k, -1) < v}
@@ -157,6 +166,8 @@ def test_a_failed_health_check_from_the_overview_to_the_device_and_its_reason(la
     bad = [h for h in entries if h["new_health"] == "Bad"][-1]
     assert bad["reason"] in reasons and overview_reason == bad["reason"], (reasons, bad)
     assert "no-such-qemu-option" in bad["reason"] or "QEMU" in bad["reason"] or "qemu" in bad["reason"], bad
+    for page in ("/", "/devices/broken01", "/jobs", "/devices"):
+        fits_a_phone(browser, lab.url + page)
 
 
 def test_an_admin_puts_a_device_in_maintenance_with_a_reason(lab, browser):
