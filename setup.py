@@ -19,6 +19,7 @@ for name, folder in ROOTS.items():
 setup(
     packages=packages,
     package_dir=ROOTS,
-    package_data={"dutlab.dispatcher": ["shell/*", "shell/**/*"], "dutlab.service": ["static/*", "views/*"],
+    package_data={"dutlab.dispatcher": ["shell/*", "shell/**/*"],
+                  "dutlab.service.web": ["templates/*.html", "static/*"],  # the pages ship their templates
                   "dutlab.device_types": ["*.jinja2", "health-checks/*.yaml"]},
 )

@@ -19,6 +19,8 @@ APT_PACKAGES=(
   postgresql redis-server                         # the scale backends, tested in CI
   ngircd                                          # the IRC server of the notification tests
   lava-coordinator                                # LAVA's own coordinator: the compatibility test (not started)
+  chromium chromium-driver                        # the browser tests (Selenium drives /usr/bin/chromedriver)
+  slapd ldap-utils                                # the LDAP server of the login tests
   git iproute2 systemd python3-apt make curl      # from: git tests, netns, systemd-analyze, Ansible apt, demo
   logrotate                                       # the roles' log rotation, checked with logrotate -d
 )

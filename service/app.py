@@ -9,11 +9,11 @@ import bottle
 from bottle import Bottle
 
 from .api import (
-    dashboard,
     device_types,
     devices,
     internal,
     jobs,
+    metrics,
     openapi,
     playbook_runs,
     rpc2,
@@ -26,6 +26,10 @@ from .config import Settings
 from .errors import log_incident
 from .limits import RequestLimitsPlugin, int_filter, job_id_filter
 from .plugins import AuthPlugin, DatabasePlugin, ErrorPlugin, security_headers
+from .web import accounts, overview, static
+from .web import devices as device_pages
+from .web import jobs as job_pages
+from .web import lab as lab_pages
 
 # Bodies are read and bounded by limits.RequestLimitsPlugin before bottle sees them; this is only
 # bottle's own cap for form and JSON parsing, above every limit of ours
@@ -33,7 +37,7 @@ bottle.BaseRequest.MEMFILE_MAX = 64 * 1024 * 1024
 
 #: every route table, in the order Bottle matches them; the OpenAPI document is built from them
 ROUTE_MODULES = (system, jobs, devices, device_types, workers, users, tags, internal, playbook_runs, openapi, rpc2,
-                 dashboard)
+                 metrics, overview, accounts, job_pages, device_pages, lab_pages, static)
 
 
 def make_app(settings: Settings) -> Bottle:

@@ -42,6 +42,42 @@ class EmailSettings:
 
 
 @dataclass
+class LdapSettings:
+    """LDAP logins (service/ldapauth.py, docs/web-ui.md): off while `uri` is empty."""
+
+    uri: str = ""  # ldap://host:389 or ldaps://host:636
+    starttls: bool = False
+    #: CA certificates that sign the server's (empty: the system's)
+    ca_file: str = ""
+    #: the search account (empty: an anonymous search)
+    bind_dn: str = ""
+    bind_password: str = ""
+    user_search_base: str = ""
+    #: {username} is replaced by the login name, escaped
+    user_filter: str = "(uid={username})"
+    #: user fields from LDAP attributes: email, full_name
+    attributes: dict = field(default_factory=lambda: {"email": "mail", "full_name": "cn"})
+    #: LDAP group DN -> dutlab group: the user joins (or leaves) the group at each login, so the
+    #: dutlab group's permissions (submit, cancel_resubmit, admin) follow the LDAP group
+    groups: dict = field(default_factory=dict)
+    #: what makes the user a member, checked on each mapped group's entry; {user_dn} is replaced by
+    #: the user's DN, escaped (groupOfNames: member; groupOfUniqueNames: uniqueMember)
+    group_filter: str = "(member={user_dn})"
+    timeout: int = 5
+
+    def __post_init__(self) -> None:
+        if self.uri and not self.uri.startswith(("ldap://", "ldaps://")):
+            raise ConfigError(f"ldap.uri: use ldap://host:port or ldaps://host:port, not {self.uri!r}")
+        if self.uri and not self.user_search_base:
+            raise ConfigError("ldap.user_search_base: required when ldap.uri is set")
+        if self.starttls and self.uri.startswith("ldaps://"):
+            raise ConfigError("ldap.starttls: ldaps:// is TLS already; use ldap:// with starttls, or ldaps://")
+        unknown = set(self.attributes) - {"email", "full_name"}
+        if unknown:
+            raise ConfigError(f"ldap.attributes: unknown field '{sorted(unknown)[0]}'; known: email, full_name")
+
+
+@dataclass
 class PlaybookSchedule:
     """A playbook the server runs on a cron schedule (backups, health checks)."""
 
@@ -96,6 +132,9 @@ class Settings:
     login_failures_per_user: int = 5
     login_failures_per_address: int = 30
     login_window: int = 300
+    #: how long a browser login lasts, in hours
+    web_session_hours: int = 336
+    ldap: LdapSettings = field(default_factory=LdapSettings)
     email: EmailSettings = field(default_factory=EmailSettings)
     #: lab alerts (a device Bad, a worker Offline) go to the device owners and these: addresses or usernames
     admins: list[str] = field(default_factory=list)
@@ -146,8 +185,8 @@ def _check(cls: type, data: Any, prefix: str) -> dict[str, Any]:
     for key, value in known_values(cls, data, prefix).items():
         name = f"{prefix}{key}"
         default = known[key].default_factory() if callable(known[key].default_factory) else known[key].default
-        if isinstance(default, EmailSettings):
-            out[key] = EmailSettings(**_check(EmailSettings, value, name + "."))
+        if isinstance(default, (EmailSettings, LdapSettings)):
+            out[key] = type(default)(**_check(type(default), value, name + "."))
             continue
         if key == "playbook_schedules":
             out[key] = _schedules(value, name)

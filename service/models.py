@@ -40,6 +40,8 @@ class User(BaseModel):
     password_hash = CharField(max_length=256, default="")
     is_superuser = BooleanField(default=False)
     is_active = BooleanField(default=True)
+    #: the person's name (LDAP's attribute map fills it; web pages show it)
+    full_name = CharField(max_length=300, default="")
     date_joined = DateTimeField(default=utcnow)
     last_login = DateTimeField(null=True)
 
@@ -310,6 +312,30 @@ class CallbackSecret(BaseModel):
     sealed = TextField()
 
 
+class WebSession(BaseModel):
+    """A browser's login (service/web/sessions.py): only the SHA-256 of the cookie's key is stored."""
+
+    key_hash = CharField(max_length=64, unique=True)
+    user = ForeignKeyField(User, backref="web_sessions", on_delete="CASCADE")
+    #: the CSRF token every form of this session carries
+    csrf = CharField(max_length=64)
+    created = DateTimeField(default=utcnow)
+    expires = DateTimeField(index=True)
+
+
+class MetricTotal(BaseModel):
+    """A running total behind a Prometheus counter or histogram (service/metrics/store.py): one
+    row per metric and label set, only ever added to, shared by every server process."""
+
+    name = CharField(max_length=100)
+    #: the labels as canonical JSON ({"health": "Complete"}); "{}" for none
+    labels = CharField(max_length=300, default="{}")
+    value = FloatField(default=0)
+
+    class Meta:
+        indexes = ((("name", "labels"), True),)
+
+
 class SchemaVersion(BaseModel):
     version = IntegerField(primary_key=True)
     name = CharField(max_length=100)
@@ -335,4 +361,4 @@ MODELS = [
     TestCase,
 ]
 #: tables added by later migrations (m0002...)
-MODELS_LATER = [PlaybookRun, Notification, CallbackSecret, WorkerFile, UserPermission]
+MODELS_LATER = [PlaybookRun, Notification, CallbackSecret, WorkerFile, UserPermission, WebSession, MetricTotal]

@@ -4,7 +4,8 @@ Tasks stay in this module: a queued message names `module.function`. This is hue
 module: it imports the queue (huey's "config", `queue.py`), never the other way round, and the
 entry points import it (huey's "main": `cli.py`). Importing it also subscribes `request_pass`
 to the domain's SCHEDULE_SOON event (`events.py` says why the domain cannot call it directly), and
-imports `notify.tasks`, the notifications' tasks and subscriptions.
+imports `notify.tasks`, the notifications' tasks and subscriptions, and `metrics.record`, the
+metrics' subscriptions.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from huey.signals import SIGNAL_ERROR
 
 from . import events, playbooks, scheduler
 from .db import connection
+from .metrics import record as metrics  # subscribes the job counters to events.JOB_CHANGED
 from .notify import tasks as notify_tasks  # noqa: F401 (registers its tasks and subscriptions)
 from .queue import huey, settings
 
@@ -57,7 +59,9 @@ def schedule_pass(reason: str = "") -> None:
     # Cleared before the pass reads anything: an event committed from now on asks for a new pass.
     huey.delete(PASS_WANTED)
     with connection():
+        started = time.perf_counter()
         report = scheduler.run_pass(settings())
+        metrics.scheduler_pass(time.perf_counter() - started)
     if report.scheduled or report.health_checks or report.timed_out or report.workers_offline:
         log.info("pass (%s): scheduled %s, health checks %s, timed out %s, offline %s", reason,
                  report.scheduled, report.health_checks, report.timed_out, report.workers_offline)

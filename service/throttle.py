@@ -81,3 +81,18 @@ class LoginThrottle:
         """The user proved their password: their own count starts again (the address's does not)."""
         with self.lock:
             self.users.failures.pop(username, None)
+
+
+_APP_LOCK = threading.Lock()
+
+
+def for_app(config: dict, settings: object) -> LoginThrottle:
+    """The one throttle of an app (its `config`), made from its settings at first use: API and web
+    logins count failures together."""
+    with _APP_LOCK:
+        throttle = config.get("dutlab.login_throttle")
+        if throttle is None:
+            throttle = LoginThrottle(settings.login_failures_per_user, settings.login_failures_per_address,
+                                     settings.login_window)
+            config["dutlab.login_throttle"] = throttle
+    return throttle

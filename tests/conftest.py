@@ -94,7 +94,11 @@ class WsgiClient:
         answer: dict = {}
 
         def start_response(status: str, response_headers: list, exc_info=None) -> None:
-            answer.update(status=int(status.split()[0]), headers=dict(response_headers))
+            headers = dict(response_headers)
+            cookies = [value for name, value in response_headers if name.lower() == "set-cookie"]
+            if cookies:  # one header per cookie: kept apart by newlines (their dates hold commas)
+                headers["Set-Cookie"] = "\n".join(cookies)
+            answer.update(status=int(status.split()[0]), headers=headers)
 
         chunks = self.wsgi(environ, start_response)
         try:

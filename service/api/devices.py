@@ -39,7 +39,7 @@ def text_body(key: str) -> str:
 def list_devices() -> dict:
     filters = {k: request.query.get(k) for k in FILTERS if request.query.get(k)}
     rows = devices.list_devices(**filters)
-    return page(rows, request.query.get("limit"), request.query.get("offset"), devices.device_json)
+    return page(rows, request.query.get("limit"), request.query.get("offset"), many=devices.devices_json)
 
 
 @routes.post("", auth="admin")

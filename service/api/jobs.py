@@ -89,7 +89,7 @@ def list_jobs() -> dict:
                                   query.get("group") or None)
     limit = min(_int_arg("limit", 50, 1), 1000)
     offset = _int_arg("offset", 0)
-    return {"count": len(visible), "results": [job_json(j) for j in visible[offset:offset + limit]]}
+    return {"count": visible.count(), "results": job_views.jobs_json(list(visible.limit(limit).offset(offset)))}
 
 
 @routes.get("/<job_id:jobid>")

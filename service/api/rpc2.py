@@ -108,7 +108,7 @@ def rpc2_help() -> HTTPResponse:
 
 @routes.get("/scheduler/job/<job_id>")
 def job_page(job_id: str) -> HTTPResponse:
-    """`lavacli jobs submit --url` prints LAVA's job page URL; send it to the job's REST view."""
+    """`lavacli jobs submit --url` prints LAVA's job page URL; send it to the job's page."""
     if not re.fullmatch(r"\d{1,18}(\.\d{1,6})?", job_id):  # a job number or a MultiNode sub-id
         return _plain(404, f"no job '{job_id[:40]}': job ids are numbers, or sub-ids such as 12.1")
-    return HTTPResponse(status=302, headers={"Location": f"/api/v1/jobs/{job_id}"})
+    return HTTPResponse(status=302, headers={"Location": f"/jobs/{job_id}"})

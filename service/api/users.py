@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 from bottle import HTTPResponse, request
 
-from .. import auth
+from .. import auth, throttle
 from ..errors import ApiError, forbidden
-from ..lab import tokens, users
+from ..lab import logins, tokens, users
 from ..lab.checks import page
 from ..plugins import current_user, json_body, json_response, parse_authorization
-from ..throttle import LoginThrottle
 from . import Routes
 
 routes = Routes("/api/v1")
@@ -133,21 +130,13 @@ def _token_caller(username: object, password: object):
     return user
 
 
-_THROTTLE_LOCK = threading.Lock()
-
-
 def _login(username: str, password: str):
-    """users.login with this app's throttle (one per app, made from its settings at first use)."""
+    """A password login (local, or LDAP when configured) with this app's throttle."""
     config = request.app.config
-    with _THROTTLE_LOCK:
-        throttle = config.get("dutlab.login_throttle")
-        if throttle is None:
-            settings = config["dutlab.settings"]
-            throttle = LoginThrottle(settings.login_failures_per_user, settings.login_failures_per_address,
-                                     settings.login_window)
-            config["dutlab.login_throttle"] = throttle
+    settings = config["dutlab.settings"]
     # REMOTE_ADDR, not X-Forwarded-For: a client sets that header to whatever it likes
-    return users.login(username, password, throttle, request.environ.get("REMOTE_ADDR", ""))
+    return logins.login(username, password, settings, throttle.for_app(config, settings),
+                        request.environ.get("REMOTE_ADDR", ""))
 
 
 @routes.delete("/tokens/<token_id>", auth="user", access=SELF.replace("themselves", "their own tokens"))

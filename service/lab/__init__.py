@@ -9,6 +9,7 @@ rename or pick fields for LAVA's format, never rebuild them from the models).
     definitions   job definitions against the dispatcher's schema and pipeline (its only importer)
     users         users, groups and their permissions (to each user directly or through groups)
     tokens        API tokens
+    logins        password logins, local and LDAP (ldapauth.py), LDAP accounts (addldapuser)
     tags          device tags
     device_types  device types, their templates and health-check definitions
     devices       devices, dictionaries, device tags and the one device-health transition

@@ -111,8 +111,18 @@ def as_datetime(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
-def page(rows: list, limit: Any = None, offset: Any = None, serialize: Callable = lambda r: r) -> dict:
-    """One page of a list as `{"count": N, "results": [...]}` (LAVA's LimitOffset, 50 by default)."""
+def page(rows: list, limit: Any = None, offset: Any = None, serialize: Callable = lambda r: r,
+         many: Callable[[list], list] | None = None) -> dict:
+    """One page of a list as `{"count": N, "results": [...]}` (LAVA's LimitOffset, 50 by default);
+    `many` serializes the whole page at once (a fixed number of queries for any page size)."""
     limit = min(integer(limit, "limit", 1), 1000) if limit not in (None, "") else 50
     offset = integer(offset, "offset") if offset not in (None, "") else 0
-    return {"count": len(rows), "results": [serialize(r) for r in rows[offset:offset + limit]]}
+    chunk = rows[offset:offset + limit]
+    return {"count": len(rows), "results": many(chunk) if many else [serialize(r) for r in chunk]}
+
+
+def names_by_id(model: type[Model], attr: str, keys: set[int | None]) -> dict[int, str]:
+    """{id: model.attr} for these ids, in one query; it runs even for none, so that a page costs the
+    same number of queries whatever it shows."""
+    keys.discard(None)
+    return dict(model.select(model.id, getattr(model, attr)).where(model.id.in_(sorted(keys))).tuples())

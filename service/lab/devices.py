@@ -18,7 +18,7 @@ from ..errors import ApiError, bad_request, conflict, forbidden
 from ..models import Device, DeviceTag, DeviceType, Group, HealthHistory, Tag, TestJob, User, Worker
 from ..states import DeviceHealth, DeviceState, JobState, WorkerHealth
 from ..templating import TemplateError, load_device_config
-from .checks import check_fields, insert, iso, label, lookup, name, string_list, text
+from .checks import check_fields, insert, iso, label, lookup, name, names_by_id, string_list, text
 from .device_types import get_device_type
 from .tags import ensure_tags, get_tag
 from .users import get_group, get_user
@@ -98,12 +98,21 @@ def get_device(hostname: str, path: str | None = None) -> Device:
     return lookup(Device, "hostname", hostname, "device", path)
 
 
-def _username(user_id: int | None) -> str | None:
-    return User.get_by_id(user_id).username if user_id else None
+class DeviceNames:
+    """The names a page of devices refers to, read in a fixed number of queries whatever the page's
+    size: device types, workers, owner and physical-access users and groups, tags."""
 
-
-def _groupname(group_id: int | None) -> str | None:
-    return Group.get_by_id(group_id).name if group_id else None
+    def __init__(self, devices: list[Device]) -> None:
+        self.types = names_by_id(DeviceType, "name", {d.device_type_id for d in devices})
+        self.workers = names_by_id(Worker, "hostname", {d.worker_id for d in devices})
+        self.users = names_by_id(User, "username", {d.owner_user_id for d in devices}
+                                 | {d.physical_user_id for d in devices})
+        self.groups = names_by_id(Group, "name", {d.owner_group_id for d in devices}
+                                  | {d.physical_group_id for d in devices})
+        self.tags: dict[int, list[str]] = {}
+        for device_id, tag in (DeviceTag.select(DeviceTag.device, Tag.name).join(Tag)
+                               .where(DeviceTag.device.in_([d.id for d in devices])).order_by(Tag.name).tuples()):
+            self.tags.setdefault(device_id, []).append(tag)
 
 
 def device_tags(device: Device) -> list[str]:
@@ -111,28 +120,32 @@ def device_tags(device: Device) -> list[str]:
             .order_by(Tag.name)]
 
 
-def device_json(device: Device) -> dict:
-    """The one JSON shape of a device: everything but its dictionary (GET .../dictionary, for owners)."""
+def device_json(device: Device, names: DeviceNames | None = None) -> dict:
+    """The one JSON shape of a device: everything but its dictionary (GET .../dictionary, for owners);
+    `names`, those of a page of devices (`devices_json`)."""
+    names = names or DeviceNames([device])
     return {
         "hostname": device.hostname,
-        "device_type": device.device_type.name,
-        "worker": _worker_name(device.worker_id),
+        "device_type": names.types.get(device.device_type_id),
+        "worker": names.workers.get(device.worker_id),
         "description": device.description,
         "state": DeviceState(device.state).label,
         "health": DeviceHealth(device.health).label,
-        "owner_user": _username(device.owner_user_id),
-        "owner_group": _groupname(device.owner_group_id),
-        "physical_user": _username(device.physical_user_id),
-        "physical_group": _groupname(device.physical_group_id),
-        "tags": device_tags(device),
+        "owner_user": names.users.get(device.owner_user_id),
+        "owner_group": names.groups.get(device.owner_group_id),
+        "physical_user": names.users.get(device.physical_user_id),
+        "physical_group": names.groups.get(device.physical_group_id),
+        "tags": names.tags.get(device.id, []),
         "current_job": device.current_job_id,
         "last_health_report_job": device.last_health_report_job_id,
         "has_dictionary": bool(device.dictionary.strip()),
     }
 
 
-def _worker_name(worker_id: int | None) -> str | None:
-    return Worker.get_by_id(worker_id).hostname if worker_id else None
+def devices_json(devices: list[Device]) -> list[dict]:
+    """`device_json` of each device, in a fixed number of queries."""
+    names = DeviceNames(devices)
+    return [device_json(d, names) for d in devices]
 
 
 def _worker(hostname: Any, path: str) -> Worker:

@@ -18,42 +18,60 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
+from peewee import fn
 
 from .. import auth
 from ..config import Settings
 from ..errors import ApiError, bad_request, forbidden
 from ..logstore import JobFolder
-from ..models import Device, DeviceType, JobTag, Tag, TestJob, User, Worker
+from ..models import Device, DeviceType, Group, GroupMember, JobTag, JobViewingGroup, Tag, TestJob, User, Worker
 from ..states import JobHealth, JobState
 from . import multinode
-from .checks import iso
+from .checks import iso, names_by_id
 
 # The job's shape, who sees it ##########################################################################
 
 
-def _name(model: Any, pk: int | None, attr: str) -> str | None:
-    row = model.get_or_none(model.id == pk) if pk is not None else None
-    return getattr(row, attr) if row else None
+class Related:
+    """The names a page of jobs refers to, read in a fixed number of queries whatever the page's
+    size: submitters, device types, devices, workers, viewing groups and tags."""
+
+    def __init__(self, jobs: list[TestJob]) -> None:
+        ids = [j.id for j in jobs]
+
+        self.users = names_by_id(User, "username", {j.submitter_id for j in jobs})
+        self.types = names_by_id(DeviceType, "name", {j.requested_device_type_id for j in jobs})
+        self.devices = names_by_id(Device, "hostname", {j.actual_device_id for j in jobs}
+                                   | {j.requested_device_id for j in jobs})
+        self.workers = names_by_id(Worker, "hostname", {j.worker_id for j in jobs})
+        self.groups: dict[int, list[str]] = {}
+        self.tags: dict[int, list[str]] = {}
+        for job_id, group in (JobViewingGroup.select(JobViewingGroup.job, Group.name).join(Group)
+                              .where(JobViewingGroup.job.in_(ids)).order_by(JobViewingGroup.id).tuples()):
+            self.groups.setdefault(job_id, []).append(group)
+        for job_id, tag in (JobTag.select(JobTag.job, Tag.name).join(Tag).where(JobTag.job.in_(ids))
+                            .order_by(JobTag.id).tuples()):  # as submitted
+            self.tags.setdefault(job_id, []).append(tag)
 
 
-def job_json(job: TestJob, time: Callable[[Any], Any] = iso) -> dict:
+def job_json(job: TestJob, time: Callable[[Any], Any] = iso, related: Related | None = None) -> dict:
     """The one shape of a job. `time` writes the times: ISO text for JSON, or `checks.as_datetime`
-    for XML-RPC, which sends datetimes."""
-    tags = Tag.select(Tag.name).join(JobTag).where(JobTag.job == job).order_by(JobTag.id)  # as submitted
+    for XML-RPC, which sends datetimes; `related`, the names of a page of jobs (`jobs_json`)."""
+    names = related or Related([job])
     return {
         "id": job.id,
         "description": job.description,
-        "submitter": job.submitter.username,
-        "device_type": job.requested_device_type.name,
-        "requested_device": _name(Device, job.requested_device_id, "hostname"),
-        "actual_device": _name(Device, job.actual_device_id, "hostname"),
-        "worker": _name(Worker, job.worker_id, "hostname"),
+        "submitter": names.users.get(job.submitter_id),
+        "device_type": names.types.get(job.requested_device_type_id),
+        "requested_device": names.devices.get(job.requested_device_id),
+        "actual_device": names.devices.get(job.actual_device_id),
+        "worker": names.workers.get(job.worker_id),
         "state": JobState(job.state).label,
         "health": JobHealth(job.health).label,
         "priority": job.priority,
         "visibility": job.visibility,
-        "viewing_groups": [vg.group.name for vg in job.viewing_groups],
-        "tags": [t.name for t in tags],
+        "viewing_groups": names.groups.get(job.id, []),
+        "tags": names.tags.get(job.id, []),
         "health_check": job.health_check,
         "submit_time": time(job.submit_time),
         "scheduled_time": time(job.scheduled_time),
@@ -67,6 +85,12 @@ def job_json(job: TestJob, time: Callable[[Any], Any] = iso) -> dict:
     }
 
 
+def jobs_json(jobs: list[TestJob], time: Callable[[Any], Any] = iso) -> list[dict]:
+    """`job_json` of each job, in a fixed number of queries."""
+    related = Related(jobs)
+    return [job_json(j, time, related) for j in jobs]
+
+
 def visible_job(job_id: int | str, user: User | None) -> TestJob:
     """The job (by number, or a MultiNode sub-id such as "12.1"), if `user` may see it; otherwise
     a 404 that does not tell whether it exists."""
@@ -76,10 +100,27 @@ def visible_job(job_id: int | str, user: User | None) -> TestJob:
     return job
 
 
+def visible_to(user: User | None) -> Any:
+    """`auth.may_view_job` as a query condition: public jobs, the user's own, and group jobs whose
+    viewing groups all hold the user (None: no condition, a superuser sees every job)."""
+    public = TestJob.visibility == "public"
+    if user is None:
+        return public
+    if user.is_superuser:
+        return None
+    mine = GroupMember.select(GroupMember.group).where(GroupMember.user == user.id)
+    has_groups = fn.EXISTS(JobViewingGroup.select(JobViewingGroup.id).where(JobViewingGroup.job == TestJob.id))
+    outside = fn.EXISTS(JobViewingGroup.select(JobViewingGroup.id).where(
+        JobViewingGroup.job == TestJob.id, JobViewingGroup.group.not_in(mine)))
+    return public | (TestJob.submitter == user.id) | ((TestJob.visibility == "group") & has_groups & ~outside)
+
+
 def list_jobs(user: User | None, state: Any = None, health: Any = None, device_type: str | None = None,
-              submitter: str | None = None, group: str | None = None) -> list[TestJob]:
-    """The jobs `user` may see, newest first, filtered by state, health, device type, submitter and
-    MultiNode group (its number, as in the sub-ids "12.0", "12.1", or its UUID)."""
+              submitter: str | None = None, group: str | None = None, device: str | None = None,
+              text: str | None = None) -> Any:
+    """The jobs `user` may see, newest first (a query: count and page it in the database), filtered
+    by state, health, device type, submitter, MultiNode group (its number, as in the sub-ids "12.0",
+    "12.1", or its UUID), the device it ran on and a text in its description."""
     query = TestJob.select().order_by(TestJob.id.desc())
     for key, value, enum, column in (("state", state, JobState, TestJob.state),
                                      ("health", health, JobHealth, TestJob.health)):
@@ -89,14 +130,18 @@ def list_jobs(user: User | None, state: Any = None, health: Any = None, device_t
             except ValueError as exc:
                 raise bad_request(str(exc), key) from None
     if device_type:
-        query = query.join(DeviceType, on=(TestJob.requested_device_type == DeviceType.id)).where(
-            DeviceType.name == device_type)
+        query = query.where(TestJob.requested_device_type.in_(
+            DeviceType.select(DeviceType.id).where(DeviceType.name == device_type)))
     if submitter:
-        query = query.switch(TestJob).join(User, on=(TestJob.submitter == User.id)).where(
-            User.username == submitter)
+        query = query.where(TestJob.submitter.in_(User.select(User.id).where(User.username == submitter)))
+    if device:
+        query = query.where(TestJob.actual_device.in_(Device.select(Device.id).where(Device.hostname == device)))
+    if text:
+        query = query.where(TestJob.description.contains(text))
     if group:
         query = query.where(multinode.group_filter(group))
-    return [j for j in query if auth.may_view_job(user, j)]
+    condition = visible_to(user)
+    return query if condition is None else query.where(condition)
 
 
 # Beyond the summary ###########################################################

@@ -18,6 +18,7 @@ from ..config import Settings
 from ..db import write_txn
 from ..errors import ApiError, bad_request, conflict
 from ..logstore import JobFolder, LogGap
+from ..metrics.record import LOG_LINES
 from ..models import TestCase, TestJob, TestSuite, utcnow
 from ..states import ResultCode
 from .jobs import open_for_reports
@@ -43,6 +44,7 @@ def append_log(job: TestJob, index: Any, lines: Any, settings: Settings) -> int:
             raise conflict(str(gap), "index", line_count=gap.line_count) from None
         if added:
             ingest(job, added)
+    LOG_LINES.inc(len(added))
     return count
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import ApiError
-from ..lab import tokens, users
+from ..lab import logins, tokens, users
 from ..states import PERMISSIONS
 from .common import add_verb, add_verbs, details, emit, flag_pair, formats, given, noun
 
@@ -23,6 +23,12 @@ def users_add(args: argparse.Namespace, settings: Settings) -> int:
         data["permissions"] = args.permission
     user, generated = users.create_user(data, generate_password=True)
     print(f"user '{user.username}' added" + (f"; password: {generated}" if generated else ""))
+    return 0
+
+
+def users_addldapuser(args: argparse.Namespace, settings: Settings) -> int:
+    user = logins.add_ldap_user(args.username, settings)
+    print(f"user '{user.username}' added from LDAP" + (f" ({user.full_name}, {user.email})" if user.email else ""))
     return 0
 
 
@@ -41,8 +47,8 @@ def createsuperuser(args: argparse.Namespace, settings: Settings) -> int:
     """Django's `createsuperuser`, as LAVA admins run it: prompts unless --noinput; a password
     from DJANGO_SUPERUSER_PASSWORD (or DUTLAB_SUPERUSER_PASSWORD), else a random one printed."""
     username, email = args.username, args.email
-    password = os.environ.get("DUTLAB_SUPERUSER_PASSWORD") or os.environ.get("DJANGO_SUPERUSER_PASSWORD")
-    if not args.noinput:
+    password = args.passwd or os.environ.get("DUTLAB_SUPERUSER_PASSWORD") or os.environ.get("DJANGO_SUPERUSER_PASSWORD")
+    if not args.noinput and not args.passwd:
         username = username or input("Username: ").strip()
         email = email if email is not None else input("Email address: ").strip()
         if password is None:
@@ -133,6 +139,8 @@ def _users(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--superuser", action="store_true")
     p.add_argument("--staff", action="store_true", help="member of the 'staff' group (admin permission)")
     _permission_options(p, remove=False)
+    p = add_verb(verbs, "addldapuser", users_addldapuser, "add a user from the LDAP directory (ldap in server.yaml)")
+    p.add_argument("--username", required=True)
     p = add_verb(verbs, "update", users_update, "change a user")
     p.add_argument("name")
     p.add_argument("--email")
@@ -189,13 +197,22 @@ def _tokens(sub: argparse._SubParsersAction) -> None:
 
 
 
+def _lava_verbs(sub: argparse._SubParsersAction) -> None:
+    """The names LAVA admins type: `manage addldapuser --username U` (createsuperuser: below)."""
+    p = sub.add_parser("addldapuser", help="add a user from the LDAP directory (as 'users addldapuser')")
+    p.set_defaults(handler=users_addldapuser)
+    p.add_argument("--username", required=True)
+
+
 def add_arguments(sub: argparse._SubParsersAction) -> None:
     _users(sub)
+    _lava_verbs(sub)
     _groups(sub)
     _tokens(sub)
     p = sub.add_parser("createsuperuser", help="add a superuser (Django's command, as LAVA admins know it)")
     p.add_argument("--username")
     p.add_argument("--email")
+    p.add_argument("--passwd", help="the password (else DJANGO_SUPERUSER_PASSWORD, a prompt, or a random one)")
     p.add_argument("--noinput", "--no-input", action="store_true",
                    help="ask nothing: the password comes from DJANGO_SUPERUSER_PASSWORD, else one is printed")
     p.set_defaults(handler=createsuperuser)

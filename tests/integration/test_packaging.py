@@ -28,6 +28,9 @@ def test_wheel_installs_and_runs(tmp_path):
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "License-Expression: GPL-3.0-or-later" in metadata
     assert "voluptuous" not in metadata and "pyserial" not in metadata  # declared only when imported
+    # the web pages ship their templates and their one script and style sheet
+    assert {"dutlab/service/web/templates/job.html", "dutlab/service/web/templates/overview.html",
+            "dutlab/service/web/static/dutlab.js", "dutlab/service/web/static/dutlab.css"} <= set(names)
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     for script in ("dutlab-server", "dutlab-worker", "dutlab-run", "dutlab-coordinator"):
         assert script in entry_points

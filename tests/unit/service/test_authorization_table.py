@@ -141,9 +141,36 @@ TABLE: dict[tuple[str, str], Row] = {
     ("GET", "/RPC2"): Row((200,) * 6),  # the help text; no credentials are read
     ("GET", "/RPC2/"): Row((200,) * 6),
     ("GET", "/scheduler/job/<job_id>"): Row((302, 302, 302, 302, 302, 403)),
-    ("GET", "/"): Row(EVERYONE),
     ("GET", "/metrics"): Row(EVERYONE),
+    # web pages (service/web/): what a token caller sees there is what its user sees; a form POST
+    # from a browser needs its CSRF token (an anonymous call here has none: 403), a token caller none
+    ("GET", "/"): Row(EVERYONE),
+    ("GET", "/accounts/login/"): Row(EVERYONE),
+    ("POST", "/accounts/login/"): Row((403, 401, 401, 401, 401, 403), "username=nobody&password=wrong"),
+    ("POST", "/accounts/logout/"): Row((403, 303, 303, 303, 303, 403), ""),
+    ("GET", "/jobs"): Row(EVERYONE),
+    ("GET", "/jobs/<job_id:jobid>"): Row(EVERYONE),
+    ("GET", "/jobs/<job_id:jobid>/log.json"): Row(EVERYONE),
+    ("GET", "/jobs/<job_id:jobid>/definition.yaml"): Row(DEVICE_READERS),
+    ("GET", "/jobs/<job_id:jobid>/config.yaml"): Row(DEVICE_READERS),
+    ("GET", "/jobs/<job_id:jobid>/description.yaml"): Row(DEVICE_READERS),
+    ("GET", "/jobs/<job_id:jobid>/output.yaml"): Row(EVERYONE),
+    ("POST", "/jobs/<job_id:jobid>/cancel"): Row((403, 403, 303, 303, 303, 403), ""),
+    ("POST", "/jobs/<job_id:jobid>/resubmit"): Row((403, 403, 303, 403, 303, 403), ""),
+    ("GET", "/devices"): Row(EVERYONE),
+    ("GET", "/devices/<hostname>"): Row(EVERYONE),
+    ("POST", "/devices/<hostname>/health"): Row((403, 403, 403, 303, 303, 403), "health=Maintenance&reason=table"),
+    ("GET", "/device-types"): Row(EVERYONE),
+    ("GET", "/device-types/<name>"): Row(EVERYONE, params={"name": "dtype"}),
+    ("GET", "/workers"): Row(EVERYONE),
+    ("GET", "/workers/<name>"): Row(EVERYONE, params={"name": "worker"}),
+    ("POST", "/workers/<name>/health"): Row((403, 403, 403, 303, 303, 403), "health=Maintenance&reason=table",
+                                           params={"name": "worker"}),
+    ("GET", "/static/dutlab.css"): Row(EVERYONE),
+    ("GET", "/static/dutlab.js"): Row(EVERYONE),
 }
+#: the body of a web form row (a str that is not XML-RPC)
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 @dataclass
@@ -225,7 +252,7 @@ class Lab:
         for key, value in world.wildcards(row.params).items():
             path = path.replace(f"<{key}:int>", value).replace(f"<{key}:jobid>", value).replace(f"<{key}>", value)
         body = row.body(world) if callable(row.body) else row.body
-        headers = {"Content-Type": "text/xml"} if rule.startswith("/RPC2") else None
+        headers = {"Content-Type": "text/xml"} if rule.startswith("/RPC2") else FORM if isinstance(body, str) else None
         if caller == "anonymous":
             return self.app.api(method, path, body, token=None, headers=headers)
         if caller == "worker":

@@ -1,0 +1,63 @@
+"""What the metrics count, as it happens: job starts and ends (from events.JOB_CHANGED), scheduling
+passes (timed by tasks.py), log lines ingested (this process).
+
+`tasks.py` imports this module, as it imports the notifications' subscriptions: every process that
+changes lab state imports tasks at its entry point, so every job end is counted once, by the process
+that ended it. A subscriber that fails is logged by `events.publish` and costs only a sample.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+from .. import events
+from ..models import DeviceType, TestJob
+from ..states import JobHealth
+from . import store
+
+JOBS_FINISHED = "dutlab_jobs_finished_total"
+JOBS_STARTED = "dutlab_jobs_started_total"
+QUEUE_WAIT = "dutlab_job_queue_wait_seconds"
+JOB_DURATION = "dutlab_job_duration_seconds"
+PASS_DURATION = "dutlab_scheduler_pass_seconds"
+PASSES = "dutlab_scheduler_passes_total"
+
+#: seconds from submission to the start of a run: sub-second pickup up to a day-long queue
+QUEUE_WAIT_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 900, 3600, 14400, 86400)
+#: seconds from the start of a run to its end: a QEMU smoke job to a day-long soak
+JOB_DURATION_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
+#: seconds one scheduling pass takes
+PASS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+#: log lines this server process stored (a plain in-process counter: one add per batch, no write
+#: of its own; it starts again at 0 when the server restarts, as Prometheus counters may)
+LOG_LINES = Counter("dutlab_log_lines_ingested", "Job log lines stored by this server process.",
+                    registry=None)
+
+
+def _type_name(job: TestJob) -> str:
+    return DeviceType.select(DeviceType.name).where(DeviceType.id == job.requested_device_type_id).scalar() or ""
+
+
+@events.subscribe(events.JOB_CHANGED)
+def on_job_changed(job_id: int, what: str) -> None:
+    job = TestJob.get_or_none(TestJob.id == job_id)
+    if job is None:
+        return
+    device_type = {"device_type": _type_name(job)}
+    if what == "running":
+        store.add(JOBS_STARTED, 1, device_type)
+        if job.start_time and job.submit_time:
+            store.observe(QUEUE_WAIT, (job.start_time - job.submit_time).total_seconds(), QUEUE_WAIT_BUCKETS,
+                          device_type)
+    elif what == "finished":
+        store.add(JOBS_FINISHED, 1, {**device_type, "health": JobHealth(job.health).label})
+        if job.start_time and job.end_time:  # a job canceled in the queue never ran: no duration
+            store.observe(JOB_DURATION, (job.end_time - job.start_time).total_seconds(), JOB_DURATION_BUCKETS,
+                          device_type)
+
+
+def scheduler_pass(seconds: float) -> None:
+    """One scheduling pass took `seconds`."""
+    store.add(PASSES, 1)
+    store.observe(PASS_DURATION, seconds, PASS_BUCKETS)
