@@ -32,7 +32,17 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   apt-get update -q
+  # Debian starts a daemon when its package is installed (slapd, ngircd, redis, PostgreSQL...);
+  # the tests and the demo start their own on free ports and stop them, so a policy-rc.d that
+  # refuses service starts keeps anything from outliving them. An admin's own policy is kept.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# dutlab setup.sh: no daemon starts while packages install\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if grep -q "dutlab setup.sh" "$policy" 2>/dev/null; then rm -f "$policy"; trap - EXIT; fi
 fi
 
 # Debian's pdudaemon has no client; dutlab's pduclient (the pdudaemon role installs the same file)
