@@ -6,7 +6,14 @@ needs no edit here. device-types/ -> dutlab.device_types: the shipped templates 
 travel as package data, found through importlib.resources wherever the package is installed
 (`pip install --prefix`, `--user`, a venv, an editable checkout).
 """
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# setuptools copies modules into build/lib and never deletes there: a module renamed or removed
+# since the last build would still be installed (a stale migration breaks `migrate`)
+shutil.rmtree(Path(__file__).resolve().parent / "build" / "lib", ignore_errors=True)
 
 ROOTS = {"dutlab.service": "service", "dutlab.dispatcher": "dispatcher", "dutlab.device_types": "device-types"}
 
