@@ -20,7 +20,7 @@ from dutlab.dispatcher.protocol import ERROR_TYPE_MAX, INFRASTRUCTURE_ERRORS, Jo
 from .. import auth, devicecfg, events
 from ..config import Settings
 from ..db import for_update, write_txn
-from ..errors import ApiError, bad_request, conflict, forbidden
+from ..errors import ApiError, bad_request, conflict, forbidden, refused_items
 from ..logstore import JobFolder
 from ..models import (
     Device,
@@ -188,15 +188,39 @@ def create(user: User, sub: Submission, *, health_check: bool = False, device: D
 
 def submit(user: User, text: str, settings: Settings) -> list[TestJob]:
     """Store a job, or the sub-jobs of a MultiNode group (in sub-id order); all or nothing."""
-    sub = check_definition(user, text, settings)
+    return submit_many(user, [text], settings, bulk=False)[0]
+
+
+#: definitions one bulk submission may carry (the body cap, max_body_user, also applies)
+BULK_MAX = 1000
+
+
+def submit_many(user: User, texts: list[str], settings: Settings, bulk: bool = True) -> list[list[TestJob]]:
+    """Store several definitions in one transaction, all or none: each item's jobs, in order.
+
+    Every item gets the verdict `check_definition` gives a single submission; with `bulk`, the
+    problems of all items are raised together (`errors.refused_items`) and nothing is stored, so a CI
+    system fixes and resends its batch without working out which half went in.
+    """
+    subs, problems = [], []
+    for i, text in enumerate(texts):
+        try:
+            subs.append(check_definition(user, text, settings))
+        except ApiError as exc:
+            if not bulk:
+                raise
+            problems.append((i, exc))
+    if problems:
+        raise refused_items("definitions", problems, len(texts))
     with write_txn():  # a group's sub-jobs keep the whole submission as their original definition
-        created = multinode.create_group(sub.roles, lambda role: create(user, replace(
-            sub, job=role.definition, device_type=role.device_type, tags=role.tags, roles=[]))) \
-            if sub.roles else [create(user, sub)]
-    for job, role in zip(created, sub.roles or [None], strict=True):
-        shown = text if role is None else yaml.safe_dump(role.definition, sort_keys=False)  # what it runs
-        JobFolder(settings.output_dir, job.id).write("job.yaml", shown)
-    events.schedule_soon(f"job {created[0].id} submitted")
+        created = [multinode.create_group(sub.roles, lambda role, sub=sub: create(user, replace(
+            sub, job=role.definition, device_type=role.device_type, tags=role.tags, roles=[])))
+            if sub.roles else [create(user, sub)] for sub in subs]
+    for sub, made in zip(subs, created, strict=True):
+        for job, role in zip(made, sub.roles or [None], strict=True):
+            shown = sub.text if role is None else yaml.safe_dump(role.definition, sort_keys=False)  # what it runs
+            JobFolder(settings.output_dir, job.id).write("job.yaml", shown)
+    events.schedule_soon(f"job {created[0][0].id} submitted" + (f" (+{len(created) - 1} more)" if bulk else ""))
     return created
 
 
