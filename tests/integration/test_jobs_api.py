@@ -22,19 +22,12 @@ timeouts:
 actions:
 - boot: {{method: qemu, media: tmpfs, prompts: ['# ']}}
 """
-GROUP = """\
-job_name: bulk group
-visibility: public
-timeouts:
-  job: {minutes: 5}
-protocols:
-  lava-multinode:
-    roles:
-      server: {device_type: qemu, count: 1}
-      client: {device_type: qemu, count: 1}
-actions:
-- boot: {role: [server, client], method: qemu, media: tmpfs, prompts: ['# ']}
-"""
+#: a two-role MultiNode group, one QEMU device each
+GROUP = yaml.safe_dump({
+    "job_name": "bulk group", "visibility": "public", "timeouts": {"job": {"minutes": 5}},
+    "protocols": {"lava-multinode": {"roles": {r: {"device_type": "qemu", "count": 1} for r in ("server", "client")}}},
+    "actions": [{"boot": {"role": ["server", "client"], "method": "qemu", "media": "tmpfs", "prompts": ["# "]}}],
+}, sort_keys=False)
 
 
 def header(path: Path, key: str) -> str | None:

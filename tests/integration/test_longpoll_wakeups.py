@@ -15,16 +15,7 @@ from dutlab.dispatcher import protocol
 from dutlab.service import scheduler
 from labkit import http, start_lab
 
-JOB = """\
-job_name: wake-ups
-device_type: qemu
-visibility: public
-timeouts:
-  job: {minutes: 5}
-context: {arch: amd64}
-actions:
-- boot: {method: qemu, media: tmpfs, prompts: ['# ']}
-"""
+JOB = factories.job_text("wake-ups")
 BODY = {"protocol": protocol.PROTOCOL, "version": "test", "running": []}
 
 

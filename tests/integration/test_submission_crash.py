@@ -6,21 +6,12 @@ from __future__ import annotations
 import signal
 import threading
 
+import factories
 from labkit import http
 
 CLIENTS = 4
 #: the server is killed once this many submissions were acknowledged (some are still in flight)
 KILL_AFTER = 60
-
-JOB = """\
-job_name: crash {client}-{n}
-device_type: qemu
-visibility: public
-timeouts:
-  job: {{minutes: 5}}
-actions:
-- boot: {{method: qemu, media: tmpfs, prompts: ['# ']}}
-"""
 
 
 def test_acknowledged_jobs_survive_kill_9_mid_burst(lab_server):
@@ -35,7 +26,7 @@ def test_acknowledged_jobs_survive_kill_9_mid_burst(lab_server):
     def client(c: int) -> None:
         n = 0
         while True:
-            text = JOB.format(client=c, n=n)
+            text = factories.job_text(f"crash {c}-{n}")
             try:
                 r = http("POST", f"{url}/api/v1/jobs", {"definition": text}, token=token, timeout=30)
             except OSError:  # the server is gone: this request was never acknowledged
@@ -74,4 +65,4 @@ def test_acknowledged_jobs_survive_kill_9_mid_burst(lab_server):
     assert not missing, f"acknowledged but lost after kill -9: {missing}"
     assert not wrong, f"stored with another definition: {wrong}"
     # the server still takes submissions on the same database
-    assert lab.api("POST", "/api/v1/jobs", {"definition": JOB.format(client="after", n=0)}).status == 201
+    assert lab.api("POST", "/api/v1/jobs", {"definition": factories.job_text("after")}).status == 201
