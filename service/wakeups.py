@@ -11,6 +11,8 @@ this process and tells the other processes through the queue backend's own chann
   the queue file, bound by the one `serve` process. Abstract: no socket file to go stale and no
   108-byte path limit; a datagram only makes the long-poll re-read that worker's `wake_seq`
   (the database stays the truth), so a forged one costs one indexed read.
+  An abstract name lives in a network namespace: `serve` and the consumer must share one (they do
+  under systemd and in the tests; if not, the safety re-read still picks the job up).
 - memory queue (in-process tests): nothing to tell.
 
 The scheduling pass runs in the consumer process, so this cross-process hop is the common
@@ -126,7 +128,12 @@ def listen() -> bool:
 
 def _listen_socket(sock: socket.socket) -> None:
     while True:
-        data = sock.recv(64)
+        try:
+            data = sock.recv(64)
+        except OSError as exc:  # not expected on a bound datagram socket; never spin on it
+            log.warning("long-poll wake-ups: the wake socket failed (%s): long-polls re-read every "
+                        "longpoll_interval from now on", exc)
+            return
         if data.isdigit():
             signal(int(data))
 
