@@ -221,11 +221,11 @@ class Ctx:
     work: Path
     shared: dict[str, Any] = field(default_factory=dict)
 
-    def lab(self, name: str, database: str = "", **settings: Any) -> Lab:
+    def lab(self, name: str, database: str = "", queue: str = "", **settings: Any) -> Lab:
         """A bootstrapped lab (not started) in work/<name>; quiet logs, so logging costs little."""
         root = self.work / name
         shutil.rmtree(root, ignore_errors=True)
-        lab = Lab.create(root, database=database, settings=settings, log_level="WARNING",
+        lab = Lab.create(root, database=database, queue=queue, settings=settings, log_level="WARNING",
                          worker_args=("--level", "WARNING"))
         lab.bootstrap(description="bench")
         return lab

@@ -35,11 +35,12 @@ import overhead  # noqa: E402
 import pickup  # noqa: E402
 import scheduler_scale  # noqa: E402
 import submission  # noqa: E402
+import wakeups  # noqa: E402
 from benchlib import Ctx, Section, fmt  # noqa: E402
 
 from labkit import REPO, Procs, ensure_postgres, stop_everything, stop_postgres  # noqa: E402
 
-SECTIONS = [overhead, pickup, submission, scheduler_scale, logs, drain, memory]
+SECTIONS = [overhead, pickup, wakeups, submission, scheduler_scale, logs, drain, memory]
 NAMES = {m.KEY: m for m in SECTIONS}
 
 

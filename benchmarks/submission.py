@@ -21,8 +21,10 @@ from pathlib import Path
 
 from benchlib import Ctx, Section, md_table, pct, standard_job_text
 from benchprof import RssSampler, in_process_server, top_frames
+from ceiling import commit_ceiling
 
 from labkit import BIN, QEMU_DICTIONARY, Lab, pg_available, pg_database
+from labkit.backends import sqlite_urls
 
 KEY = "submission"
 TITLE = "Submission rate"
@@ -107,6 +109,13 @@ def run_backend(ctx: Ctx, sec: Section, backend: str, database: str, clients: li
         lab.add_device_type("qemu", disable_health_checks=True)
         lab.add_worker("w1")  # never started: jobs stay queued
         lab.add_device("qemu01", "qemu", "w1", QEMU_DICTIONARY, health="Good")
+        # the ceiling first, on the lab's own database while it is idle: what durability allows
+        ceiling = commit_ceiling(database or sqlite_urls(lab.root)[0], 0.5 if ctx.quick else 1.5)
+        if database == "":  # SQLite: also what an fsync per commit allows
+            ceiling["full"] = commit_ceiling(sqlite_urls(lab.root)[0], 0.5 if ctx.quick else 1.5, full=True)["single"]
+        ctx.shared.setdefault("commit_ceiling", {})[backend] = ceiling
+        print(f"    {backend} durable commits: {ceiling['single']:.0f}/s single-row, {ceiling['batched']:.0f} rows/s "
+              f"in one transaction ({ceiling['settings']})", flush=True)
         rpc, why = rpc_available(lab)
         if not rpc:
             sec.note(f"XML-RPC on {backend} not measured: {why}")
@@ -182,7 +191,7 @@ def submit_breakdown(settings, user, secret: str, text: str, n: int) -> dict[str
     from dutlab.dispatcher.schema.loader import parse_job
     from dutlab.service import auth, events, tasks  # noqa: F401  (tasks: the pass subscriber)
     from dutlab.service.db import database, write_txn
-    from dutlab.service.lab import jobs
+    from dutlab.service.lab import jobs, submissions
     from dutlab.service.logstore import JobFolder
 
     steps: dict[str, list[float]] = {k: [] for k in (
@@ -196,7 +205,7 @@ def submit_breakdown(settings, user, secret: str, text: str, n: int) -> dict[str
             t.append(time.perf_counter())
             parse_job(text)
             t.append(time.perf_counter())
-            sub = jobs.check_definition(user, text, settings)
+            sub = submissions.check_definition(user, text, settings)
             t.append(time.perf_counter())
             with write_txn():
                 job = jobs.create(user, sub)
@@ -225,6 +234,31 @@ def yaml_parse_ms(text: str, n: int = 30) -> tuple[float, float | None]:
         return min(times) * 1000
 
     return best(yaml.SafeLoader), (best(yaml.CSafeLoader) if hasattr(yaml, "CSafeLoader") else None)
+
+
+def ceiling_table(sec: Section, results: list[dict], ceilings: dict[str, dict]) -> str:
+    """Serial and 4-client REST submission beside the durable-commit and HTTP ceilings of the same run."""
+    rows = []
+    for backend, c in ceilings.items():
+        rate = {(r["mode"], r["clients"]): r["rate"] for r in results if r["backend"] == backend}
+        sec.add(f"durable-commit ceiling (single-row commits/s, the server's settings), {backend}", c["single"],
+                "commits/s", note=str(c["settings"]))
+        sec.add(f"rows/s inside one transaction, {backend}", c["batched"], "rows/s")
+        if "full" in c:
+            sec.add(f"single-row commits/s with synchronous=FULL (power-loss durable), {backend}", c["full"],
+                    "commits/s")
+        bound = min(c["single"], rate.get(("version", 1)) or c["single"])
+        if ("rest", 1) in rate:
+            sec.add(f"REST submit, 1 client ÷ min(commit ceiling, HTTP ceiling), {backend}", rate[("rest", 1)] / bound,
+                    "×", ">= 0.9")
+        if ("rest", 4) in rate:
+            sec.add(f"REST submit, 4 clients ÷ commit ceiling, {backend}", rate[("rest", 4)] / c["single"], "×")
+        rows.append([backend, c["single"], c["batched"], rate.get(("version", 1), "—"), rate.get(("rest", 1), "—"),
+                     rate.get(("version", 4), "—"), rate.get(("rest", 4), "—")])
+    return ("Ceilings of the same run (per s): single-row durable commits and rows in one transaction on the "
+            "lab's database with the server's settings, GET version through the same stack:\n\n"
+            + md_table(["backend", "commits (1 row each)", "rows in one transaction", "GET version, 1 client",
+                        "REST submit, 1 client", "GET version, 4 clients", "REST submit, 4 clients"], rows))
 
 
 def run(ctx: Ctx) -> Section:
@@ -265,6 +299,7 @@ def run(ctx: Ctx) -> Section:
         ceiling = base.get((backend, 1))
         if ceiling:
             sec.add(f"GET version (local ceiling), 1 client, {backend}", ceiling, "req/s")
+    sec.tables.append(ceiling_table(sec, results, ctx.shared.pop("commit_ceiling", {})))
     sec.tables.append("All runs:\n\n" + md_table(
         ["backend", "request", "clients", "per s", "÷ ceiling", "p50 ms", "p99 ms", "errors",
          "passes queued after"], rows))

@@ -16,7 +16,7 @@ import threading
 
 from peewee import DatabaseError
 
-from . import __version__, accesslog, filemodes, manage, migrations, queue, tasks
+from . import __version__, accesslog, filemodes, manage, migrations, queue, tasks, wakeups
 from .backup.archive import BackupError
 from .backup.create import create_backup
 from .backup.restore import restore
@@ -66,6 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     filemodes.warn_broad_files(settings)
     host, port = settings.host_port
     release_memory_after_bursts()
+    if settings.longpoll_notify:
+        wakeups.listen()  # the consumer's passes wake this process's long-polls
     # the backlog queues a burst of connections instead of resetting them (cheroot's default is 5)
     if args.access_log:
         accesslog.send_access_log_to(args.access_log)

@@ -118,8 +118,11 @@ class Settings:
     #: this many seconds (the run's finalize and last upload) have passed since it started
     worker_offline_grace: int = 120
     longpoll_timeout: float = 20.0
-    #: how often a long-poll re-reads the database while it waits
-    longpoll_interval: float = 0.05
+    #: how often a held long-poll re-reads the database anyway (a safety net: wake-ups arrive by
+    #: notification, service/wakeups.py)
+    longpoll_interval: float = 5.0
+    #: false: long-polls ignore notifications and only re-read every longpoll_interval (the old way)
+    longpoll_notify: bool = True
     #: repair sweep period (seconds); events trigger passes immediately
     scheduler_sweep: int = 5
     #: Submitted jobs older than this are canceled (0 = never) unless timeouts.queue says otherwise

@@ -39,6 +39,22 @@ def conflict(message: str, path: str = "", **extra: object) -> ApiError:
     return ApiError(409, message, path, **extra)
 
 
+def refused_items(field: str, problems: list[tuple[int, ApiError]], total: int) -> ApiError:
+    """One 4xx for a list refused as a whole: the first problem's sentence and path, and all of them.
+
+    Paths name the item (`definitions[3].actions[0].boot`); the status is the first problem's
+    (400 for bad input, 403 for something the caller may not do); nothing was stored.
+    """
+    def where(i: int, path: str) -> str:
+        return f"{field}[{i}]" + (f".{path}" if path and not path.startswith("[") else path)
+
+    first_i, first = problems[0]
+    listed = [{"index": i, "status": exc.status, "error": exc.message, "path": where(i, exc.path)}
+              for i, exc in problems]
+    return ApiError(first.status, f"{first.message} ({len(problems)} of {total} {field} refused; nothing was "
+                    "stored)", where(first_i, first.path), errors=listed)
+
+
 def log_incident(log: logging.Logger, what: str, trace: str | None = None) -> str:
     """Log `trace` (default: the exception being handled) under a new incident id; return the id.
 

@@ -33,6 +33,9 @@ JOB_CHANGED = "job-changed"
 DEVICE_HEALTH = "device-health"
 WORKER_OFFLINE = "worker-offline"
 TOKEN_SECRET = "token-secret"
+#: a worker has news (a job assigned or to cancel, a device changed): its held long-poll should
+#: re-read now (worker id; service/wakeups.py subscribes and tells the other processes)
+WORKER_WAKE = "worker-wake"
 
 Subscriber = Callable[..., Any]
 _subscribers: dict[str, list[Subscriber]] = {}
@@ -90,6 +93,11 @@ class Secret(str):
 
 
 def wake_worker(worker_id: int | None) -> None:
-    """Make a waiting long-poll of this worker answer now (it watches its wake counter)."""
+    """Make a waiting long-poll of this worker answer now.
+
+    The counter in the database is the truth a long-poll compares against; the event makes it
+    look now instead of at its next safety re-read.
+    """
     if worker_id is not None:
         Worker.update(wake_seq=Worker.wake_seq + 1).where(Worker.id == worker_id).execute()
+        publish(WORKER_WAKE, worker_id)

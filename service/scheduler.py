@@ -25,7 +25,7 @@ from .db import database, exclusive, is_sqlite, write_txn
 from .devicecfg import health_check_definition, render
 from .errors import ApiError
 from .events import WORKER_OFFLINE, job_changed, publish, wake_worker
-from .lab import jobs, workers
+from .lab import jobs, submissions, workers
 from .lab.devices import HEALTH_ACTOR, set_health
 from .models import Device, DeviceTag, DeviceType, GroupMember, JobTag, TestJob, User, Worker, utcnow
 from .scheduler_groups import Queued, QueuedGroup
@@ -168,7 +168,7 @@ def health_user() -> User:
 
 def start_health_check(device: Device, definition: str, settings: Settings) -> TestJob | None:
     try:
-        sub = jobs.check_definition(None, definition, settings, device=device)
+        sub = submissions.check_definition(None, definition, settings, device=device)
     except ApiError as exc:
         set_health(device, DeviceHealth.BAD, f"invalid health check: {exc.path}: {exc.message}", HEALTH_ACTOR)
         return None

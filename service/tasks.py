@@ -4,8 +4,9 @@ Tasks stay in this module: a queued message names `module.function`. This is hue
 module: it imports the queue (huey's "config", `queue.py`), never the other way round, and the
 entry points import it (huey's "main": `cli.py`). Importing it also subscribes `request_pass`
 to the domain's SCHEDULE_SOON event (`events.py` says why the domain cannot call it directly), and
-imports `notify.tasks`, the notifications' tasks and subscriptions, and `metrics.record`, the
-metrics' subscriptions.
+imports `notify.tasks`, the notifications' tasks and subscriptions, `metrics.record`, the
+metrics' subscriptions, and `wakeups`, which carries the domain's worker wake-ups to the
+long-polls of the server process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from huey import crontab
 from huey.signals import SIGNAL_ERROR
 
 from . import events, playbooks, scheduler
+from . import wakeups as _wakeups  # noqa: F401 (subscribes to WORKER_WAKE: long-polls wake across processes)
 from .db import connection
 from .metrics import record as metrics  # subscribes the job counters to events.JOB_CHANGED
 from .notify import tasks as notify_tasks  # noqa: F401 (registers its tasks and subscriptions)

@@ -2,7 +2,7 @@
 
 The protocol itself (version, paths, the job result) is `dutlab.dispatcher.protocol`, shared
 with the worker; what each report changes is the domain's (`lab/workers.py`, `lab/jobs.py`,
-`lab/results.py`). This module parses the bodies, holds the long-poll and shapes the answers.
+`lab/results.py`). This module parses the bodies, holds the long-poll (woken by `wakeups`) and shapes the answers.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dutlab.dispatcher.protocol import (
     supported,
 )
 
-from .. import __version__
+from .. import __version__, wakeups
 from ..errors import bad_request, conflict
 from ..lab import jobs, results, worker_files, workers
 from ..models import Worker
@@ -106,32 +106,44 @@ def poll(name: str) -> dict:
     wait = min(wait, settings.longpoll_timeout, settings.worker_heartbeat_timeout / 2)
     workers.heartbeat(worker, str(body.get("version", "")), protocol)
     answer = wait_for_work(worker, running, wait, settings.longpoll_interval, waiting_slot(settings.threads),
-                           protocol)
+                           protocol, settings.longpoll_notify)
     workers.mark_seen(worker)
     return {"protocol": protocol, **answer}  # the answer is in the worker's protocol
 
 
 def wait_for_work(worker: Worker, running: set[int], wait: float, interval: float,
-                  slot: threading.BoundedSemaphore, protocol: int = PROTOCOL) -> dict:
-    """Answer as soon as there is work: re-read only when the worker's wake counter moved."""
+                  slot: threading.BoundedSemaphore, protocol: int = PROTOCOL, notified: bool = True) -> dict:
+    """Answer as soon as there is work: re-read only when the worker's wake counter moved.
+
+    Between reads the poll sleeps until this worker is woken (service/wakeups.py) or, as a
+    safety net for a lost wake-up, `interval` seconds pass; `notified=False` only sleeps.
+    """
     deadline = time.monotonic() + wait
     seen = None
     holding = False
     try:
         while True:
+            since = wakeups.mark(worker.id)  # before the read: a wake-up during it is not lost
             seq = Worker.select(Worker.wake_seq).where(Worker.id == worker.id).scalar()
             if seq != seen:
                 seen = seq
                 answer = workers.work_for(worker, running, protocol)
                 if answer["start"] or answer["cancel"] or answer["unknown"] or answer.get("ended"):
                     return answer
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return answer
             if not holding:
                 holding = slot.acquire(blocking=False)
                 if not holding:
                     return answer
-            time.sleep(interval)
+            if notified:
+                woken = wakeups.wait(worker.id, since, min(interval, left))
+            else:
+                woken = False
+                time.sleep(min(interval, left))
+            if not woken and time.monotonic() >= deadline:
+                return answer  # the worker polls again at once; its next poll reads first
     finally:
         if holding:
             slot.release()

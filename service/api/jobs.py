@@ -8,7 +8,7 @@ from bottle import HTTPResponse, request
 
 from .. import auth
 from ..errors import ApiError, bad_request
-from ..lab import job_views, jobs, results
+from ..lab import job_views, jobs, results, submissions
 from ..lab.job_views import job_json
 from ..logstore import JobFolder
 from ..models import TestJob
@@ -64,16 +64,46 @@ def job_ids(created: list[TestJob]) -> list[int | str]:
     return [j.sub_id or j.id for j in created]
 
 
+def bulk_definitions() -> list[str] | None:
+    """The texts of a bulk submission ({"definitions": [...]}), or None for a single one."""
+    if (request.content_type or "").split(";")[0].strip() != "application/json":
+        return None
+    body = json_body()
+    if "definitions" not in body:
+        return None
+    if "definition" in body:
+        raise bad_request("send either 'definition' (one job) or 'definitions' (a list), not both", "definitions")
+    items = body["definitions"]
+    if not isinstance(items, list) or not items:
+        raise bad_request("'definitions' must be a non-empty list of job definitions", "definitions")
+    if len(items) > jobs.BULK_MAX:
+        raise bad_request(f"at most {jobs.BULK_MAX} definitions per request; split the batch", "definitions")
+    texts = []
+    for i, item in enumerate(items):
+        if isinstance(item, dict):
+            item = json.dumps(item)
+        if not isinstance(item, str):
+            raise bad_request("each definition must be the job's YAML text or a JSON object", f"definitions[{i}]")
+        texts.append(item)
+    return texts
+
+
 @routes.post("", auth="user")
 def submit() -> HTTPResponse:
-    created = jobs.submit(current_user(), definition_text(), _settings())
-    return json_response(201, {"message": "job(s) successfully submitted", "job_ids": job_ids(created)})
+    texts = bulk_definitions()
+    if texts is None:
+        created = jobs.submit(current_user(), definition_text(), _settings())
+        return json_response(201, {"message": "job(s) successfully submitted", "job_ids": job_ids(created)})
+    items = jobs.submit_many(current_user(), texts, _settings())
+    return json_response(201, {"message": f"{len(items)} definitions successfully submitted",
+                               "job_ids": [i for made in items for i in job_ids(made)],
+                               "items": [{"job_ids": job_ids(made)} for made in items]})
 
 
 @routes.post("/validate")
 def validate() -> dict:
     try:
-        problem = jobs.first_problem(current_user(), definition_text(), _settings())
+        problem = submissions.first_problem(current_user(), definition_text(), _settings())
     except ApiError as exc:  # the body itself (not UTF-8, no definition)
         problem = exc
     if problem is not None:

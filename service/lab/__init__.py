@@ -15,7 +15,8 @@ rename or pick fields for LAVA's format, never rebuild them from the models).
     devices       devices, dictionaries, device tags and the one device-health transition
     multinode     MultiNode groups: submission checks, sub-ids, group cancel and end, the matching
     pipelines     the pipeline a job gets on its devices (the part of the verdict that renders them)
-    jobs          submit, validate, cancel, resubmit, run, finish
+    submissions   the one verdict on a job definition (schema, lab, pipeline) before it is stored
+    jobs          submit, cancel, resubmit, run, finish
     job_views     the job JSON, which jobs a user sees, who may read its definition (secrets), config, description
     workers       workers, their health, heartbeats and what each must start or cancel
     worker_files  the files kept per worker (LAVA's dispatcher.d/<worker>.yaml, env.yaml, env-dut.yaml)

@@ -1,8 +1,7 @@
 """Test jobs: validate, submit, cancel, resubmit, run, finish (what viewers read: job_views.py).
 
-Everything a job definition must satisfy is checked here, before anything is stored, by one
-function (`check_definition`): REST validate and submit, XML-RPC validate and submit, the
-admin CLI and the scheduler's health checks all get their verdict from it. The transitions
+What a definition must satisfy before it is stored is submissions.py's (`check_definition`,
+one verdict for every front end); storing, cancelling and finishing are here. The transitions
 follow LAVA's state machine (lava-interfaces.md §3.8); how a job's end changes its device's
 health is here too (`finish`).
 """
@@ -10,7 +9,7 @@ health is here too (`finish`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import yaml
@@ -20,176 +19,24 @@ from dutlab.dispatcher.protocol import ERROR_TYPE_MAX, INFRASTRUCTURE_ERRORS, Jo
 from .. import auth, devicecfg, events
 from ..config import Settings
 from ..db import for_update, write_txn
-from ..errors import ApiError, bad_request, conflict, forbidden
+from ..errors import ApiError, bad_request, conflict, forbidden, refused_items
 from ..logstore import JobFolder
 from ..models import (
     Device,
-    DeviceTag,
-    DeviceType,
-    Group,
     JobTag,
     JobViewingGroup,
-    Tag,
     TestJob,
     User,
     utcnow,
 )
-from ..notify.rules import check_notify
-from ..states import PRIORITY_NAMES, DeviceHealth, DeviceState, JobHealth, JobState
+from ..states import DeviceHealth, DeviceState, JobHealth, JobState
 from . import multinode
-from .definitions import compatibility, parse, seconds
+from .definitions import compatibility
 from .devices import HEALTH_ACTOR, set_health
-from .pipelines import runnable
+from .submissions import Submission, check_definition
 
 #: job states in which a worker holds the job
 ACTIVE = (JobState.SCHEDULED, JobState.RUNNING, JobState.CANCELING)
-
-# Validation #######################################################################
-
-
-@dataclass
-class Submission:
-    """A validated job definition and what it asks for, ready to store."""
-
-    text: str
-    job: dict
-    device_type: DeviceType
-    tags: list[Tag]
-    priority: int
-    visibility: str
-    viewing_groups: list[Group]
-    queue_timeout: int | None
-    #: the highest compatibility of its methods (dispatcher/actions/compatibility.py)
-    compatibility: int = 1
-    #: the pipeline it gets on a device of its type (None: no device configuration to build it)
-    description: dict | None = None
-    #: a MultiNode group: its sub-jobs (the fields above are the group's; device_type is the first role's)
-    roles: list[multinode.RoleJob] = field(default_factory=list)
-
-
-def check_definition(user: User | None, text: str, settings: Settings, device: Device | None = None) -> Submission:
-    """Validate `text` for `user` (None: the lab itself, no permission checks); raise
-    ApiError(4xx, sentence, path) on the first problem: the schema's, the lab's, then the
-    pipeline's on the devices it may use (`device`: on that one, as for a health check)."""
-    job = parse(text)
-    group = multinode.is_group(job)
-    if not group:
-        device_type = DeviceType.get_or_none(DeviceType.name == job["device_type"])
-        if device_type is None:
-            names = ", ".join(t.name for t in DeviceType.select().order_by(DeviceType.name)) or "none yet"
-            raise bad_request(f"device type '{job['device_type']}' does not exist (known: {names})", "device_type")
-        tags = _tags(job.get("tags") or [])
-    groups = _viewing_groups(job.get("visibility", "public"))
-    if user is not None and not settings.open_submission and not auth.has_perm(user, "submit"):
-        raise forbidden(f"user '{user.username}' may not submit jobs (needs the 'submit' permission)")
-    roles = multinode.check_group(user, job) if group else []
-    if group:
-        device_type, tags = roles[0].device_type, []
-    else:
-        devices = [device] if device is not None else _check_devices(user, device_type, tags)
-    check_notify(job.get("notify"))
-    description = None
-    for role in roles:  # each sub-job's pipeline on the devices of its role
-        _role_runnable(user, role, settings)
-    if not group:
-        description = runnable(job, devices, settings)
-    visibility = job.get("visibility", "public")
-    return Submission(
-        text=text,
-        job=job,
-        device_type=device_type,
-        tags=tags,
-        priority=_priority(job.get("priority", "medium")),
-        visibility=visibility if isinstance(visibility, str) else "group",
-        viewing_groups=groups,
-        queue_timeout=_queue_timeout(job, settings),
-        compatibility=compatibility(job),
-        description=description,
-        roles=roles,
-    )
-
-
-def _tags(names: list[str]) -> list[Tag]:
-    tags = []
-    for i, name in enumerate(names):
-        tag = Tag.get_or_none(Tag.name == name)
-        if tag is None:
-            raise bad_request(f"device tag '{name}' does not exist; ask an admin to create it", f"tags[{i}]")
-        tags.append(tag)
-    return tags
-
-
-def _viewing_groups(visibility: object) -> list[Group]:
-    if not isinstance(visibility, dict):
-        return []
-    groups = []
-    for i, name in enumerate(visibility.get("group") or []):
-        group = Group.get_or_none(Group.name == name)
-        if group is None:
-            raise bad_request(f"group '{name}' does not exist", f"visibility.group[{i}]")
-        groups.append(group)
-    return groups
-
-
-def _priority(value: object) -> int:
-    if isinstance(value, str):
-        return PRIORITY_NAMES[value]
-    return int(value)  # the schema allows 0..100
-
-
-def _queue_timeout(job: dict, settings: Settings) -> int | None:
-    queue = (job.get("timeouts") or {}).get("queue")
-    if queue:
-        return seconds(queue)
-    return settings.queue_timeout_hours * 3600 or None
-
-
-def _role_runnable(user: User | None, role: multinode.RoleJob, settings: Settings) -> None:
-    """The pipeline check of one MultiNode sub-job; a refusal names its role."""
-    try:
-        runnable(role.definition, _check_devices(user, role.device_type, role.tags), settings)
-    except ApiError as exc:
-        raise ApiError(exc.status, f"role '{role.role}': {exc.message}", exc.path) from None
-
-
-def _check_devices(user: User | None, device_type: DeviceType, tags: list[Tag]) -> list[Device]:
-    """LAVA's submit-time check: some non-retired device of the type may run this job; return
-    those that may."""
-    devices = list(
-        Device.select().where(Device.device_type == device_type, Device.health != DeviceHealth.RETIRED)
-    )
-    if not devices:
-        raise bad_request(f"device type '{device_type.name}' has no usable device (all retired or none)",
-                          "device_type")
-    wanted = {t.id for t in tags}
-    groups = auth.group_ids(user) if user is not None else set()
-    usable = []
-    for device in devices:
-        have = {dt.tag_id for dt in DeviceTag.select(DeviceTag.tag).where(DeviceTag.device == device)} \
-            if wanted else set()
-        if wanted <= have and (user is None or auth.may_submit_to(user, device, groups)):
-            usable.append(device)
-    if usable:
-        return usable
-    names = ", ".join(t.name for t in tags)
-    if tags:
-        raise bad_request(
-            f"no device of type '{device_type.name}' that you may use carries all tags: {names}", "tags"
-        )
-    raise forbidden(f"every device of type '{device_type.name}' is restricted to other owners")
-
-
-def first_problem(user: User | None, text: str, settings: Settings) -> ApiError | None:
-    """None when `user` may submit `text`, else its first problem: the one verdict of every validate."""
-    try:
-        check_definition(user, text, settings)
-    except ApiError as exc:
-        return exc
-    return None
-
-
-# Submitting, canceling ############################################################
-
 
 def create(user: User, sub: Submission, *, health_check: bool = False, device: Device | None = None) -> TestJob:
     job = TestJob.create(
@@ -215,19 +62,43 @@ def create(user: User, sub: Submission, *, health_check: bool = False, device: D
 
 def submit(user: User, text: str, settings: Settings) -> list[TestJob]:
     """Store a job, or the sub-jobs of a MultiNode group (in sub-id order); all or nothing."""
-    sub = check_definition(user, text, settings)
+    return submit_many(user, [text], settings, bulk=False)[0]
+
+
+#: definitions one bulk submission may carry (the body cap, max_body_user, also applies)
+BULK_MAX = 1000
+
+
+def submit_many(user: User, texts: list[str], settings: Settings, bulk: bool = True) -> list[list[TestJob]]:
+    """Store several definitions in one transaction, all or none: each item's jobs, in order.
+
+    Every item gets the verdict `check_definition` gives a single submission; with `bulk`, the
+    problems of all items are raised together (`errors.refused_items`) and nothing is stored, so a CI
+    system fixes and resends its batch without working out which half went in.
+    """
+    subs, problems = [], []
+    for i, text in enumerate(texts):
+        try:
+            subs.append(check_definition(user, text, settings))
+        except ApiError as exc:
+            if not bulk:
+                raise
+            problems.append((i, exc))
+    if problems:
+        raise refused_items("definitions", problems, len(texts))
     with write_txn():  # a group's sub-jobs keep the whole submission as their original definition
-        created = multinode.create_group(sub.roles, lambda role: create(user, replace(
+        created = [multinode.create_group(sub.roles, lambda role, sub=sub: create(user, replace(
             sub, job=role.definition, device_type=role.device_type, tags=role.tags, roles=[],
-            compatibility=compatibility(role.definition)))) if sub.roles else [create(user, sub)]
-    for job, role in zip(created, sub.roles or [None], strict=True):
-        shown = text if role is None else yaml.safe_dump(role.definition, sort_keys=False)  # what it runs
-        folder = JobFolder(settings.output_dir, job.id)
-        folder.write("job.yaml", shown)
-        if role is None and sub.description is not None:  # as built at submission; the worker's replaces it
-            description = {**sub.description, "job": {**sub.description["job"], "id": job.id}}
-            folder.write("description.yaml", yaml.safe_dump(description, sort_keys=False))
-    events.schedule_soon(f"job {created[0].id} submitted")
+            compatibility=compatibility(role.definition)))) if sub.roles else [create(user, sub)] for sub in subs]
+    for sub, made in zip(subs, created, strict=True):
+        for job, role in zip(made, sub.roles or [None], strict=True):
+            shown = sub.text if role is None else yaml.safe_dump(role.definition, sort_keys=False)  # what it runs
+            folder = JobFolder(settings.output_dir, job.id)
+            folder.write("job.yaml", shown)
+            if role is None and sub.description is not None:  # as built at submission; the worker's replaces it
+                description = {**sub.description, "job": {**sub.description["job"], "id": job.id}}
+                folder.write("description.yaml", yaml.safe_dump(description, sort_keys=False))
+    events.schedule_soon(f"job {created[0][0].id} submitted" + (f" (+{len(created) - 1} more)" if bulk else ""))
     return created
 
 

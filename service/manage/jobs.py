@@ -12,7 +12,7 @@ import argparse
 
 from ..config import Settings
 from ..errors import ApiError
-from ..lab import job_views, jobs, retention
+from ..lab import job_views, retention, submissions
 from ..models import TestJob
 from ..notify import rows as notifications
 from .common import add_verb, details, emit, formats, noun, read_file
@@ -22,7 +22,7 @@ NOTIFICATION_COLUMNS = ["id", "event", "method", "recipient", "state", "attempts
 
 
 def verdict(file: str, settings: Settings) -> dict:
-    problem = jobs.first_problem(None, read_file(file) or "", settings)
+    problem = submissions.first_problem(None, read_file(file) or "", settings)
     if problem is None:
         return {"file": file, "valid": True, "path": "", "error": ""}
     return {"file": file, "valid": False, "path": problem.path, "error": problem.message}

@@ -9,7 +9,7 @@ from peewee import JOIN
 
 from .. import auth
 from ..errors import ApiError
-from ..lab import job_views, jobs, multinode
+from ..lab import job_views, jobs, multinode, submissions
 from ..lab.checks import as_datetime
 from ..logstore import JobFolder
 from ..models import DeviceType, TestJob, utcnow
@@ -205,7 +205,7 @@ def validate(call: Call, definition: str, strict: bool = False) -> dict:
 
     dutlab always validates strictly (unknown keys are errors), so `strict` changes nothing.
     """
-    problem = jobs.first_problem(call.user, string(definition, "definition"), call.settings)
+    problem = submissions.first_problem(call.user, string(definition, "definition"), call.settings)
     return {} if problem is None else {"path": problem.path, "msg": problem.message}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from labkit import http
 
@@ -22,6 +23,12 @@ context: {{arch: amd64}}
 actions:
 - boot: {{method: qemu, media: tmpfs, prompts: ['# ']}}
 """
+#: a two-role MultiNode group, one QEMU device each
+GROUP = yaml.safe_dump({
+    "job_name": "bulk group", "visibility": "public", "timeouts": {"job": {"minutes": 5}},
+    "protocols": {"lava-multinode": {"roles": {r: {"device_type": "qemu", "count": 1} for r in ("server", "client")}}},
+    "actions": [{"boot": {"role": ["server", "client"], "method": "qemu", "media": "tmpfs", "prompts": ["# "]}}],
+}, sort_keys=False)
 
 
 def header(path: Path, key: str) -> str | None:
@@ -139,3 +146,51 @@ def test_list_filters_and_bad_input(lab):
     r = http("POST", lab.url + "/api/v1/jobs", "{not json", token=lab.admin_token,
              headers={"Content-Type": "application/json"})
     assert r.status == 400 and "not valid JSON" in r.json()["error"]
+
+
+def where(i: int, path: str) -> str:
+    return f"definitions[{i}]" + (f".{path}" if path else "")
+
+
+def test_bulk_submission_is_all_or_nothing_with_the_single_verdict_per_item(lab):
+    good = JOB.format(visibility="public")
+    r = lab.api("POST", "/api/v1/jobs", {"definitions": [good, good.replace("api test", "second"),
+                                                         {**yaml.safe_load(good), "job_name": "as JSON"}]})
+    assert r.status == 201, r.text
+    items = r.json()["items"]
+    assert [len(i["job_ids"]) for i in items] == [1, 1, 1]
+    assert r.json()["job_ids"] == [i["job_ids"][0] for i in items]
+    names = [lab.api("GET", f"/api/v1/jobs/{i}").json()["description"] for i in r.json()["job_ids"]]
+    assert names == ["api test", "second", "as JSON"]
+    before = lab.api("GET", "/api/v1/jobs").json()["count"]
+
+    # every item of the malformed corpus gets the verdict it gets alone, its path under its index
+    texts = [good] + [p.read_text() for p in BAD] + [good.replace("device_type: qemu", "device_type: nope")]
+    singles = [lab.api("POST", "/api/v1/jobs", {"definition": t}) for t in texts[1:]]
+    r = lab.api("POST", "/api/v1/jobs", {"definitions": texts})
+    body = r.json()
+    assert r.status == 400 and body["path"] == where(1, singles[0].json()["path"])
+    assert body["error"].startswith(singles[0].json()["error"]) and "nothing was stored" in body["error"]
+    want = [{"index": i, "status": s.status, "error": s.json()["error"], "path": where(i, s.json()["path"])}
+            for i, s in enumerate(singles, start=1)]
+    assert body["errors"] == want
+    assert lab.api("GET", "/api/v1/jobs").json()["count"] == before  # the good item was not stored either
+
+    for payload, path in (({"definitions": []}, "definitions"), ({"definitions": good}, "definitions"),
+                          ({"definitions": [good, 7]}, "definitions[1]"),
+                          ({"definitions": [good], "definition": good}, "definitions")):
+        r = lab.api("POST", "/api/v1/jobs", payload)
+        assert r.status == 400 and r.json()["path"] == path and r.json()["error"], (payload, r.text)
+    assert lab.api("POST", "/api/v1/jobs", {"definitions": [good]}, token=None).status == 401
+
+
+def test_bulk_submission_takes_a_multinode_group_as_one_item(lab, tmp_path):
+    d = tmp_path / "qemu02.jinja2"
+    d.write_text(QEMU_DICT)
+    lab.manage("devices", "add", "qemu02", "--device-type", "qemu", "--worker", "w1", "--dictionary", str(d))
+    r = lab.api("POST", "/api/v1/jobs", {"definitions": [JOB.format(visibility="public"), GROUP]})
+    assert r.status == 201, r.text
+    [single], group = (i["job_ids"] for i in r.json()["items"])
+    first = int(group[0].split(".")[0])
+    assert group == [f"{first}.0", f"{first}.1"] and r.json()["job_ids"] == [single, *group]
+    assert lab.api("GET", f"/api/v1/jobs/{group[1]}/definition").text == GROUP
