@@ -26,7 +26,8 @@ actions:
 #: a two-role MultiNode group, one QEMU device each
 GROUP = yaml.safe_dump({
     "job_name": "bulk group", "visibility": "public", "timeouts": {"job": {"minutes": 5}},
-    "protocols": {"lava-multinode": {"roles": {r: {"device_type": "qemu", "count": 1} for r in ("server", "client")}}},
+    "protocols": {"lava-multinode": {"roles": {r: {"device_type": "qemu", "count": 1, "context": {"arch": "amd64"}}
+                                                  for r in ("server", "client")}}},
     "actions": [{"boot": {"role": ["server", "client"], "method": "qemu", "media": "tmpfs", "prompts": ["# "]}}],
 }, sort_keys=False)
 
