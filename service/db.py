@@ -37,6 +37,15 @@ def open_database(url: str) -> SqliteDatabase | PostgresqlDatabase:
     return db
 
 
+def describe() -> str:
+    """Where the database is, for error messages (never its password)."""
+    db = database.obj
+    if isinstance(db, SqliteDatabase):
+        return f"SQLite {db.database}"
+    params = getattr(db, "connect_params", {}) or {}
+    return f"PostgreSQL {params.get('host', 'localhost')}:{params.get('port', 5432)}/{getattr(db, 'database', '')}"
+
+
 def is_sqlite() -> bool:
     return isinstance(database.obj, SqliteDatabase)
 

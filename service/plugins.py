@@ -20,7 +20,7 @@ from bottle import HTTPError, HTTPResponse, request, response
 from peewee import InterfaceError, OperationalError
 
 from . import auth, limits
-from .db import database
+from .db import database, describe
 from .errors import ApiError, log_incident
 from .models import TestJob, User, Worker
 
@@ -83,6 +83,12 @@ class ErrorPlugin:
                                                           f"(incident {incident})", "incident": incident})
                     answer.set_header("Retry-After", "2")
                     return answer
+                if _database_unreachable(exc):  # no connection (slots used up, server down): nothing written
+                    answer = json_response(503, {"error": f"cannot connect to the database ({describe()}): "
+                                                          f"{str(exc).strip().splitlines()[0][:200]}; retry later "
+                                                          f"(incident {incident})", "incident": incident})
+                    answer.set_header("Retry-After", "5")
+                    return answer
                 return json_response(500, {"error": f"internal server error (a bug): incident {incident} "
                                                     "in the server log", "incident": incident})
 
@@ -93,6 +99,13 @@ def _database_busy(exc: Exception) -> bool:
     """A lock wait that ran out (SQLite busy timeout, PostgreSQL lock/statement timeout)."""
     text = str(exc).lower()
     return isinstance(exc, OperationalError) and ("locked" in text or "busy" in text or "timeout" in text)
+
+
+def _database_unreachable(exc: Exception) -> bool:
+    """A connection the database refused or lost (PostgreSQL out of connection slots, down)."""
+    text = str(exc).lower()
+    return isinstance(exc, (OperationalError, InterfaceError)) and any(
+        word in text for word in ("connection", "connect to server", "too many clients", "server closed"))
 
 
 def parse_authorization() -> tuple[str, str, str | None]:

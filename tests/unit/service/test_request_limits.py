@@ -200,3 +200,23 @@ def test_nul_characters_are_refused_where_no_text_may_hold_one(app):
     # an escaped backslash before u0000 is text, not NUL: a log line holding JSON with \u0000 passes
     answer = app.api("POST", "/api/v1/tags", b'{"name": "a\\\\u0000b"}', headers=JSON)
     assert answer.status != 400 or "NUL" not in answer.json()["error"]
+
+
+def test_a_database_that_refuses_connections_is_a_503_naming_it(app):
+    """PostgreSQL out of connection slots or down: a 503 that says where, not a 500."""
+    import socket
+
+    from peewee import PostgresqlDatabase
+
+    with socket.socket() as s:  # a port nothing listens on: the connection is refused for real
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    kept = database.obj
+    database.initialize(PostgresqlDatabase("dutlab", host="127.0.0.1", port=port, user="nobody", connect_timeout=5))
+    try:
+        answer = app.api("GET", "/api/v1/jobs")
+    finally:
+        database.initialize(kept)
+    assert answer.status == 503, answer.text
+    assert f"PostgreSQL 127.0.0.1:{port}/dutlab" in answer.json()["error"] and answer.headers["Retry-After"] == "5"
+    assert app.api("GET", "/api/v1/jobs").status == 200
