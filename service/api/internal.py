@@ -28,6 +28,7 @@ from dutlab.dispatcher.protocol import (
 )
 
 from .. import __version__, wakeups
+from ..db import database
 from ..errors import bad_request, conflict
 from ..lab import jobs, results, worker_files, workers
 from ..models import Worker
@@ -137,16 +138,28 @@ def wait_for_work(worker: Worker, running: set[int], wait: float, interval: floa
                 holding = slot.acquire(blocking=False)
                 if not holding:
                     return answer
+            released = release_connection()
             if notified:
                 woken = wakeups.wait(worker.id, since, min(interval, left))
             else:
                 woken = False
                 time.sleep(min(interval, left))
+            if released:
+                database.connect(reuse_if_open=True)
             if not woken and time.monotonic() >= deadline:
                 return answer  # the worker polls again at once; its next poll reads first
     finally:
         if holding:
             slot.release()
+
+
+def release_connection() -> bool:
+    """Give this thread's database connection back while its poll sleeps: a held poll per idle
+    worker must not hold a PostgreSQL connection each (max_connections is 100 by default)."""
+    if database.is_closed() or database.in_transaction():
+        return False
+    database.close()
+    return True
 
 
 @routes.get(rule(JOB), auth="job")

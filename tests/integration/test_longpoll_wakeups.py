@@ -10,6 +10,8 @@ import logging
 import threading
 import time
 
+import pytest
+
 import factories
 from dutlab.dispatcher import protocol
 from dutlab.service import scheduler
@@ -43,12 +45,34 @@ class QueryCounter(logging.Handler):
         logger.setLevel(self.level)
 
 
+class QueriesByThread(QueryCounter):
+    """The SQL statements peewee runs, per thread name."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.by_thread: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.by_thread[record.threadName] = self.by_thread.get(record.threadName, 0) + 1
+
+    def of(self, name: str) -> int:
+        return self.by_thread.get(name, 0)
+
+
 def held_poll(app, wait: float, name: str) -> tuple[threading.Thread, list]:
     answers: list = []
     thread = threading.Thread(name=name, target=lambda: answers.append(
         app.api("POST", protocol.poll_path("w1"), {**BODY, "wait": wait}, token=None, auth="Worker tok-w1")))
     thread.start()
     return thread, answers
+
+
+def open_connections() -> int:
+    """PostgreSQL's sessions on this test's database."""
+    from dutlab.service.db import database
+
+    return database.execute_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                ).fetchone()[0]
 
 
 def qemu_lab() -> None:
@@ -70,6 +94,43 @@ def test_an_idle_long_poll_reads_the_database_at_its_safety_interval_only(app, d
         thread, _ = held_poll(app, 3, "polling")
         thread.join()
     assert polling.count > 3 * notified.count, (polling.count, notified.count)
+
+
+def test_held_polls_give_their_database_connections_back_while_they_wait(app, db, settings):
+    """Hundreds of idle workers would otherwise hold a PostgreSQL connection each (CI's PostgreSQL
+    pass runs this; SQLite has no connection limit, and keeps a closed connection's descriptors
+    open while other connections of the process hold locks, so it cannot be counted there)."""
+    from dutlab.service.db import is_sqlite
+
+    if is_sqlite():
+        pytest.skip("counts PostgreSQL sessions: runs in the PostgreSQL + Redis pass")
+    settings.longpoll_interval = 3600.0
+    dtype = factories.device_type("qemu")
+    names = [f"w{i}" for i in range(6)]
+    for name in names:
+        factories.device(f"qemu-{name}", dtype, factories.worker(name))
+    idle = open_connections()
+    answers: list = []
+    threads = [threading.Thread(name=f"held-{name}", target=lambda name=name: answers.append(app.api(
+        "POST", protocol.poll_path(name), {**BODY, "wait": 8}, token=None, auth=f"Worker tok-{name}")))
+        for name in names]
+    with QueriesByThread() as queries:
+        for thread in threads:
+            thread.start()
+        # auth, heartbeat, first read done in every poll: each is waiting (or about to)
+        while any(queries.of(t.name) < 4 for t in threads) and all(t.is_alive() for t in threads):
+            time.sleep(0.01)
+        seen = []
+        while all(t.is_alive() for t in threads):  # the polls hold for 8 s: look while they wait
+            seen.append(open_connections())
+            if seen[-1] <= idle:
+                break
+            time.sleep(0.05)
+        held = all(t.is_alive() for t in threads)
+        for thread in threads:
+            thread.join()
+    assert held and seen and seen[-1] <= idle, (idle, seen[-5:])
+    assert [a.status for a in answers] == [200] * len(names) and all(a.json()["start"] == [] for a in answers)
 
 
 def test_a_wake_up_in_this_process_answers_the_held_poll(app, db, settings):
