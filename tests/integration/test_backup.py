@@ -69,7 +69,8 @@ def drop_database(url: str) -> None:
     admin = psycopg2.connect(f"{base}/postgres")
     admin.autocommit = True
     cur = admin.cursor()
-    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                "AND usename = current_user", (name,))  # not an autovacuum worker (a superuser's)
     cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
     admin.close()
 

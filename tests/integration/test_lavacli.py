@@ -221,7 +221,8 @@ def test_submit_show_list_definition_cancel_resubmit(cli, lab, tmp_path):
     job_id = submit(cli, tmp_path)
     url = cli.run("jobs", "submit", "--url", job_file(tmp_path)).stdout.strip()
     assert url == f"http://127.0.0.1:{lab.port}/scheduler/job/{job_id + 1}"
-    assert http("GET", url).json()["id"] == job_id + 1  # the link leads to the job
+    page = http("GET", url)  # the link leads to the job's web page (LAVA's job page URL)
+    assert page.status == 200 and f"<h1>Job {job_id + 1} <small>lavacli job</small></h1>" in page.text, page.text[:300]
 
     show = cli.run("jobs", "show", str(job_id)).stdout.splitlines()
     assert len(show) == 14 and show[11].startswith("submit time : 20")

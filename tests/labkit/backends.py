@@ -39,7 +39,9 @@ def pg_database(admin_url: str = PG_ADMIN_URL, prefix: str = "dutlab_bench_") ->
         yield admin_url.rpartition("/")[0] + "/" + name
     finally:
         cur = admin.cursor()
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        # our own sessions only: an autovacuum worker there runs as a superuser (DROP DATABASE stops it)
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                    "AND usename = current_user AND pid <> pg_backend_pid()", (name,))
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.close()
 
