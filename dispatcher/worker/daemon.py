@@ -343,14 +343,16 @@ class Worker:
         # Whatever dutlab-run left in its session (QEMU, telnet) must not outlive the job.
         kill_group(run.job, signal.SIGKILL)
         status = run.popen.wait() if run.popen is not None else None
-        log.info("job %d: dutlab-run ended (status %s)", run.job.id, status)
         self._finished(run, status)
 
     def _finished(self, run: Run, status: int | None) -> None:
         if run.job.state == FORGOTTEN:
+            log.info("job %d: dutlab-run ended (status %s)", run.job.id, status)
             self._cleanup(run.job.id)
             return
         run.job = self.db.set_state(run.job.id, FINISHED, status)
+        # Logged once the status is in jobsdb: a worker killed after this line still reports it.
+        log.info("job %d: dutlab-run ended (status %s)", run.job.id, status)
         self._report(run)
 
     # reporting
