@@ -9,7 +9,7 @@ from .. import auth
 from ..lab import devices, job_views
 from ..models import DeviceType, HealthHistory, Worker
 from ..states import DeviceHealth, DeviceState
-from .plugin import WebRoutes, form, need_admin, redirect, render, settings, web_user
+from .plugin import WebRoutes, health_changes, need_admin, redirect, render, settings, web_user
 
 routes = WebRoutes("/devices")
 FILTERS = ("state", "health", "device_type", "worker")
@@ -47,9 +47,5 @@ def device_page(hostname: str) -> HTTPResponse:
 def set_health(hostname: str) -> HTTPResponse:
     """An admin sets the device's health (Good, Maintenance, Retired...) with a reason."""
     user = need_admin()
-    fields = form("health", "reason")
-    changes = {"health": fields["health"] or None}
-    if fields["reason"].strip():
-        changes["reason"] = fields["reason"].strip()
-    devices.update_device(hostname, changes, settings(), user.username)
+    devices.update_device(hostname, health_changes(), settings(), user.username)
     return redirect(f"/devices/{hostname}#history")

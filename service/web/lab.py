@@ -7,7 +7,7 @@ from bottle import HTTPResponse
 from ..lab import device_types, devices, job_views, workers
 from ..models import Device, TestJob
 from ..states import WorkerHealth
-from .plugin import WebRoutes, form, need_admin, redirect, render, settings, web_user
+from .plugin import WebRoutes, health_changes, need_admin, redirect, render, settings, web_user
 
 routes = WebRoutes()
 RECENT_JOBS = 20
@@ -51,9 +51,5 @@ def worker_page(name: str) -> HTTPResponse:
 def set_worker_health(name: str) -> HTTPResponse:
     """An admin puts the worker in Maintenance (or back to Active, or Retired) with a reason."""
     user = need_admin()
-    fields = form("health", "reason")
-    changes = {"health": fields["health"] or None}
-    if fields["reason"].strip():
-        changes["reason"] = fields["reason"].strip()
-    workers.update_worker(name, changes, user.username)
+    workers.update_worker(name, health_changes(), user.username)
     return redirect(f"/workers/{name}")

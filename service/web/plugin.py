@@ -116,6 +116,15 @@ def form(*names: str) -> dict[str, str]:
     return values
 
 
+def health_changes() -> dict[str, str | None]:
+    """The posted health form (health + optional reason) as changes for update_device/update_worker."""
+    fields = form("health", "reason")
+    changes: dict[str, str | None] = {"health": fields["health"] or None}
+    if fields["reason"].strip():
+        changes["reason"] = fields["reason"].strip()
+    return changes
+
+
 # Template filters ##################################################################
 
 
