@@ -27,7 +27,10 @@ from labkit.procs import free_port
 
 pytestmark = pytest.mark.backend
 
-JOB = factories.job_text("procs")
+
+
+def _job(device_type: str) -> str:
+    return factories.job_text("procs", device_type=device_type)
 
 
 def _need_postgres_and_redis() -> None:
@@ -95,8 +98,10 @@ def _children(parent: int) -> list[int]:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     _need_postgres_and_redis()
+    # each server thread keeps a database connection: 3 processes x 16 threads stay well below
+    # PostgreSQL's default max_connections (100), with room for the consumer and the test
     lab, stop = start_lab(tmp_path_factory.mktemp("procs"), serve_args=("--processes", "2"),
-                          longpoll_interval=3600)
+                          longpoll_interval=3600, threads=16)
     try:
         yield Servers(lab)
     finally:
@@ -104,15 +109,15 @@ def servers(tmp_path_factory):
 
 
 def _lab_objects(lab, workers: int, devices_each: int, prefix: str) -> dict[str, str]:
-    """Workers with devices (health Good); their tokens by name."""
-    if lab.api("GET", "/api/v1/device-types/qemu").status == 404:
-        lab.add_device_type("qemu", disable_health_checks=True)
+    """Workers with devices (health Good) of device type `prefix` (each test its own: the jobs one
+    leaves queued cannot start in another); their tokens by name."""
+    lab.add_device_type(prefix, template="qemu", disable_health_checks=True)
     tokens = {}
     for w in range(workers):
         name = f"{prefix}{w}"
         tokens[name] = lab.add_worker(name)
         for d in range(devices_each):
-            lab.add_device(f"{name}-d{d}", "qemu", name, "{% extends 'qemu.jinja2' %}", health="Good")
+            lab.add_device(f"{name}-d{d}", prefix, name, "{% extends 'qemu.jinja2' %}", health="Good")
     return tokens
 
 
@@ -160,6 +165,23 @@ def test_two_processes_both_answer_and_a_killed_one_is_replaced(servers):
     assert lab.json("GET", "/api/v1/system/version")
 
 
+def test_sigterm_to_the_parent_alone_stops_every_child_and_waits_for_them(servers):
+    lab = servers.lab
+    port = free_port()
+    proc = lab.spawn("serve-c", [str(BIN / "dutlab-server"), "--config", str(lab.config), "serve",
+                                 "--processes", "2", "--listen", f"127.0.0.1:{port}"])
+    try:
+        servers.wait_answering(f"http://127.0.0.1:{port}")
+        kids = [Pid.of(k) for k in _children(proc.pid)]
+        assert len(kids) == 2, lab.log("serve-c")
+        Pid.of(proc.pid).signal(signal.SIGTERM)  # the parent only, as systemd and the init script do
+        assert proc.wait(60) == 0, lab.log("serve-c")
+        assert not any(kid.exists() for kid in kids), lab.log("serve-c")  # waited for: gone, reaped
+        assert "SIGTERM: stopping 2 server processes" in lab.log("serve-c")
+    finally:
+        lab.stop("serve-c")
+
+
 def test_a_burst_of_jobs_is_assigned_once_to_workers_long_polling_both_servers(servers):
     lab = servers.lab
     tokens = _lab_objects(lab, workers=4, devices_each=2, prefix="burst")
@@ -185,7 +207,7 @@ def test_a_burst_of_jobs_is_assigned_once_to_workers_long_polling_both_servers(s
     for thread in threads:
         thread.start()
     try:
-        ids = [lab.submit(JOB) for _ in range(12)]  # 12 jobs for 8 devices, all while the polls wait
+        ids = [lab.submit(_job("burst")) for _ in range(12)]  # 12 jobs for 8 devices, all while the polls wait
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not errors:
             if sum(len(v) for v in started.values()) >= 8:
@@ -222,7 +244,7 @@ def test_long_polls_are_woken_across_processes(servers):
     held = threading.Thread(target=lambda: answers.append(_poll(url_b, "wake0", token, [], 12)))
     held.start()
     _wait_polled(lab, "wake0", before)
-    job_id = lab.submit(JOB)
+    job_id = lab.submit(_job("wake"))
     held.join()
     assert [item["id"] for item in answers[0]["start"]] == [job_id]
     _run(url_a, job_id, answers[0]["start"][0]["token"])
@@ -244,7 +266,7 @@ def test_a_wake_up_made_in_one_child_reaches_a_poll_held_in_the_other(servers):
     token = _lab_objects(lab, workers=1, devices_each=1, prefix="sibling")["sibling0"]
     first, second = [Pid.of(k) for k in servers.children()]
     answers: list = []
-    job_id = lab.submit(JOB)
+    job_id = lab.submit(_job("sibling"))
     start = _poll(lab.url, "sibling0", token, [], 12)["start"]
     assert [item["id"] for item in start] == [job_id]
     _run(lab.url, job_id, start[0]["token"])
@@ -287,7 +309,7 @@ def _wait_polled(lab, name: str, before: str | None, url: str | None = None, tim
 def test_log_batches_of_one_job_through_both_servers_are_stored_once_in_order(servers):
     lab = servers.lab
     token = _lab_objects(lab, workers=1, devices_each=1, prefix="logs")["logs0"]
-    job_id = lab.submit(JOB)
+    job_id = lab.submit(_job("logs"))
     start = _poll(lab.url, "logs0", token, [], 12)["start"]
     job_token = start[0]["token"]
     _run(servers.url_b, job_id, job_token)
