@@ -182,6 +182,28 @@ def test_sigterm_to_the_parent_alone_stops_every_child_and_waits_for_them(server
         lab.stop("serve-c")
 
 
+def test_a_parent_killed_outright_takes_its_children_with_it(servers):
+    """The init script's last resort is SIGKILL to the PID it tracks: no child may keep the port."""
+    lab = servers.lab
+    port = free_port()
+    proc = lab.spawn("serve-d", [str(BIN / "dutlab-server"), "--config", str(lab.config), "serve",
+                                 "--processes", "2", "--listen", f"127.0.0.1:{port}"])
+    kids: list = []
+    try:
+        servers.wait_answering(f"http://127.0.0.1:{port}")
+        kids = [Pid.of(k) for k in _children(proc.pid)]
+        assert len(kids) == 2, lab.log("serve-d")
+        Pid.of(proc.pid).signal(signal.SIGKILL)
+        proc.wait(30)
+        for kid in kids:
+            assert kid.wait_gone(30), f"server process {kid.pid} outlived its parent:\n{lab.log('serve-d')}"
+    finally:
+        lab.stop("serve-d")
+        for kid in kids:  # when the test failed: the group of a dead leader is not signalled
+            if kid is not None and kid.running():
+                kid.signal(signal.SIGKILL)
+
+
 def test_a_burst_of_jobs_is_assigned_once_to_workers_long_polling_both_servers(servers):
     lab = servers.lab
     tokens = _lab_objects(lab, workers=4, devices_each=2, prefix="burst")
