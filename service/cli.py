@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -21,7 +22,7 @@ from .backup.archive import BackupError
 from .backup.create import create_backup
 from .backup.restore import restore
 from .config import ConfigError, Settings, config_path, load
-from .db import connection, open_database
+from .db import connection, database, open_database
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -51,36 +52,71 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import bind, supervise
+
+    settings = _settings(args)
+    if args.listen:
+        settings.listen = args.listen
+    if args.processes is not None:
+        if args.processes < 1:
+            sys.exit("dutlab-server serve: --processes must be 1 or more")
+        settings.processes = args.processes
+    problem = settings.processes_problem()
+    if problem:
+        sys.exit(f"dutlab-server: configuration error: {problem}")
+    if args.migrate:
+        cmd_migrate(args)
+    if settings.processes == 1:
+        return _serve(args, settings)
+    _open(settings)  # the schema check once, here; each child opens its own connections
+    database.close()
+    settings.secret_key()  # made once: children racing to create it would fail
+    filemodes.warn_broad_files(settings)
+    host, port = settings.host_port
+    try:
+        sock = bind(host, port, settings.listen_backlog)
+    except OSError as exc:
+        sys.exit(f"dutlab-server: cannot listen on {settings.listen}: {exc}")
+    logging.getLogger("dutlab.server").info("listening on http://%s:%s", host, port)
+    return supervise(settings.processes, sock, lambda sock: _serve(args, settings, sock))
+
+
+def _serve(args: argparse.Namespace, settings: Settings, sock: socket.socket | None = None) -> int:
+    """Serve in this process: on its own socket, or on `sock` shared with other server processes."""
     from cheroot import wsgi  # the web stack loads only for `serve`
 
     from .app import make_app
     from .limits import release_memory_after_bursts, server_body_cap
 
-    settings = _settings(args)
-    if args.listen:
-        settings.listen = args.listen
-    if args.migrate:
-        cmd_migrate(args)
     _open(settings)
     settings.secret_key()
-    filemodes.warn_broad_files(settings)
+    if sock is None:
+        filemodes.warn_broad_files(settings)
     host, port = settings.host_port
     release_memory_after_bursts()
     if settings.longpoll_notify:
         wakeups.listen()  # the consumer's passes wake this process's long-polls
-    # the backlog queues a burst of connections instead of resetting them (cheroot's default is 5)
     if args.access_log:
         accesslog.send_access_log_to(args.access_log)
     app = make_app(settings) if args.no_access_log else accesslog.AccessLog(make_app(settings))
+    # the backlog queues a burst of connections instead of resetting them (cheroot's default is 5)
     server = wsgi.Server((host, port), app, numthreads=settings.threads,
                          server_name="dutlab", shutdown_timeout=1, request_queue_size=settings.listen_backlog)
     server.max_request_body_size = server_body_cap(settings)
     _stop_on_signals(server.stop)
-    logging.getLogger("dutlab.server").info("listening on http://%s:%s", host, port)
-    try:
-        server.start()
-    except OSError as exc:
-        sys.exit(f"dutlab-server: cannot listen on {settings.listen}: {exc}")
+    if sock is None:
+        logging.getLogger("dutlab.server").info("listening on http://%s:%s", host, port)
+        try:
+            server.start()
+        except OSError as exc:
+            sys.exit(f"dutlab-server: cannot listen on {settings.listen}: {exc}")
+        return 0
+    server.bind = lambda family, type, proto=0: setattr(server, "socket", sock)  # the inherited socket
+    server.prepare()
+    # non-blocking: of the processes woken for one connection, those that lose the accept() go
+    # back to their loop at once (with cheroot's 1 s timeout they would sit in accept())
+    sock.settimeout(0)
+    server.serve()
     return 0
 
 
@@ -165,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--access-log", metavar="FILE",
                    help="one line per request into FILE (default: into the server log, logger dutlab.access)")
     p.add_argument("--no-access-log", action="store_true", help="no line per request")
+    p.add_argument("--processes", type=int, metavar="N",
+                   help="N server processes on one listening socket (PostgreSQL + Redis only; "
+                        "overrides the settings file's processes, default 1)")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("consumer", help="run the task queue consumer (scheduler, health checks, sweeps)")
     p.add_argument("-w", "--workers", type=int, default=2)

@@ -107,6 +107,8 @@ class Settings:
     #: URL the server is reached at (links in notifications, lavacli --url)
     base_url: str = ""
     threads: int = 32
+    #: `serve` processes sharing the listening socket (more than 1: PostgreSQL + Redis only)
+    processes: int = 1
     #: the listen backlog: connections the kernel queues before `serve` accepts them
     listen_backlog: int = 1024
     #: largest request body (bytes) from an anonymous caller, a user (token), a worker or job
@@ -161,6 +163,18 @@ class Settings:
             self.queue = f"sqlite:///{data / 'queue.sqlite3'}"
         if not self.output_dir:
             self.output_dir = str(data / "jobs")
+        if self.processes < 1:
+            raise ConfigError(f"processes: expected 1 or more server processes, got {self.processes}")
+
+    def processes_problem(self) -> str:
+        """Why `processes` cannot be served on these backends ("" when it can)."""
+        if self.processes > 1 and not (self.database.startswith(("postgresql:", "postgres:"))
+                                       and self.queue.startswith("redis:")):
+            # SQLite's wake-up channel reaches one server process, and its one writer lock would
+            # only make more processes queue for it
+            return (f"processes: {self.processes} server processes need database: postgresql://... and "
+                    "queue: redis://... (on SQLite, serve runs as one process: set processes: 1)")
+        return ""
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -45,6 +45,16 @@ _ORIGIN = f"{os.getpid()}-{os.urandom(4).hex()}"
 _state: dict[str, object] = {"listening": False, "sender": None}
 
 
+def _new_origin() -> None:
+    """A forked server process (serve --processes) is another process: without its own origin it
+    would drop its siblings' wake-ups as its own."""
+    global _ORIGIN
+    _ORIGIN = f"{os.getpid()}-{os.urandom(4).hex()}"
+
+
+os.register_at_fork(after_in_child=_new_origin)
+
+
 def _cond(worker_id: int) -> threading.Condition:
     cond = _conds.get(worker_id)
     if cond is None:

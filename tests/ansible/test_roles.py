@@ -135,6 +135,24 @@ def _psql(sql: str, database: str = "postgres") -> str:
 
 @pytest.mark.postgres
 @pytest.mark.skipif(shutil.which("pg_lsclusters") is None, reason="PostgreSQL is not installed")
+def _serving_children(parent: int, timeout: float = 30) -> list[int]:
+    """The `serve` processes forked by the server service's process, once there are two."""
+    deadline = time.monotonic() + timeout
+    while True:
+        kids = []
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except (OSError, IndexError):
+                continue
+            if entry.name.isdigit() and int(stat[1]) == parent and b"serve" in argv:
+                kids.append(int(entry.name))
+        if len(kids) >= 2 or time.monotonic() > deadline:
+            return sorted(kids)
+        time.sleep(0.2)
+
+
 def test_server_on_postgresql_and_redis_behind_nginx(role_lab, tmp_path):
     pg_was_running = _service_running("postgresql")
     nginx_was_running = shutil.which("nginx") is not None and _service_running("nginx")
@@ -151,11 +169,15 @@ def test_server_on_postgresql_and_redis_behind_nginx(role_lab, tmp_path):
             "dutlab_server_queue": "redis", "dutlab_server_redis_manage": False,
             "dutlab_server_redis_url": f"redis://127.0.0.1:{redis_port}/0",
             "dutlab_server_nginx": True, "dutlab_server_nginx_port": nginx_port,
-            "dutlab_server_nginx_server_name": "localhost",
+            "dutlab_server_nginx_server_name": "localhost", "dutlab_server_processes": 2,
         })
         first = play(SITE, tmp_path, inventory=inventory, cmdline="--diff")
         assert first.changed
         config = (role_lab.etc / "server.yaml").read_text()
+        assert yaml.safe_load(config)["processes"] == 2
+        parent = int(Path(f"/run/dutlab-{role_lab.tag}-server.pid").read_text().split()[0])
+        children = _serving_children(parent)
+        assert len(children) == 2, f"server pid {parent} has serving children {children}\n{role_lab.log()}"
         assert f"postgresql://{name}:pw-{role_lab.tag}@127.0.0.1:5432/{name}" in config
         assert f"redis://127.0.0.1:{redis_port}/0" in config
         assert _psql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'device'", name) == "1"

@@ -20,11 +20,12 @@ TEST_SETTINGS = {
 TEST_WORKER_ARGS = ("--poll-wait", "5", "--cancel-grace", "5")
 
 
-def start_lab(tmp: Path, *, consumer: bool = True, **settings: Any) -> tuple[Lab, Callable[[], None]]:
+def start_lab(tmp: Path, *, consumer: bool = True, serve_args: tuple[str, ...] = (),
+              **settings: Any) -> tuple[Lab, Callable[[], None]]:
     """A started lab in `tmp` with an admin (`admin_token`); call the returned stop() when done."""
     database, queue, cleanup = backend_urls(tmp)
     lab = Lab.create(tmp, database=database, queue=queue, settings={**TEST_SETTINGS, **settings},
-                     worker_args=TEST_WORKER_ARGS)
+                     worker_args=TEST_WORKER_ARGS, serve_args=serve_args)
     try:
         lab.bootstrap()
         lab.start(consumer=consumer)

@@ -79,6 +79,8 @@ class LabServer:
     log_level: str = ""
     #: where each process's output goes (<name>.log); default root/logs
     logs: Path | None = None
+    #: more `serve` arguments (e.g. "--processes", "2")
+    serve_args: tuple[str, ...] = ()
     procs: Procs = field(default_factory=Procs)
 
     @classmethod
@@ -137,7 +139,8 @@ class LabServer:
 
     def _server(self, what: str) -> None:
         level = ["--log-level", self.log_level] if self.log_level else []
-        self.spawn(what, [str(BIN / "dutlab-server"), "--config", str(self.config), *level, what])
+        extra = self.serve_args if what == "serve" else ()
+        self.spawn(what, [str(BIN / "dutlab-server"), "--config", str(self.config), *level, what, *extra])
 
     def start(self, consumer: bool = True) -> LabServer:
         self._server("serve")
