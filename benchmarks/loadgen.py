@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A load generator process for the submission benchmark (started and stopped by submission.py).
+"""A load generator process for the benchmarks (started and stopped by submission.py, latency.py).
 
 Runs --threads keep-alive clients from --start-at (epoch) for --duration seconds against one
 endpoint and prints {"count", "errors", "error_sample", "latencies"} as JSON. Bounded in time and
@@ -25,6 +25,7 @@ MODES = {
     "version": ("GET", "/api/v1/system/version", "", (200,)),
     "rest": ("POST", "/api/v1/jobs", "application/yaml", (201,)),
     "rpc": ("POST", "/RPC2", "text/xml", (200,)),
+    "get": ("GET", "", "", (200,)),  # any GET: --path
 }
 
 
@@ -37,11 +38,15 @@ def main() -> int:
     p.add_argument("--start-at", type=float, required=True)
     p.add_argument("--duration", type=float, required=True)
     p.add_argument("--body-file", type=Path)
+    p.add_argument("--path", default="", help="the path of --mode get (with its query string)")
     p.add_argument("--max-requests", type=int, default=100_000)
     args = p.parse_args()
     if not args.url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         sys.exit("loadgen: loopback URLs only")
     method, path, ctype, ok = MODES[args.mode]
+    path = args.path or path
+    if not path.startswith("/"):
+        sys.exit("loadgen: --mode get needs --path /...")
     body = None
     if args.body_file:
         text = args.body_file.read_text()

@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # labkit: the lab harness the te
 
 import benchmachine  # noqa: E402
 import drain  # noqa: E402
+import latency  # noqa: E402
 import logs  # noqa: E402
 import memory  # noqa: E402
 import overhead  # noqa: E402
@@ -40,7 +41,7 @@ from benchlib import Ctx, Section, fmt  # noqa: E402
 
 from labkit import REPO, Procs, ensure_postgres, stop_everything, stop_postgres  # noqa: E402
 
-SECTIONS = [overhead, pickup, wakeups, submission, scheduler_scale, logs, drain, memory]
+SECTIONS = [overhead, pickup, wakeups, submission, latency, scheduler_scale, logs, drain, memory]
 NAMES = {m.KEY: m for m in SECTIONS}
 
 

@@ -26,7 +26,7 @@ def _json(dtype, full: bool = True) -> dict:
 @routes.get("")
 def list_device_types() -> dict:
     return page(device_types.list_device_types(), request.query.get("limit"), request.query.get("offset"),
-                    lambda d: _json(d, full=False))
+                many=lambda page_rows: device_types.device_types_json(page_rows, _settings(), full=False))
 
 
 @routes.post("", auth="admin")

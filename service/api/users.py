@@ -28,7 +28,7 @@ SELF = "themselves, or an admin; only a superuser acts on a superuser"
 def list_users() -> dict:
     user = current_user()
     rows = users.list_users() if auth.is_admin(user) else [user]
-    return page(rows, request.query.get("limit"), request.query.get("offset"), users.user_json)
+    return page(rows, request.query.get("limit"), request.query.get("offset"), many=users.users_json)
 
 
 @routes.post("/users", auth="admin")
@@ -62,7 +62,7 @@ def delete_user(name: str) -> HTTPResponse:
 @routes.get("/groups", auth="user")
 def list_groups() -> dict:
     return page(users.list_groups(), request.query.get("limit"), request.query.get("offset"),
-                users.group_json)
+                many=users.groups_json)
 
 
 @routes.post("/groups", auth="admin")

@@ -16,7 +16,7 @@ routes = Routes("/api/v1/workers")
 @routes.get("")
 def list_workers() -> dict:
     rows = workers.list_workers(health=request.query.get("health"), state=request.query.get("state"))
-    return page(rows, request.query.get("limit"), request.query.get("offset"), workers.worker_json)
+    return page(rows, request.query.get("limit"), request.query.get("offset"), many=workers.workers_json)
 
 
 @routes.post("", auth="admin")

@@ -121,6 +121,15 @@ def page(rows: list, limit: Any = None, offset: Any = None, serialize: Callable 
     return {"count": len(rows), "results": many(chunk) if many else [serialize(r) for r in chunk]}
 
 
+def grouped(pairs: Iterable[tuple[Any, Any]]) -> dict[Any, list[Any]]:
+    """{key: [value, ...]} of (key, value) rows in their order: what a page of objects lists of each
+    (its devices, groups, permissions), read with one query for the whole page."""
+    out: dict[Any, list[Any]] = {}
+    for key, value in pairs:
+        out.setdefault(key, []).append(value)
+    return out
+
+
 def names_by_id(model: type[Model], attr: str, keys: set[int | None]) -> dict[int, str]:
     """{id: model.attr} for these ids, in one query; it runs even for none, so that a page costs the
     same number of queries whatever it shows."""

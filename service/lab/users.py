@@ -16,7 +16,7 @@ from ..errors import ApiError, bad_request, conflict, forbidden
 from ..models import Device, Group, GroupMember, GroupPermission, TestJob, User, UserPermission, utcnow
 from ..states import PERMISSIONS
 from ..throttle import LoginThrottle
-from .checks import boolean, check_fields, insert, iso, lookup, string_list, text
+from .checks import boolean, check_fields, grouped, insert, iso, lookup, string_list, text
 
 USERNAME_RE = re.compile(r"^[\w.@+-]{1,150}$")
 GROUPNAME_RE = re.compile(r"^[\w .@+-]{1,150}$")
@@ -35,14 +35,22 @@ def get_user(username: str, path: str | None = None) -> User:
     return lookup(User, "username", username, "user", path)
 
 
-def _group_names(user: User) -> list[str]:
-    query = Group.select(Group.name).join(GroupMember).where(GroupMember.user == user).order_by(Group.name)
-    return [g.name for g in query]
+class UserLists:
+    """The groups and direct permissions of a page of users, in two queries whatever its size."""
+
+    def __init__(self, found: list[User]) -> None:
+        ids = [u.id for u in found]
+        self.groups = grouped(GroupMember.select(GroupMember.user, Group.name).join(Group)
+                              .where(GroupMember.user.in_(ids)).order_by(Group.name).tuples())
+        self.permissions = grouped(UserPermission.select(UserPermission.user, UserPermission.perm)
+                                   .where(UserPermission.user.in_(ids)).order_by(UserPermission.perm).tuples())
 
 
-def user_json(user: User) -> dict:
-    """The one JSON shape of a user (never the password hash)."""
-    groups = _group_names(user)
+def user_json(user: User, lists: UserLists | None = None) -> dict:
+    """The one JSON shape of a user (never the password hash); `lists`, those of a page of users
+    (`users_json`)."""
+    lists = lists or UserLists([user])
+    groups = lists.groups.get(user.id, [])
     return {
         "username": user.username,
         "email": user.email,
@@ -51,15 +59,16 @@ def user_json(user: User) -> dict:
         "is_staff": STAFF_GROUP in groups,
         "groups": groups,
         #: granted to the user directly (its groups' permissions are the groups')
-        "permissions": _user_permissions(user),
+        "permissions": sorted(lists.permissions.get(user.id, [])),
         "date_joined": iso(user.date_joined),
         "last_login": iso(user.last_login),
     }
 
 
-def _user_permissions(user: User) -> list[str]:
-    query = UserPermission.select(UserPermission.perm).where(UserPermission.user == user)
-    return sorted(p.perm for p in query)
+def users_json(found: list[User]) -> list[dict]:
+    """`user_json` of each user, in a fixed number of queries."""
+    lists = UserLists(found)
+    return [user_json(u, lists) for u in found]
 
 
 def list_users(include_inactive: bool = True) -> list[User]:
@@ -238,15 +247,31 @@ def get_group(group_name: str, path: str | None = None) -> Group:
     return lookup(Group, "name", group_name, "group", path)
 
 
-def group_json(group: Group) -> dict:
-    """The one JSON shape of a group: its permissions and members, sorted."""
-    perms = GroupPermission.select().where(GroupPermission.group == group).order_by(GroupPermission.perm)
-    members = User.select(User.username).join(GroupMember).where(GroupMember.group == group)
+def group_json(group: Group, lists: tuple[dict, dict] | None = None) -> dict:
+    """The one JSON shape of a group: its permissions and members, sorted; `lists`, those of a page
+    of groups (`groups_json`)."""
+    perms, members = lists or _group_lists([group])
     return {
         "name": group.name,
-        "permissions": [p.perm for p in perms],
-        "members": sorted(u.username for u in members),
+        "permissions": perms.get(group.id, []),
+        "members": sorted(members.get(group.id, [])),
     }
+
+
+def _group_lists(found: list[Group]) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """({group id: permissions}, {group id: member usernames}), sorted, in two queries."""
+    ids = [g.id for g in found]
+    perms = grouped(GroupPermission.select(GroupPermission.group, GroupPermission.perm)
+                    .where(GroupPermission.group.in_(ids)).order_by(GroupPermission.perm).tuples())
+    members = grouped(GroupMember.select(GroupMember.group, User.username).join(User)
+                      .where(GroupMember.group.in_(ids)).order_by(User.username).tuples())
+    return perms, members
+
+
+def groups_json(found: list[Group]) -> list[dict]:
+    """`group_json` of each group, in a fixed number of queries."""
+    lists = _group_lists(found)
+    return [group_json(g, lists) for g in found]
 
 
 def list_groups() -> list[Group]:
@@ -324,7 +349,8 @@ def add_to_group(group_name: str, usernames: list[str] = (), permissions: list[s
 
 def change_user_permissions(username: str, add: list[str] = (), remove: list[str] = ()) -> User:
     """Grant and revoke permissions of one user, keeping the others (the CLI's `users update`)."""
-    current = _user_permissions(get_user(username))
+    user = get_user(username)
+    current = sorted(UserLists([user]).permissions.get(user.id, []))
     wanted = _permissions(list(add))  # the path of a bad one is its place among those given
     return update_user(username, {"permissions": _changed(current, wanted, _permissions(list(remove)))})
 

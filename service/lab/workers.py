@@ -19,7 +19,7 @@ from ..db import write_txn
 from ..errors import bad_request, conflict
 from ..models import Device, TestJob, Worker, utcnow
 from ..states import JobHealth, JobState, WorkerHealth, WorkerState
-from .checks import check_fields, insert, integer, iso, label, lookup, name, text
+from .checks import check_fields, grouped, insert, integer, iso, label, lookup, name, text
 from .definitions import stored_seconds
 from .devices import ADMIN_ACTOR, follow_worker_health
 from .jobs import ACTIVE, finish
@@ -35,8 +35,10 @@ def get_worker(hostname: str, path: str | None = None) -> Worker:
     return lookup(Worker, "hostname", hostname, "worker", path)
 
 
-def worker_json(worker: Worker, devices: bool = True, time: Callable[[Any], Any] = iso) -> dict:
-    """The one shape of a worker (never its token); `time` as in `job_views.job_json`."""
+def worker_json(worker: Worker, devices: bool = True, time: Callable[[Any], Any] = iso,
+                hostnames: list[str] | None = None) -> dict:
+    """The one shape of a worker (never its token); `time` as in `job_views.job_json`; `hostnames`,
+    its devices as `workers_json` read them for a whole page."""
     out = {
         "hostname": worker.hostname,
         "description": worker.description,
@@ -47,8 +49,21 @@ def worker_json(worker: Worker, devices: bool = True, time: Callable[[Any], Any]
         "last_ping": time(worker.last_ping),
     }
     if devices:
-        out["devices"] = [d.hostname for d in worker.devices.order_by(Device.hostname)]
+        out["devices"] = hostnames if hostnames is not None else device_hostnames([worker]).get(worker.id, [])
     return out
+
+
+def device_hostnames(found: list[Worker]) -> dict[int, list[str]]:
+    """{worker id: its devices' hostnames, sorted} for these workers, in one query."""
+    query = (Device.select(Device.worker, Device.hostname).where(Device.worker.in_([w.id for w in found]))
+             .order_by(Device.hostname).tuples())
+    return grouped(query)
+
+
+def workers_json(found: list[Worker], devices: bool = True, time: Callable[[Any], Any] = iso) -> list[dict]:
+    """`worker_json` of each worker, in a fixed number of queries (none without `devices`)."""
+    hostnames = device_hostnames(found) if devices else {}
+    return [worker_json(w, devices, time, hostnames.get(w.id, [])) for w in found]
 
 
 def list_workers(include_retired: bool = True, health: Any = None, state: Any = None) -> list[Worker]:

@@ -7,7 +7,7 @@ from typing import Any
 from .. import devicecfg
 from ..errors import ApiError
 from ..lab import device_types
-from ..lab.devices import device_json, list_devices
+from ..lab.devices import devices_json, list_devices
 from . import BAD_REQUEST, CONFLICT, NOT_FOUND, Call, Fault, binary, exposed, lava_message, string
 
 
@@ -15,8 +15,8 @@ from . import BAD_REQUEST, CONFLICT, NOT_FOUND, Call, Fault, binary, exposed, la
 def list_types(call: Call, show_all: bool = False) -> list:
     """Device types with their device count; `show_all` adds hidden types and installed
     templates that are not device types yet (installed: false)."""
-    infos = [device_types.device_type_json(t, call.settings, full=False)
-             for t in device_types.list_device_types(include_hidden=bool(show_all))]
+    infos = device_types.device_types_json(device_types.list_device_types(include_hidden=bool(show_all)),
+                                           call.settings, full=False)
     rows = [{"name": i["name"], "devices": len(i["devices"]), "installed": True, "template": i["template_found"]}
             for i in infos]
     if show_all:
@@ -88,7 +88,7 @@ def update(call: Call, name: str, description: str | None = None, display: bool 
 def devices(call: Call, name: str, health: str | None = None) -> list:
     """[{hostname, health, state}] of the type's devices, optionally of one health."""
     dtype = device_types.get_device_type(string(name, "name"))
-    infos = [device_json(d) for d in list_devices(device_type=dtype.name, health=health)]
+    infos = devices_json(list_devices(device_type=dtype.name, health=health))
     return [{"hostname": i["hostname"], "health": i["health"], "state": i["state"]} for i in infos]
 
 

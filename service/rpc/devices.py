@@ -9,27 +9,24 @@ import yaml
 from .. import devicecfg
 from ..errors import ApiError
 from ..lab import devices
-from ..models import Device
 from . import BAD_REQUEST, CONFLICT, NOT_FOUND, Call, Fault, binary, exposed, lava_message, optional_text, string
 
 
-def _list_entry(device: Device) -> dict:
-    info = devices.device_json(device)
+def _list_entry(info: dict) -> dict:
     return {"hostname": info["hostname"], "type": info["device_type"], "health": info["health"],
             "state": info["state"], "current_job": info["current_job"], "pipeline": True}
 
 
-def _permissions(device: Device) -> list[dict]:
+def _permissions(info: dict) -> list[dict]:
     # LAVA lists per-group Django permissions; dutlab's equivalent is the owner group, which
     # alone may submit to (and view) the device
-    info = devices.device_json(device)
     return [{"name": "submit_to_device", "group": info["owner_group"]}] if info["owner_group"] else []
 
 
 @exposed("scheduler.devices.list")
 def list_devices(call: Call, show_all: bool = False, offline_info: bool = False) -> list:
     """Devices sorted by hostname; Retired ones only with `show_all`."""
-    return [_list_entry(d) for d in devices.list_devices(include_retired=bool(show_all))]
+    return [_list_entry(info) for info in devices.devices_json(devices.list_devices(include_retired=bool(show_all)))]
 
 
 @exposed("scheduler.devices.show")
@@ -49,7 +46,7 @@ def show(call: Call, hostname: str) -> dict:
         "worker": info["worker"],
         "current_job": info["current_job"],
         "tags": info["tags"],
-        "permissions": _permissions(device),
+        "permissions": _permissions(info),
     }
 
 
@@ -162,4 +159,4 @@ def tags_delete(call: Call, hostname: str, name: str) -> None:
 @exposed("scheduler.devices.perms_list")
 def perms_list(call: Call, hostname: str) -> list:
     """[{name, group}]: the owner group may submit to the device."""
-    return _permissions(devices.get_device(string(hostname, "hostname")))
+    return _permissions(devices.device_json(devices.get_device(string(hostname, "hostname"))))

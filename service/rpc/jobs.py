@@ -62,8 +62,7 @@ def job_dict(job: TestJob) -> dict:
     }
 
 
-def _list_entry(job: TestJob, verbose: bool) -> dict:
-    info = job_views.job_json(job, time=as_datetime)
+def _list_entry(info: dict, verbose: bool) -> dict:
     out = {key: info[key] for key in ("id", "description", "device_type", "health", "state", "submitter")}
     out["id"] = info["sub_id"] or info["id"]
     if verbose:
@@ -97,21 +96,18 @@ def _label(enum, value: Any, what: str) -> int | None:
         raise Fault(BAD_REQUEST, f"Bad request: {what}: {exc}") from None
 
 
-def _visible(call: Call, query):
-    """Narrow in SQL what the caller may see; group visibility is checked per row."""
-    user = call.user
-    if user is None:
-        return query.where(TestJob.visibility == "public")
-    if user.is_superuser:
-        return query
-    return query.where((TestJob.visibility.in_(["public", "group"])) | (TestJob.submitter == user))
-
-
-def _page(call: Call, query, start: int, limit: int, keep=lambda job: True) -> list[TestJob]:
+def _page(call: Call, query, start: int, limit: int, keep=None) -> list[TestJob]:
+    """One page of the jobs the caller may see (`job_views.visible_to`: in SQL, as the REST list);
+    `keep` filters in Python what SQL cannot say the same way on SQLite and PostgreSQL."""
+    condition = job_views.visible_to(call.user)
+    if condition is not None:
+        query = query.where(condition)
+    if keep is None:
+        return list(query.offset(start).limit(limit))
     out: list[TestJob] = []
     skipped = 0
-    for job in _visible(call, query).iterator():
-        if not auth.may_view_job(call.user, job) or not keep(job):
+    for job in query.iterator():
+        if not keep(job):
             continue
         if skipped < start:
             skipped += 1
@@ -137,13 +133,13 @@ def list_jobs(call: Call, state: str | None = None, health: str | None = None, s
     minutes = _int(since, "since", 0)
     if minutes:
         query = query.where(TestJob.end_time >= now - dt.timedelta(minutes=minutes))
-    keep = lambda job: True  # noqa: E731
+    keep = None
     if duration_at_least not in (None, "", 0):
         least = dt.timedelta(minutes=_int(duration_at_least, "duration_at_least", 0))
         query = query.where(TestJob.start_time.is_null(False))
         keep = lambda job: (job.end_time or now) - job.start_time >= least  # noqa: E731
     rows = _page(call, query, _int(start, "start", 0), min(_int(limit, "limit", 25, 1), MAX_LIMIT), keep)
-    return [_list_entry(job, bool(verbose)) for job in rows]
+    return [_list_entry(info, bool(verbose)) for info in job_views.jobs_json(rows, time=as_datetime)]
 
 
 @exposed("scheduler.jobs.queue")
@@ -156,7 +152,7 @@ def queue(call: Call, device_types: list | None = None, start: int = 0, limit: i
             device_types = [device_types]
         query = query.where(DeviceType.name.in_([str(name) for name in device_types]))
     rows = _page(call, query, _int(start, "start", 0), min(_int(limit, "limit", 25, 1), MAX_LIMIT))
-    entries = [job_views.job_json(job) for job in rows]
+    entries = job_views.jobs_json(rows)
     return [{"id": e["id"], "description": e["description"], "requested_device_type": e["device_type"],
              "submitter": e["submitter"]} for e in entries]
 

@@ -16,7 +16,7 @@ RECENT_JOBS = 20
 @routes.get("/device-types")
 def device_type_list() -> HTTPResponse:
     """Device types with their health-check frequency and devices."""
-    rows = [device_types.device_type_json(t, full=False) for t in device_types.list_device_types()]
+    rows = device_types.device_types_json(device_types.list_device_types(), full=False)
     return render("device_types.html", title="Device types", rows=rows)
 
 
@@ -33,7 +33,7 @@ def device_type_page(name: str) -> HTTPResponse:
 @routes.get("/workers")
 def worker_list() -> HTTPResponse:
     """Workers with their state, health and last ping."""
-    rows = [workers.worker_json(w, devices=False) for w in workers.list_workers()]
+    rows = workers.workers_json(workers.list_workers(), devices=False)
     return render("workers.html", title="Workers", rows=rows)
 
 

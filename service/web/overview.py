@@ -81,5 +81,5 @@ def failed_jobs() -> list[dict]:
 def overview() -> HTTPResponse:
     """The lab at a glance."""
     return render("overview.html", title="Overview", counts=device_counts(), types=queue_by_type(),
-                  workers=[workers.worker_json(w, devices=False) for w in workers.list_workers(include_retired=False)],
+                  workers=workers.workers_json(workers.list_workers(include_retired=False), devices=False),
                   bad=bad_devices(), failures=failed_jobs())
