@@ -59,10 +59,8 @@ def device_types_update(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def device_types_list(args: argparse.Namespace, settings: Settings) -> int:
-    rows = []
-    for dtype in device_types.list_device_types():
-        row = device_types.device_type_json(dtype, settings, full=False)
-        rows.append({**row, "devices": len(row["devices"]), "installed": True})
+    rows = [{**row, "devices": len(row["devices"]), "installed": True}
+            for row in device_types.device_types_json(device_types.list_device_types(), settings, full=False)]
     if args.all:
         known = {r["name"] for r in rows}
         rows += [{"name": t, "template": t, "devices": 0, "installed": False, "template_found": True}
@@ -117,7 +115,7 @@ def devices_update(args: argparse.Namespace, settings: Settings) -> int:
 def devices_list(args: argparse.Namespace, settings: Settings) -> int:
     rows = devices.list_devices(include_retired=args.all or args.health == "RETIRED",
                                 state=args.state, health=args.health)
-    emit([devices.device_json(d) for d in rows], DEVICE_COLUMNS, args.format)
+    emit(devices.devices_json(rows), DEVICE_COLUMNS, args.format)
     return 0
 
 

@@ -65,7 +65,7 @@ def createsuperuser(args: argparse.Namespace, settings: Settings) -> int:
 
 def users_list(args: argparse.Namespace, settings: Settings) -> int:
     rows = users.list_users(include_inactive=args.all)
-    emit([users.user_json(u) for u in rows], USER_COLUMNS, args.format)
+    emit(users.users_json(rows), USER_COLUMNS, args.format)
     return 0
 
 
@@ -96,7 +96,7 @@ def groups_update(args: argparse.Namespace, settings: Settings) -> int:
 
 def groups_list(args: argparse.Namespace, settings: Settings) -> int:
     columns = ["name", "permissions", "members"] if args.verbose or args.format else ["name"]
-    emit([users.group_json(g) for g in users.list_groups()], columns, args.format)
+    emit(users.groups_json(users.list_groups()), columns, args.format)
     return 0
 
 

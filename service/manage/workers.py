@@ -38,7 +38,7 @@ def workers_update(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def workers_list(args: argparse.Namespace, settings: Settings) -> int:
-    rows = [workers.worker_json(w) for w in workers.list_workers(include_retired=args.all)]
+    rows = workers.workers_json(workers.list_workers(include_retired=args.all))
     emit(rows, WORKER_COLUMNS, args.format)
     return 0
 
