@@ -42,12 +42,13 @@ THREADS = 128
 #: 128 threads pass the shared cluster's max_connections (100); an admin sizes it for the lab
 PG_MAX_CONNECTIONS = 300
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-SUBMITTERS = 4
+#: open loop: enough connections that the offered rate holds while each answer takes ~0.4 s
+SUBMITTERS = 16
 
 
 def _plan(quick: bool) -> dict:
     if quick:  # shorter jobs so that the short window sees a steady state
-        return {"rate": 36.0, "min_s": 1.0, "max_s": 8.0, "ramp": 10.0, "window": 15.0}
+        return {"rate": 36.0, "min_s": 1.0, "max_s": 6.0, "ramp": 8.0, "window": 12.0}
     return {"rate": 36.0, "min_s": 1.0, "max_s": 30.0, "ramp": 32.0, "window": 75.0}
 
 
@@ -119,6 +120,42 @@ def _postgres(ctx: Ctx) -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _spy(ctx: Ctx, name: str, pid: int, seconds: float, out: Path) -> bool:
+    """Sample `pid` with py-spy over the window (the thread holding the GIL: what the CPU does)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return False
+    ctx.procs.spawn(name, [spy, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "50", "--gil",
+                           "--nonblocking", "-f", "raw", "-o", str(out)], out.with_suffix(".log"))
+    return True
+
+
+#: where serve's samples went, by the API module a stack passes through
+SHARES = {"submissions (api/jobs.py)": "(service/api/jobs.py:",
+          "worker API (api/internal.py)": "(service/api/internal.py:"}
+
+
+def _spy_table(raw: Path, limit: int = 16) -> tuple[str, dict[str, float]]:
+    """py-spy's raw stacks as the frames with the most samples under them (inclusive), and the
+    share of samples in submissions and in the worker API."""
+    counts: dict[str, int] = {}
+    shares = dict.fromkeys(SHARES, 0)
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        total += int(n)
+        for frame in set(stack.split(";")):
+            counts[frame] = counts.get(frame, 0) + int(n)
+        for key, marker in SHARES.items():
+            shares[key] += int(n) if marker in stack else 0
+    rows = [(c, f) for f, c in counts.items() if c < total * 0.9 and "threading.py" not in f]
+    rows.sort(reverse=True)
+    table = "\n".join(f"{c / total * 100:5.1f}%  {f}" for c, f in rows[:limit]) if total else "(no samples)"
+    return table, {k: v / total for k, v in shares.items()} if total else {}
+
+
 def _machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of all CPUs, from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -188,6 +225,7 @@ def _simulate(ctx: Ctx, label: str, plan: dict, database: str = "", queue: str =
         w0 = start_at + plan["ramp"]
         w1 = w0 + plan["window"]
         time.sleep(max(0.0, w0 - time.time()))
+        spied = _spy(ctx, f"{name}-spy", pids["serve"], plan["window"], lab.root / "serve.spy.txt")
         cpu0, busy0, m0 = _cpu(pids), _machine_busy(), time.time()
         time.sleep(max(0.0, w1 - time.time()))
         cpu1, busy1, m1 = _cpu(pids), _machine_busy(), time.time()
@@ -197,14 +235,19 @@ def _simulate(ctx: Ctx, label: str, plan: dict, database: str = "", queue: str =
         got = {role: json.loads((lab.root / f"{out}.out.json").read_text())
                for role, out in (("submit", "submit"), ("workers", "workers"))}
         server = _server_jobs(lab)
+        if spied:
+            ctx.procs.popen(f"{name}-spy").wait(30)
+        profile, shares = _spy_table(lab.root / "serve.spy.txt") if (lab.root / "serve.spy.txt").exists() else ("", {})
     finally:
+        if f"{name}-spy" in ctx.procs:
+            ctx.procs.stop(f"{name}-spy")
         for key in gens.values():
             if key in ctx.procs:
                 ctx.procs.stop(key)
         lab.stop()
     cpu = {k: (cpu1[k] - cpu0[k]) / (m1 - m0) * 100 for k in pids}
     busy = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]) * 100 * (os.cpu_count() or 1)
-    return _figures(label, plan, w0, w1, got, server, cpu, busy, rss, setup_s)
+    return {**_figures(label, plan, w0, w1, got, server, cpu, busy, rss, setup_s), "profile": profile, "shares": shares}
 
 
 def _figures(label: str, plan: dict, w0: float, w1: float, got: dict, server: dict[int, dict], cpu: dict,
@@ -259,6 +302,17 @@ def _report(sec: Section, r: dict) -> None:
     sec.add(f"{lab}: server CPU (serve + consumer)", r["cpu"]["serve"] + r["cpu"]["consumer"], "% of one core",
             note=f"generators {r['cpu']['submitters'] + r['cpu']['workers']:.0f} %; machine "
                  f"{r['machine_busy']:.0f} % of {(os.cpu_count() or 1) * 100} %")
+    per_job = (r["cpu"]["serve"] + r["cpu"]["consumer"]) * 10 / r["lifecycles"] if r["lifecycles"] else None
+    sec.add(f"{lab}: server CPU per full job lifecycle", per_job, "ms",
+            note="implied ceiling with `serve` alone on one core (its GIL): "
+                 f"{100 / (r['cpu']['serve'] / r['lifecycles']):.0f} jobs/s" if r["lifecycles"] and r["cpu"]["serve"]
+            else "")
+    share = r["shares"].get("submissions (api/jobs.py)")
+    if share is not None and r["accepted"]:
+        sec.add(f"{lab}: serve CPU per submission (py-spy share of serve's CPU)",
+                r["cpu"]["serve"] * 10 * share / r["accepted"], "ms",
+                note=f"submissions {share * 100:.0f} %, worker API "
+                     f"{r['shares'].get('worker API (api/internal.py)', 0) * 100:.0f} % of serve's samples")
     for what, key in (("submissions", "submit_latency"), ("worker calls", "worker_calls")):
         sec.add(f"{lab}: API latency, {what}, p99", (r[key] or {}).get("p99"), "s")
     c = r["cpu"]
@@ -293,6 +347,9 @@ def _report(sec: Section, r: dict) -> None:
     sec.tables.append(f"{lab}, a {r['window']:.0f} s window:\n\n" + md_table(["figure", "measured", "beside it"], rows)
                       + "\n\nWorker calls by kind over the whole run (seconds; `poll` includes held long-polls):\n\n"
                       + md_table(["call", "n", "p50", "p90", "p99", "max"], calls))
+    if r["profile"]:
+        sec.profiles.append(f"{lab}: `serve` over the window, py-spy --gil (the thread holding the GIL), samples "
+                            f"under each frame\n{r['profile']}")
     if r["submit_errors"] or r["worker_errors"]:
         sec.note(f"{lab}: errors: submissions {r['submit_error_sample']}, workers {r['worker_errors']}")
 
