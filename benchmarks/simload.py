@@ -33,8 +33,9 @@ from labkit import HttpError  # noqa: E402
 
 #: a held poll, as dutlab-worker asks by default (the server caps it)
 POLL_WAIT = 20.0
-#: threads making the job calls (fetch, state, logs, finish) for all simulated runs
-CALL_THREADS = 16
+#: threads making the job calls (fetch, state, logs, finish) for all simulated runs: dutlab-worker
+#: starts a dutlab-run per job, so starts must not queue here behind a slow server
+CALL_THREADS = 96
 #: after a poll the server answered at once with nothing (no long-poll slot free)
 SHORT_POLL_PAUSE = 1.0
 
@@ -117,6 +118,8 @@ class Sim:
 
     def start(self, worker: str, job_id: int, token: str) -> None:
         job = Client(self.args.url, f"Job {token}")
+        with self.lock:
+            self.jobs[job_id]["picked"] = time.time()  # minus "offered": this generator's own queueing
         try:
             self._call("fetch", job.get, job_path(job_id))
             self._call("state", job.post, job_path(job_id, "state"), {"state": "Running"})

@@ -272,6 +272,7 @@ def _figures(label: str, plan: dict, w0: float, w1: float, got: dict, server: di
     calls = got["workers"]["calls"]
     worker_calls = [x for k in ("fetch", "state", "logs", "finish") for x in calls[k]]
     durations = [j["duration"] for j in sim_jobs.values()]
+    queueing = [j["picked"] - j["offered"] for j in sim_jobs.values() if "picked" in j]
     mean_s = (plan["min_s"] + plan["max_s"]) / 2
     return {
         "label": label, "window": window, "setup_s": setup_s,
@@ -284,6 +285,7 @@ def _figures(label: str, plan: dict, w0: float, w1: float, got: dict, server: di
         "pickup_server": summary(server_pickup) if server_pickup else None, "not_running": not_running,
         "submit_latency": summary([s[1] - s[0] for s in ok]) if ok else None,
         "worker_calls": summary(worker_calls) if worker_calls else None,
+        "generator_queueing": summary(queueing) if queueing else None,
         "calls": {k: summary(v) for k, v in calls.items() if v},
         "polls": got["workers"]["polls"], "worker_errors": got["workers"]["errors"][:3],
         "cpu": cpu, "machine_busy": busy, "rss_mb": rss,
@@ -338,6 +340,9 @@ def _report(sec: Section, r: dict) -> None:
                    f"{r['polls']['errors']} failed"],
         ["CPU serve / consumer", f"{c['serve']:.0f} / {c['consumer']:.0f} % of one core",
          f"machine {r['machine_busy']:.0f} % of {(os.cpu_count() or 1) * 100} % (other sessions included)"],
+        ["generator: offered → its first job call starts, p99",
+         f"{r['generator_queueing']['p99']:.3f} s" if r["generator_queueing"] else "—",
+         "the simulated workers' own queueing (call pool)"],
         ["CPU generators: submitters / workers", f"{c['submitters']:.0f} / {c['workers']:.0f} % of one core",
          "what the load generator took from the server's cores"],
         ["peak RSS serve / consumer", f"{r['rss_mb']['serve']:.0f} / {r['rss_mb']['consumer']:.0f} MB", "VmHWM"],
