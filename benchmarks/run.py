@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """dutlab benchmarks: job overhead, pickup latency, submit rate, scheduler scale, log ingestion,
-queue drain and memory. Writes bench-results/report.md and bench-results/report.json.
+queue drain, a lab-scale simulation and memory. Writes bench-results/report.md and bench-results/report.json.
 
   .venv/bin/python benchmarks/run.py                 # everything (under 10 minutes on 2 cores)
   .venv/bin/python benchmarks/run.py --only pickup   # one section (repeatable)
@@ -35,13 +35,14 @@ import memory  # noqa: E402
 import overhead  # noqa: E402
 import pickup  # noqa: E402
 import scheduler_scale  # noqa: E402
+import simulation  # noqa: E402
 import submission  # noqa: E402
 import wakeups  # noqa: E402
 from benchlib import Ctx, Section, fmt  # noqa: E402
 
 from labkit import REPO, Procs, ensure_postgres, stop_everything, stop_postgres  # noqa: E402
 
-SECTIONS = [overhead, pickup, wakeups, submission, latency, scheduler_scale, logs, drain, memory]
+SECTIONS = [overhead, pickup, wakeups, submission, latency, scheduler_scale, logs, drain, simulation, memory]
 NAMES = {m.KEY: m for m in SECTIONS}
 
 
