@@ -144,6 +144,17 @@ def may_submit_to(user: User | None, device: Device, groups: set[int] | None = N
     return device.owner_group_id in groups
 
 
+def may_submit_where(user: User, groups: set[int] | None = None):
+    """`may_submit_to` as a condition on Device rows, for checks over a whole device type."""
+    if not user.is_active:
+        return Device.id.is_null()  # matches nothing
+    if user.is_superuser:
+        return Device.id.is_null(False)
+    allowed = (Device.owner_user.is_null() & Device.owner_group.is_null()) | (Device.owner_user == user.id)
+    groups = group_ids(user) if groups is None else groups
+    return allowed | Device.owner_group.in_(list(groups)) if groups else allowed
+
+
 def is_restricted(device: Device) -> bool:
     return device.owner_user_id is not None or device.owner_group_id is not None
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from peewee import fn
+
 from .. import auth
 from ..config import Settings
 from ..errors import ApiError, bad_request, forbidden
@@ -127,22 +129,22 @@ def _role_runnable(user: User | None, role: multinode.RoleJob, settings: Setting
 
 
 def _check_devices(user: User | None, device_type: DeviceType, tags: list[Tag]) -> list[Device]:
-    """LAVA's submit-time check: some non-retired device of the type may run this job; return
-    those that may."""
-    devices = list(
-        Device.select().where(Device.device_type == device_type, Device.health != DeviceHealth.RETIRED)
-    )
-    if not devices:
+    """LAVA's submit-time check: some non-retired device of the type may run this job. Returns one
+    device per distinct dictionary among those that may (the first by hostname: what the pipeline
+    check renders), in a fixed number of queries whatever the size of the lab."""
+    query = Device.select().where(Device.device_type == device_type, Device.health != DeviceHealth.RETIRED)
+    if not query.exists():
         raise bad_request(f"device type '{device_type.name}' has no usable device (all retired or none)",
                           "device_type")
-    wanted = {t.id for t in tags}
-    groups = auth.group_ids(user) if user is not None else set()
-    usable = []
-    for device in devices:
-        have = {dt.tag_id for dt in DeviceTag.select(DeviceTag.tag).where(DeviceTag.device == device)} \
-            if wanted else set()
-        if wanted <= have and (user is None or auth.may_submit_to(user, device, groups)):
-            usable.append(device)
+    if tags:
+        wanted = {t.id for t in tags}
+        carrying = (DeviceTag.select(DeviceTag.device).where(DeviceTag.tag.in_(list(wanted)))
+                    .group_by(DeviceTag.device).having(fn.COUNT(DeviceTag.tag.distinct()) == len(wanted)))
+        query = query.where(Device.id.in_(carrying))
+    if user is not None:
+        query = query.where(auth.may_submit_where(user))
+    firsts = query.select(fn.MIN(Device.hostname)).group_by(Device.dictionary)
+    usable = list(Device.select().where(Device.hostname.in_(firsts)).order_by(Device.hostname))
     if usable:
         return usable
     names = ", ".join(t.name for t in tags)
