@@ -52,6 +52,12 @@ _queued: list[_Write[Any]] = []
 _leading = False
 
 
+def waiting() -> int:
+    """Writes queued behind the transaction in progress (what the tests watch)."""
+    with _cond:
+        return len(_queued)
+
+
 def run(fn: Callable[[], T]) -> T:
     """Run `fn` (it stores rows) in a write transaction shared with the writes of concurrent
     callers; return its result once that transaction committed, or raise its own error."""
@@ -95,7 +101,7 @@ def _commit(batch: list[_Write[Any]]) -> None:
                     except Exception as exc:  # noqa: BLE001 - it is that request's error, raised there
                         write.error = _refusal(exc)
         SUBMISSION_COMMITS.inc()
-        SUBMISSION_WRITES.inc(len(batch))
+        SUBMISSION_WRITES.inc(sum(1 for write in batch if write.error is None))
     except BaseException as exc:  # the commit (or a lone write) failed: nothing of the batch is stored
         for write in batch:
             write.result, write.error = None, write.error or _refusal(exc)
