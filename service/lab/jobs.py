@@ -101,10 +101,29 @@ def submit_many(user: User, texts: list[str], settings: Settings, bulk: bool = T
             folder = JobFolder(settings.output_dir, job.id)
             folder.write("job.yaml", shown)
             if role is None and sub.description is not None:  # as built at submission; the worker's replaces it
-                description = {**sub.description, "job": {**sub.description["job"], "id": job.id}}
-                folder.write("description.yaml", yaml.dump(description, Dumper=_DUMPER, sort_keys=False))
+                folder.write("description.yaml", description_yaml(sub.description, job.id))
     events.schedule_soon(f"job {created[0][0].id} submitted" + (f" (+{len(created) - 1} more)" if bulk else ""))
     return created
+
+
+_DUMPED: dict[int, tuple[dict, str]] = {}
+
+
+def description_yaml(description: dict, job_id: int) -> str:
+    """The pipeline description as built at submission, with the job's id: its "job" part dumped
+    each time, the rest (the pipeline: most of the text) once per description. Descriptions come
+    from the pipeline cache (lab/pipelines.py), the same object for the same definition on the
+    same configuration, never changed; holding it keeps its id from being reused."""
+    head = {"job": {**description["job"], "id": job_id}}
+    if next(iter(description)) != "job" or len(description) < 2:
+        return yaml.dump({**description, **head}, Dumper=_DUMPER, sort_keys=False)
+    seen = _DUMPED.get(id(description))
+    if seen is None or seen[0] is not description:
+        if len(_DUMPED) >= 256:
+            _DUMPED.clear()
+        rest = {k: v for k, v in description.items() if k != "job"}
+        seen = _DUMPED[id(description)] = (description, yaml.dump(rest, Dumper=_DUMPER, sort_keys=False))
+    return yaml.dump(head, Dumper=_DUMPER, sort_keys=False) + seen[1]
 
 
 def resubmit(user: User, job: TestJob, settings: Settings) -> list[TestJob]:
