@@ -1,4 +1,5 @@
-"""3. Submission rate: jobs/s accepted over REST and XML-RPC by 1, 4 and 16 concurrent clients.
+"""3. Submission rate: jobs/s accepted over REST and XML-RPC by 1, 4 and 16 concurrent clients,
+beside the durable-commit ceiling and the HTTP ceiling at the same concurrency (issue 17, scope 1).
 
 The job is the standard QEMU job (full validation: schema, device type, tags, owners). Its device
 exists but its worker is offline, so jobs stay queued while the queue consumer runs the scheduling
@@ -87,6 +88,19 @@ def measure(ctx: Ctx, lab: Lab, mode: str, clients: int, duration: float, body: 
             "error_sample": sample[:1]}
 
 
+def commit_counts(lab: Lab) -> tuple[float, float] | None:
+    """(transactions that stored submissions, submissions stored) so far, from the server's /metrics
+    (lab/group_commit.py counts them); None when the server does not count them."""
+    import re
+
+    r = lab.api("GET", "/metrics")
+    found = [re.search(rf"^{name}_total (\S+)$", r.text, re.M) for name in
+             ("dutlab_submission_commits", "dutlab_submission_writes")]
+    if r.status != 200 or not all(found):
+        return None
+    return float(found[0].group(1)), float(found[1].group(1))
+
+
 def queue_backlog(lab: Lab) -> int | None:
     """Tasks waiting in the SqliteHuey queue (scheduling passes the consumer has not run yet)."""
     import sqlite3
@@ -123,12 +137,17 @@ def run_backend(ctx: Ctx, sec: Section, backend: str, database: str, clients: li
         with RssSampler(lambda: {"serve": lab.pid("serve"), "consumer": lab.pid("consumer")}) as rss:
             for c in clients:
                 for mode in modes:
+                    before = commit_counts(lab)
                     r = measure(ctx, lab, mode, c, duration, None if mode == "version" else job_file)
+                    after = commit_counts(lab)
                     r["backend"] = backend
+                    r["commits"], r["writes"] = (after[0] - before[0], after[1] - before[1]) \
+                        if before and after else (None, None)
                     r["backlog_after"] = queue_backlog(lab)
                     results.append(r)
+                    shared = f"  {r['writes'] / r['commits']:.2f} jobs/commit" if r["commits"] else ""
                     print(f"    {backend} {mode:7} {c:2} clients: {r['rate']:7.1f}/s  errors {r['errors']}"
-                          f"  p50 {r['p50_ms'] or 0:.1f} ms  backlog {r['backlog_after']}", flush=True)
+                          f"  p50 {r['p50_ms'] or 0:.1f} ms  backlog {r['backlog_after']}{shared}", flush=True)
                     if r["errors"]:
                         sec.note(f"{backend} {mode} × {c}: {r['errors']} errors, e.g. {r['error_sample']}")
         ctx.shared.setdefault("server_peak_kb", {})[f"submission ({backend})"] = rss.peak
@@ -190,13 +209,14 @@ def submit_breakdown(settings, user, secret: str, text: str, n: int) -> dict[str
     """Median ms of each step of a submission, timed directly (no profiler overhead), one kept connection."""
     from dutlab.dispatcher.schema.loader import parse_job
     from dutlab.service import auth, events, tasks  # noqa: F401  (tasks: the pass subscriber)
-    from dutlab.service.db import database, write_txn
-    from dutlab.service.lab import jobs, submissions
+    from dutlab.service.db import database
+    from dutlab.service.lab import group_commit, jobs, submissions
     from dutlab.service.logstore import JobFolder
 
     steps: dict[str, list[float]] = {k: [] for k in (
         "auth: token lookup + last_used UPDATE", "parse_job (YAML + schema)", "check_definition (all of it)",
-        "create in a write transaction", "write job.yaml", "enqueue the scheduling pass (Huey)")}
+        "create (group commit: one transaction)", "write job.yaml and description.yaml",
+        "enqueue the scheduling pass (Huey; skipped while one is pending)")}
     database.connect(reuse_if_open=True)
     try:
         for _ in range(n):
@@ -207,10 +227,12 @@ def submit_breakdown(settings, user, secret: str, text: str, n: int) -> dict[str
             t.append(time.perf_counter())
             sub = submissions.check_definition(user, text, settings)
             t.append(time.perf_counter())
-            with write_txn():
-                job = jobs.create(user, sub)
+            job = group_commit.run(lambda sub=sub: jobs.create(user, sub))
             t.append(time.perf_counter())
             JobFolder(settings.output_dir, job.id).write("job.yaml", text)
+            if sub.description is not None:
+                JobFolder(settings.output_dir, job.id).write("description.yaml",
+                                                             jobs.description_yaml(sub.description, job.id))
             t.append(time.perf_counter())
             events.schedule_soon("bench")
             t.append(time.perf_counter())
@@ -236,29 +258,52 @@ def yaml_parse_ms(text: str, n: int = 30) -> tuple[float, float | None]:
     return best(yaml.SafeLoader), (best(yaml.CSafeLoader) if hasattr(yaml, "CSafeLoader") else None)
 
 
+#: issue 17, scope 1: serial submission ÷ min(commit ceiling, HTTP ceiling at 1 client), 4 clients
+#: on SQLite in jobs/s, 4 clients ÷ the HTTP ceiling at 4 clients
+SERIAL_RATIO, FOUR_SQLITE, FOUR_RATIO = ">= 0.9", ">= 1000", ">= 0.8"
+LABELS = {"rest": "REST", "rpc": "XML-RPC"}
+
+
 def ceiling_table(sec: Section, results: list[dict], ceilings: dict[str, dict]) -> str:
-    """Serial and 4-client REST submission beside the durable-commit and HTTP ceilings of the same run."""
+    """Serial and 4-client submission (REST, XML-RPC) beside the durable-commit ceiling and the HTTP
+    ceiling (GET version) at the same concurrency, from the same run, with the targets."""
     rows = []
     for backend, c in ceilings.items():
-        rate = {(r["mode"], r["clients"]): r["rate"] for r in results if r["backend"] == backend}
+        runs = {(r["mode"], r["clients"]): r for r in results if r["backend"] == backend}
         sec.add(f"durable-commit ceiling (single-row commits/s, the server's settings), {backend}", c["single"],
                 "commits/s", note=str(c["settings"]))
         sec.add(f"rows/s inside one transaction, {backend}", c["batched"], "rows/s")
         if "full" in c:
             sec.add(f"single-row commits/s with synchronous=FULL (power-loss durable), {backend}", c["full"],
                     "commits/s")
-        bound = min(c["single"], rate.get(("version", 1)) or c["single"])
-        if ("rest", 1) in rate:
-            sec.add(f"REST submit, 1 client ÷ min(commit ceiling, HTTP ceiling), {backend}", rate[("rest", 1)] / bound,
-                    "×", ">= 0.9")
-        if ("rest", 4) in rate:
-            sec.add(f"REST submit, 4 clients ÷ commit ceiling, {backend}", rate[("rest", 4)] / c["single"], "×")
-        rows.append([backend, c["single"], c["batched"], rate.get(("version", 1), "—"), rate.get(("rest", 1), "—"),
-                     rate.get(("version", 4), "—"), rate.get(("rest", 4), "—")])
-    return ("Ceilings of the same run (per s): single-row durable commits and rows in one transaction on the "
-            "lab's database with the server's settings, GET version through the same stack:\n\n"
-            + md_table(["backend", "commits (1 row each)", "rows in one transaction", "GET version, 1 client",
-                        "REST submit, 1 client", "GET version, 4 clients", "REST submit, 4 clients"], rows))
+        for clients in (1, 4):
+            http = runs.get(("version", clients))
+            if http is None:
+                continue
+            sec.add(f"HTTP ceiling (GET version), {clients} client(s), {backend}", http["rate"], "req/s")
+            bound = min(c["single"], http["rate"]) if clients == 1 else http["rate"]
+            for mode, label in LABELS.items():
+                r = runs.get((mode, clients))
+                if r is None:
+                    continue
+                name = f"{label} submit, {clients} client(s), {backend}"
+                if clients == 1:
+                    sec.add(name, r["rate"], "jobs/s")
+                    sec.add(f"{name} ÷ min(commit ceiling, HTTP ceiling)", r["rate"] / bound, "×", SERIAL_RATIO)
+                else:
+                    sec.add(name, r["rate"], "jobs/s", FOUR_SQLITE if backend == "sqlite" else None)
+                    sec.add(f"{name} ÷ HTTP ceiling at {clients} clients", r["rate"] / bound, "×", FOUR_RATIO)
+                if r.get("commits"):
+                    sec.add(f"{label} submissions per commit, {clients} client(s), {backend}",
+                            r["writes"] / r["commits"], "jobs/commit", note="group commit, from /metrics")
+                rows.append([backend, label, clients, r["rate"], c["single"], http["rate"], r["rate"] / bound,
+                             SERIAL_RATIO if clients == 1 else FOUR_RATIO,
+                             f"{r['writes'] / r['commits']:.2f}" if r.get("commits") else "—"])
+    return ("Submission beside its ceilings, same run (per s): single-row durable commits on the lab's database "
+            "with the server's settings, GET version through the same stack at the same concurrency; "
+            "÷ bound: 1 client ÷ min(commits, GET), 4 clients ÷ GET at 4 clients:\n\n"
+            + md_table(["backend", "request", "clients", "jobs/s", "commit ceiling", "HTTP ceiling", "÷ bound",
+                        "target", "jobs per commit"], rows))
 
 
 def run(ctx: Ctx) -> Section:
@@ -288,17 +333,11 @@ def run(ctx: Ctx) -> Section:
                      r["ratio_to_version"] if r["ratio_to_version"] is not None else "—",
                      r["p50_ms"] or "—", r["p99_ms"] or "—", r["errors"], r["backlog_after"]])
     for backend in ("sqlite", "postgresql"):
-        for mode, label in (("rest", "REST"), ("rpc", "XML-RPC")):
-            one = [r for r in results if r["backend"] == backend and r["mode"] == mode and r["clients"] == 1]
-            if not one:
-                continue
-            sec.add(f"{label} submit, 1 client, {backend}", one[0]["rate"], "jobs/s", ">= 600")
-            best = max((r for r in results if r["backend"] == backend and r["mode"] == mode), key=lambda r: r["rate"])
-            sec.add(f"{label} submit, best ({best['clients']} clients), {backend}", best["rate"], "jobs/s")
-            sec.add(f"{label} submit / GET version, 1 client, {backend}", one[0]["ratio_to_version"], "×")
-        ceiling = base.get((backend, 1))
-        if ceiling:
-            sec.add(f"GET version (local ceiling), 1 client, {backend}", ceiling, "req/s")
+        for mode, label in LABELS.items():
+            mine = [r for r in results if r["backend"] == backend and r["mode"] == mode]
+            if mine:
+                best = max(mine, key=lambda r: r["rate"])
+                sec.add(f"{label} submit, best ({best['clients']} clients), {backend}", best["rate"], "jobs/s")
     sec.tables.append(ceiling_table(sec, results, ctx.shared.pop("commit_ceiling", {})))
     sec.tables.append("All runs:\n\n" + md_table(
         ["backend", "request", "clients", "per s", "÷ ceiling", "p50 ms", "p99 ms", "errors",

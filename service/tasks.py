@@ -56,14 +56,29 @@ def request_pass(reason: str) -> None:
         raise
 
 
+#: seconds from the end of one pass to the start of the next at least: under a burst of
+#: submissions (each asks for a pass once the last one started) passes would run back to back,
+#: costing the consumer about as much CPU as the submissions cost the server; waiting this long
+#: lets the events of the wait share one pass, and costs a pass after a quiet moment nothing
+PASS_SPACING = 0.02
+_last_pass_end = 0.0
+
+
 @huey.task()
 def schedule_pass(reason: str = "") -> None:
+    global _last_pass_end
+    wait = _last_pass_end + PASS_SPACING - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
     # Cleared before the pass reads anything: an event committed from now on asks for a new pass.
     huey.delete(PASS_WANTED)
-    with connection():
-        started = time.perf_counter()
-        report = scheduler.run_pass(settings())
-        metrics.scheduler_pass(time.perf_counter() - started)
+    try:
+        with connection():
+            started = time.perf_counter()
+            report = scheduler.run_pass(settings())
+            metrics.scheduler_pass(time.perf_counter() - started)
+    finally:
+        _last_pass_end = time.monotonic()
     if report.scheduled or report.health_checks or report.timed_out or report.workers_offline:
         log.info("pass (%s): scheduled %s, health checks %s, timed out %s, offline %s", reason,
                  report.scheduled, report.health_checks, report.timed_out, report.workers_offline)

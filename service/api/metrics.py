@@ -10,7 +10,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from ..metrics.collector import LabCollector
-from ..metrics.record import LOG_LINES
+from ..metrics.record import LOG_LINES, SUBMISSION_COMMITS, SUBMISSION_WRITES
 from . import Routes
 
 routes = Routes()
@@ -25,7 +25,8 @@ def registry() -> CollectorRegistry:
         for own in (ProcessCollector, PlatformCollector, GCCollector):  # they register themselves
             own(registry=found)
         found.register(LabCollector())
-        found.register(LOG_LINES)
+        for counter in (LOG_LINES, SUBMISSION_COMMITS, SUBMISSION_WRITES):
+            found.register(counter)
         config["dutlab.metrics"] = found
     return found
 

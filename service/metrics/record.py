@@ -33,6 +33,13 @@ PASS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 #: of its own; it starts again at 0 when the server restarts, as Prometheus counters may)
 LOG_LINES = Counter("dutlab_log_lines_ingested", "Job log lines stored by this server process.",
                     registry=None)
+#: group commit (lab/group_commit.py) in this server process: write transactions that stored
+#: submissions, and the submissions (a bulk request is one) they stored: fewer commits than
+#: submissions means concurrent submitters shared commits
+SUBMISSION_COMMITS = Counter("dutlab_submission_commits", "Transactions that stored submissions in this process.",
+                             registry=None)
+SUBMISSION_WRITES = Counter("dutlab_submission_writes", "Submissions stored by this process (a bulk request is one).",
+                            registry=None)
 
 
 def _type_name(job: TestJob) -> str:
