@@ -1,10 +1,12 @@
 """1. Job overhead: raw QEMU driven by a minimal pexpect script against the same job through dutlab.
 
 (a) raw: the kernel + initramfs of the job, booted with the QEMU command line dutlab-run used
-    (read from a warm-up job's log), to the same prompt; the job's test commands run; QEMU killed.
+    (read from a warm-up job's log), to the same prompt; the job's test commands run; QEMU
+    stopped with SIGTERM and reaped, as dutlab-run's finalize stops it.
 (b) dutlab: the same job submitted over REST, polled until Finished, results checked.
 Runs are interleaved (a, b, a, b, ...) so machine noise hits both alike. The phases of (b) come
-from the server's timestamps and the job log, so the report says where the difference goes.
+from the server's timestamps and the job log, grouped against a's boot / tests / stop, so the
+report says where b − a goes. dutlab.dispatcher is byte-compiled first, as an installed package is.
 """
 
 from __future__ import annotations
