@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import time
 from collections import deque
@@ -97,6 +98,10 @@ class Console:
         child = pexpect.spawn(argv[0], list(argv[1:]), encoding="utf-8", codec_errors="replace",
                               timeout=None, echo=False, env=dict(env) if env else None,
                               cwd=str(cwd) if cwd else None, dimensions=(24, 4096))
+        # pexpect sleeps 50 ms before every send (for programs that turn echo off late, like
+        # passwd): a DUT's shell has printed its prompt before we type, so it only costs time;
+        # typing speed is the device's character_delays.
+        child.delaybeforesend = None
         return cls(child, logger, name or argv[0], on_exit)
 
     @property
@@ -192,11 +197,13 @@ class Console:
         self._lines.emit_partial()
         if self.child.isalive():
             _killpg(self.child.pid, signal.SIGTERM)
-            end = time.monotonic() + grace
-            while self.child.isalive() and time.monotonic() < end:
-                time.sleep(0.05)
-            if self.child.isalive():
+            if not _wait_exit(self.child, grace):
                 _killpg(self.child.pid, signal.SIGKILL)
+                _wait_exit(self.child, grace)
+        if not self.child.isalive():
+            # ptyprocess sleeps 0.1 s after closing the pty "to let the kernel update the status";
+            # the process is reaped already, so there is nothing to wait for
+            self.child.ptyproc.delayafterclose = 0.0
         self.child.close(force=True)
         return self.exit_status()
 
@@ -215,6 +222,32 @@ class Console:
         if self.child.signalstatus is not None:
             return -self.child.signalstatus
         return self.child.exitstatus
+
+
+def _wait_exit(child: pexpect.spawn, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for the child to exit (reaping it); False if it still runs.
+
+    A pidfd becomes readable the moment the process exits, so the wait ends then and not at the
+    next tick of a polling loop; without pidfd_open (old kernels), poll every 10 ms.
+    """
+    end = time.monotonic() + timeout
+    try:
+        fd = os.pidfd_open(child.pid)
+    except (AttributeError, OSError):
+        fd = None
+    try:
+        while child.isalive():
+            left = end - time.monotonic()
+            if left <= 0:
+                return False
+            if fd is None:
+                time.sleep(min(0.01, left))
+            else:
+                select.select([fd], [], [], left)
+        return True
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _killpg(pid: int, signum: int) -> None:

@@ -21,9 +21,7 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -156,6 +154,11 @@ def _locked(path: Path) -> Iterator[None]:
 def _http_get(spec: ImageSpec, target: Path, log: Log, timeout: Callable[[], float],
               validators: dict[str, str]) -> dict[str, Any] | None:
     """Download to ``target``; return digests (+ ``_http`` validators), None on 304."""
+    # imported here: urllib.request brings http.client, email and ssl (20 ms), which a job
+    # with file:// images or a cache hit never needs
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(spec.url, headers={**spec.headers, **validators})
     try:
         response = urllib.request.urlopen(request, timeout=max(1.0, min(timeout(), 60.0)))  # noqa: S310

@@ -13,13 +13,15 @@ traffic always goes straight to the lab server.
 
 from __future__ import annotations
 
-import http.client
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import __version__
+
+if TYPE_CHECKING:
+    import http.client
 
 #: the protocol this code speaks (sent as ``Dutlab-Protocol`` and in polls)
 PROTOCOL = 2
@@ -205,6 +207,8 @@ class Client:
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
                 timeout: float | None = None) -> dict[str, Any]:
         """One request; returns the decoded JSON answer or raises ServerUnreachable / ApiError."""
+        import http.client  # here, not at the top: dutlab-run reaches QEMU before it needs HTTP
+
         url = self.base_url + path
         data = None if body is None else json.dumps(body).encode()
         headers = dict(self._headers)
@@ -222,6 +226,8 @@ class Client:
         return _decode(url, status, raw)
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        import http.client
+
         if self._scheme == "https":
             return http.client.HTTPSConnection(self._netloc, timeout=timeout)
         return http.client.HTTPConnection(self._netloc, timeout=timeout)

@@ -40,6 +40,8 @@ from .schema.loader import parse_job
 DEFAULT_WORK_DIR = Path("/var/lib/dutlab/worker")
 DEFAULT_TFTP_ROOT = Path("/srv/tftp")
 UPLOAD_CLOSE_TIMEOUT = 60.0
+#: libyaml's SafeLoader reads a rendered device (300 lines) in 3 ms, the pure-Python one in 25
+_DEVICE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -166,7 +168,7 @@ def _load_job(path: Path) -> dict[str, Any]:
 
 def _load_device(path: Path) -> dict[str, Any]:
     try:
-        device = yaml.safe_load(path.read_text())
+        device = yaml.load(path.read_text(), Loader=_DEVICE_LOADER)  # noqa: S506 - a SafeLoader
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigurationError(f"cannot read the device configuration {path}: {exc}") from None
     if not isinstance(device, dict):

@@ -158,7 +158,9 @@ def incompatible(info: dict, job_dir: Path, job_id: int, worker: str) -> str:
     job's log and result are written as dutlab-run would (the server computed the number with
     its own code: dispatcher/actions/compatibility.py)."""
     try:
-        job = yaml.safe_load(str(info.get("definition", ""))) or {}
+        # libyaml when present: this parse is on the way from the offer to dutlab-run
+        job = yaml.load(str(info.get("definition", "")),  # noqa: S506 - a SafeLoader
+                        Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except yaml.YAMLError:
         return ""  # dutlab-run reports a definition it cannot read
     required = info.get("compatibility")

@@ -64,3 +64,29 @@ def test_a_panic_arriving_in_pieces_is_quoted_whole(tmp_path: Path):
         ctx.console.close()
     assert str(info.value) == ("the boot failed: 'Kernel panic - not syncing: VFS: Unable to mount root fs on "
                                "unknown-block(0,0)' on the console while waiting for the shell prompt")
+
+
+def test_close_stops_a_running_console_with_sigterm_and_reaps_it(tmp_path: Path):
+    console = Console.spawn(["sleep", "60"], JobLogger(tmp_path / "output.yaml"), name="sleeper")
+    assert console.alive()
+    assert console.close() == -15  # SIGTERM; the exit is noticed on the pidfd, not by polling
+    assert not console.alive()
+
+
+def test_close_kills_a_console_that_ignores_sigterm(tmp_path: Path):
+    script = "trap '' TERM; echo ready; while :; do sleep 0.1; done"
+    console = Console.spawn(["sh", "-c", script], JobLogger(tmp_path / "output.yaml"), name="stubborn")
+    console.expect(["ready"], timeout=10)
+    assert console.close(grace=0.3) == -9
+    assert not console.alive()
+
+
+def test_typed_lines_reach_the_console_and_are_logged(tmp_path: Path):
+    logger = JobLogger(tmp_path / "output.yaml")
+    console = Console.spawn(["sh", "-c", "read a; read b; echo got-$a-$b"], logger, name="shell")
+    console.sendline("one")
+    console.sendline("two")
+    console.expect(["got-one-two"], timeout=10)
+    console.close()
+    logger.close()
+    assert [r["msg"] for r in read_log(tmp_path / "output.yaml") if r["lvl"] == "input"] == ["one", "two"]
