@@ -9,26 +9,19 @@ dictionary does not render, cannot tell: it is left out (the scheduler's health 
 job fetch report it), and a type with no such device gets no pipeline verdict at all.
 
 Submissions repeat the same few definitions on the same few devices, so both steps are cached:
-renders by (device, dictionary, context, the template folders' state), verdicts by (definition,
-render). A template edited on disk changes the folders' state (looked at once a second at most)
-and so misses the cache.
+renders in devicecfg (by device, dictionary, context and the template folders' state), verdicts
+here by (definition, render).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
-from pathlib import Path
-from typing import Any
 
 import yaml
 
 from .. import devicecfg
 from ..config import Settings
+from ..devicecfg import Lru, templates_state
 from ..errors import ApiError
 from ..models import Device
 from .definitions import ConfigurationError, pipeline
@@ -36,70 +29,17 @@ from .definitions import ConfigurationError, pipeline
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Lru:
-    """A small thread-safe LRU map (server threads submit concurrently)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = make()  # outside the lock: a render may take milliseconds
-        with self._lock:
-            self._items[key] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-
-_RENDERS = _Lru(512)
-_VERDICTS = _Lru(2048)
-#: seconds a look at the template folders is reused: an edit is seen by submissions after that
-STATE_TTL = 1.0
-_STATE: dict[tuple, tuple[float, tuple]] = {}
-_STATE_LOCK = threading.Lock()
-
-
-def templates_state(folders: Iterable[Path]) -> tuple:
-    """What changes when a template is added, removed or edited in one of `folders`."""
-    folders = tuple(folders)
-    now = time.monotonic()
-    with _STATE_LOCK:
-        seen = _STATE.get(folders)
-        if seen is not None and now - seen[0] < STATE_TTL:
-            return seen[1]
-    state = []
-    for folder in folders:
-        try:
-            with os.scandir(folder) as entries:
-                stats = sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in entries
-                               if e.name.endswith(".jinja2"))
-        except OSError:
-            stats = []
-        state.append((str(folder), tuple(stats)))
-    with _STATE_LOCK:
-        _STATE[folders] = (now, tuple(state))
-    return tuple(state)
+_VERDICTS = Lru(2048)
 
 
 def _rendered(device: Device, context: dict, settings: Settings, state: tuple) -> str | None:
     """The device's configuration text for this context; None when it has none that renders."""
     if not device.dictionary.strip():
         return None
-    key = (device.hostname, device.device_type_id, device.dictionary, json.dumps(context, sort_keys=True), state)
-
-    def render() -> str | None:
-        try:
-            return devicecfg.render(device, settings, context)
-        except ApiError:
-            return None
-
-    return _RENDERS.get(key, render)
+    try:
+        return devicecfg.render(device, settings, context, state)
+    except ApiError:
+        return None
 
 
 def _verdict(job: dict, definition_key: str, text: str) -> dict | ApiError | None:

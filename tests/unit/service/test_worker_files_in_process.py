@@ -9,8 +9,7 @@ from pathlib import Path
 
 import factories
 from dutlab.dispatcher import protocol
-from dutlab.service import auth
-from dutlab.service.lab import pipelines
+from dutlab.service import auth, devicecfg
 from dutlab.service.models import Device, TestJob
 from dutlab.service.states import DeviceState, JobState
 
@@ -76,7 +75,7 @@ def test_a_template_edited_on_disk_changes_the_verdict(app, db, settings, monkey
     """Verdicts are cached per definition and rendered configuration; the template folders' state
     is part of the key, so an admin's edit is seen by the submissions after it (at once here:
     the folders are looked at on every submission instead of once a second)."""
-    monkeypatch.setattr(pipelines, "STATE_TTL", 0.0)
+    monkeypatch.setattr(devicecfg, "STATE_TTL", 0.0)
     admin_dir = Path(settings.template_dirs[0])
     admin_dir.mkdir(parents=True, exist_ok=True)
     template = admin_dir / "lab.jinja2"
@@ -89,7 +88,7 @@ def test_a_template_edited_on_disk_changes_the_verdict(app, db, settings, monkey
     assert refused["valid"] is False and refused["path"] == "actions[1].command"
     assert "the device has no user command 'relay_on'" in refused["error"]
     assert app.api("POST", "/api/v1/jobs/validate", {"definition": job}).json() == refused  # from the cache
-    before = pipelines.templates_state([admin_dir])
+    before = devicecfg.templates_state([admin_dir])
     template.write_text("{% extends 'qemu.jinja2' %}\n{% set user_commands = {'relay_on': {'do': 'relay 1'}} %}\n")
-    assert pipelines.templates_state([admin_dir]) != before
+    assert devicecfg.templates_state([admin_dir]) != before
     assert app.api("POST", "/api/v1/jobs/validate", {"definition": job}).json()["valid"] is True
