@@ -46,7 +46,7 @@ class Lru:
         return value
 
 
-_RENDERS = Lru(512)
+_RENDERS = Lru(2048)  # one render per device of a 1,000-device lab stays cached (a few KB each)
 #: seconds a look at the template folders is reused: an edit is seen by submissions after that
 STATE_TTL = 1.0
 _STATE: dict[tuple, tuple[float, tuple]] = {}
