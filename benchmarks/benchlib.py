@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from labkit import Client, Lab, Procs, smoke_job
+from labkit import Client, Lab, Procs, free_port, smoke_job
 
 # -- results ----------------------------------------------------------------------------------
 
@@ -244,3 +246,22 @@ def qemu_lab(ctx: Ctx, name: str, *, health_check: bool = False, timeout: float 
         lab.stop()
         raise
     return lab, {"device": device, "worker": lab.json("GET", "/api/v1/workers/w1")}
+
+
+@contextmanager
+def redis_server(ctx: Ctx, root: Path):
+    """A Redis of this section's own on a free loopback port, no persistence; its URL."""
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    ctx.procs.spawn(f"redis-{root.name}", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no"], root / "redis.log")
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        ctx.procs.stop(f"redis-{root.name}")

@@ -16,9 +16,21 @@ import statistics
 import threading
 import time
 
-from benchlib import NOOP_DICTIONARY, Ctx, FakeWorker, Section, epoch, log_record, md_table, noop_job, read_log, summary
+from benchlib import (
+    NOOP_DICTIONARY,
+    Ctx,
+    FakeWorker,
+    Section,
+    epoch,
+    log_record,
+    md_table,
+    noop_job,
+    read_log,
+    redis_server,
+    summary,
+)
 
-from labkit import Client, worker_available
+from labkit import Client, pg_available, pg_database, worker_available
 
 KEY = "pickup"
 TITLE = "Pickup and hand-back latency"
@@ -94,6 +106,59 @@ class ActingWorker(threading.Thread):
             return self.times[job_id]
 
 
+def _acting(sec: Section, lab, n: int, rng: random.Random, label: str) -> list:
+    """(A): submit `n` jobs one at a time to `acting01`, this process acting as its worker."""
+    lab.add_device_type("bench-acting", template="qemu", disable_health_checks=True)
+    lab.add_worker("acting")
+    lab.add_device("acting01", "bench-acting", "acting", NOOP_DICTIONARY, health="Good")
+    base = _baseline(lab.url, 200)
+    actor = ActingWorker(lab.url, "acting", lab.worker_tokens["acting"])
+    actor.start()
+    client = lab.client()
+    text = noop_job(name="pickup", device_type="bench-acting")
+    sub_run, off, sched_run, line_fin, ids, t_sub, t_ack = [], [], [], [], [], [], []
+    phases: dict[str, list[float]] = {k: [] for k in (
+        "POST /api/v1/jobs round trip", "submit answered → Scheduled (queue pickup + pass)",
+        "Scheduled → offered in the long-poll", "offered → Running (fetch + state call)")}
+    try:
+        time.sleep(0.5)  # the worker is Online and waiting
+        for _ in range(n):
+            time.sleep(rng.uniform(0.05, 0.15))
+            t0 = time.time()
+            job_id = client.json("POST", "/api/v1/jobs", {"definition": text})["job_ids"][0]
+            t_ack.append(time.time())
+            t_sub.append(t0)
+            t = actor.wait_for(job_id, 30)
+            sub_run.append(t["running"] - t0)
+            off.append(t["offered"] - t0)
+            line_fin.append(t["finished"] - t["last_line"])
+            ids.append(job_id)
+    finally:
+        actor.stop.set()
+        client.close()
+    for i, job_id in enumerate(ids):
+        job = lab.job(job_id)
+        sched, t = epoch(job["scheduled_time"]), actor.times[job_id]
+        sched_run.append(epoch(job["start_time"]) - sched)
+        for key, value in zip(phases, (t_ack[i] - t_sub[i], sched - t_ack[i], t["offered"] - sched,
+                                       t["running"] - t["offered"]), strict=True):
+            phases[key].append(value)
+    sec.add(f"{label}: submit → Running, p50", statistics.median(sub_run), "s", "<= 0.1")
+    sec.add(f"{label}: submit → Running, p99", summary(sub_run)["p99"], "s", "<= 0.5")
+    sec.add(f"{label}: last log line → Finished, p50", statistics.median(line_fin), "s", "<= 0.2")
+    sec.add(f"{label}: submit → Running p50 / baseline round trip p50",
+            statistics.median(sub_run) / statistics.median(base), "×")
+    rows = [_dist_rows(f"{label}: submit → offered to the worker", off),
+            _dist_rows(f"{label}: submit → Running", sub_run),
+            _dist_rows(f"{label}: Scheduled → Running", sched_run),
+            _dist_rows(f"{label}: last log line → Finished", line_fin)]
+    rows += [_dist_rows(f"{label}, phase: {k}", v) for k, v in phases.items()]
+    sec.data[label] = {"submit_running": sub_run, "submit_offered": off, "scheduled_running": sched_run,
+                       "line_finished": line_fin}
+    rows.append(_dist_rows(f"{label}: baseline GET version round trip", base))
+    return rows
+
+
 def _dist_rows(label: str, values: list[float]) -> list:
     s = summary(values)
     return [label, s["n"], s["p50"], s["p90"], s["p99"], s["max"]]
@@ -106,57 +171,12 @@ def run(ctx: Ctx) -> Section:
     lab = ctx.lab("pickup").start()
     rows = []
     try:
-        lab.add_device_type("bench-acting", template="qemu", disable_health_checks=True)
         lab.add_device_type("bench-real", template="qemu", disable_health_checks=True)
-        lab.add_worker("acting")
-        lab.add_device("acting01", "bench-acting", "acting", NOOP_DICTIONARY, health="Good")
         base = _baseline(lab.url, 200)
         sec.add("baseline: GET /api/v1/system/version round trip, p50", statistics.median(base) * 1000, "ms")
 
         # (A) this process is the worker
-        actor = ActingWorker(lab.url, "acting", lab.worker_tokens["acting"])
-        actor.start()
-        client = lab.client()
-        text = noop_job(name="pickup", device_type="bench-acting")
-        sub_run, off, sched_run, line_fin, ids, t_sub, t_ack = [], [], [], [], [], [], []
-        phases: dict[str, list[float]] = {k: [] for k in (
-            "POST /api/v1/jobs round trip", "submit answered → Scheduled (queue pickup + pass)",
-            "Scheduled → offered in the long-poll", "offered → Running (fetch + state call)")}
-        try:
-            time.sleep(0.5)  # the worker is Online and waiting
-            for _ in range(n):
-                time.sleep(rng.uniform(0.05, 0.15))
-                t0 = time.time()
-                job_id = client.json("POST", "/api/v1/jobs", {"definition": text})["job_ids"][0]
-                t_ack.append(time.time())
-                t_sub.append(t0)
-                t = actor.wait_for(job_id, 30)
-                sub_run.append(t["running"] - t0)
-                off.append(t["offered"] - t0)
-                line_fin.append(t["finished"] - t["last_line"])
-                ids.append(job_id)
-        finally:
-            actor.stop.set()
-            client.close()
-        for i, job_id in enumerate(ids):
-            job = lab.job(job_id)
-            sched, t = epoch(job["scheduled_time"]), actor.times[job_id]
-            sched_run.append(epoch(job["start_time"]) - sched)
-            for key, value in zip(phases, (t_ack[i] - t_sub[i], sched - t_ack[i], t["offered"] - sched,
-                                           t["running"] - t["offered"]), strict=True):
-                phases[key].append(value)
-        sec.add("server only: submit → Running, p50", statistics.median(sub_run), "s", "<= 0.1")
-        sec.add("server only: submit → Running, p99", summary(sub_run)["p99"], "s", "<= 0.5")
-        sec.add("server only: last log line → Finished, p50", statistics.median(line_fin), "s", "<= 0.2")
-        sec.add("server only: submit → Running p50 / baseline round trip p50",
-                statistics.median(sub_run) / statistics.median(base), "×")
-        rows += [_dist_rows("server only: submit → offered to the worker", off),
-                 _dist_rows("server only: submit → Running", sub_run),
-                 _dist_rows("server only: Scheduled → Running", sched_run),
-                 _dist_rows("server only: last log line → Finished", line_fin)]
-        rows += [_dist_rows(f"server only, phase: {k}", v) for k, v in phases.items()]
-        sec.data["acting"] = {"submit_running": sub_run, "submit_offered": off, "scheduled_running": sched_run,
-                              "line_finished": line_fin}
+        rows += _acting(sec, lab, n, rng, "server only")
 
         # (B) the real worker
         have, why = worker_available()
@@ -199,6 +219,18 @@ def run(ctx: Ctx) -> Section:
                                 "line_finished": r_line_fin, "total": r_total, "failed": failed}
     finally:
         lab.stop()
+    # (A) again on the production pair: the pass wakes the long-poll through Redis pub/sub
+    label = "PostgreSQL + Redis, server only"
+    ok, why = pg_available()
+    if not ok:
+        sec.not_measured(f"{label}: submit → Running, p50", why, "<= 0.1", "s")
+    else:
+        with pg_database() as url, redis_server(ctx, ctx.work / "pickup-redis") as redis:
+            pg = ctx.lab("pickup-pg", database=url, queue=redis).start()
+            try:
+                rows += _acting(sec, pg, n, rng, label)
+            finally:
+                pg.stop()
     sec.tables.append("Distributions (seconds):\n\n" + md_table(["latency", "n", "p50", "p90", "p99", "max"], rows))
     sec.note("Server times (scheduled/start/end) and client times share this machine's clock. The server path: "
              "submit enqueues a pass (Huey; the consumer polls its queue every ≤ 50 ms), the pass bumps the "

@@ -24,10 +24,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchlib import NOOP_DICTIONARY, Ctx, Section, epoch, md_table, noop_job, pct, summary
+from benchlib import NOOP_DICTIONARY, Ctx, Section, epoch, md_table, noop_job, pct, redis_server, summary
 from benchprof import rss_kb
 from overhead import cpu_seconds
-from wakeups import _redis
 
 from dutlab.service.states import JobHealth, JobState
 from labkit import Lab, LabError, free_port
@@ -371,7 +370,7 @@ def run(ctx: Ctx) -> Section:
         ok, why = False, f"needs {PG_BIN / 'postgres'} and redis-server"
     if ok:
         try:
-            with _postgres(ctx) as url, _redis(ctx, ctx.work / "sim-redis") as redis:
+            with _postgres(ctx) as url, redis_server(ctx, ctx.work / "sim-redis") as redis:
                 results.append(_simulate(ctx, "PostgreSQL + Redis", plan, url, redis))
             _report(sec, results[-1])
         except Exception as exc:  # noqa: BLE001 - keep SQLite's figures; the shared cluster may be full

@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import random
 import shutil
-import socket
 import threading
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
-from benchlib import NOOP_DICTIONARY, Ctx, FakeWorker, Section, epoch, md_table, noop_job, summary
+from benchlib import NOOP_DICTIONARY, Ctx, FakeWorker, Section, epoch, md_table, noop_job, redis_server, summary
 from overhead import cpu_seconds
 from pickup import ActingWorker
 
-from labkit import free_port, pg_available, pg_database
+from labkit import pg_available, pg_database
 
 #: idle workers on PostgreSQL: a server thread (and its kept connection) each, under max_connections
 PG_IDLE = 60
@@ -43,25 +40,6 @@ def _idle(url: str, name: str, token: str, stop: threading.Event) -> None:
         pass
     finally:
         worker.close()
-
-
-@contextmanager
-def _redis(ctx: Ctx, root: Path):
-    """A Redis of this section's own on a free loopback port, no persistence; its URL."""
-    port = free_port()
-    root.mkdir(parents=True, exist_ok=True)
-    ctx.procs.spawn("wakeups-redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no"], root / "redis.log")
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        ctx.procs.stop("wakeups-redis")
 
 
 def _measure(ctx: Ctx, mode: str, n: int, window: float, jobs: int, database: str = "", queue: str = "") -> dict:
@@ -118,7 +96,7 @@ def run(ctx: Ctx) -> Section:
         # each server thread keeps its own PostgreSQL connection, held polls included: n + 24 threads
         # would pass PostgreSQL's default max_connections (100), so fewer idle workers here
         n_pg = min(n, PG_IDLE)
-        with pg_database() as url, _redis(ctx, ctx.work / "wakeups-redis") as redis:
+        with pg_database() as url, redis_server(ctx, ctx.work / "wakeups-redis") as redis:
             got["notified, PostgreSQL + Redis"] = _measure(ctx, "notified, PostgreSQL + Redis", n_pg, window, jobs,
                                                            url, redis)
         pg = got["notified, PostgreSQL + Redis"]
