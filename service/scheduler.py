@@ -9,7 +9,6 @@ commit), and the assigning parts of concurrent passes take turns.
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 from collections import defaultdict
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from peewee import Field, fn
+from peewee import fn
 
 from . import auth, scheduler_groups, scheduler_queue
 from .config import Settings
@@ -30,6 +29,8 @@ from .lab.devices import HEALTH_ACTOR, set_health
 from .models import Device, DeviceTag, DeviceType, GroupMember, TestJob, User, Worker, utcnow
 from .scheduler_groups import Queued, QueuedGroup
 from .scheduler_index import FreeDevice, FreeIndex, Submitter
+from .scheduler_reserve import reserve as _reserve
+from .scheduler_reserve import reserve_many
 from .states import DeviceHealth, DeviceState, JobHealth, JobState, WorkerHealth, WorkerState
 
 log = logging.getLogger("dutlab.scheduler")
@@ -218,6 +219,31 @@ def schedule_jobs(available: list[FreeDevice], capacity: dict[int, int], report:
                 DeviceTag.device.in_(chunk)).tuples():
             device_tags[device_id].add(tag_id)
     memberships = _memberships()
+    # All assignments of the pass in one transaction: one commit (one fsync) instead of one per
+    # job. The pass decides against what it read, then writes its batch; each UPDATE stays
+    # conditional, and when any lost a race (a cancel, an admin) the batch is rolled back and
+    # the pass is made again one conditional assignment at a time, as a lost race is handled.
+    with write_txn():
+        exclusive(PASS_LOCK)  # two passes reserving rows in random orders would deadlock on PostgreSQL
+        pending: list[tuple[int, FreeDevice]] = []
+        before = dict(capacity)
+        scheduled, to_wake = _decide(devices, capacity, device_tags, memberships,
+                                     lambda job_id, device: pending.append((job_id, device)) is None)
+        with database.atomic() as batch:
+            if not reserve_many(pending):
+                batch.rollback()
+                capacity.clear()
+                capacity.update(before)
+                scheduled, to_wake = _decide(devices, capacity, device_tags, memberships, _reserve)
+    report.scheduled.extend(scheduled)
+    for worker_id in sorted(to_wake):  # after the commit: a woken worker must find its jobs
+        wake_worker(worker_id)
+
+
+def _decide(devices: list[FreeDevice], capacity: dict[int, int], device_tags: dict[int, set[int]],
+            memberships: dict[int, set[int]], reserve: scheduler_groups.Reserve) -> tuple[list[int], set[int]]:
+    """Walk the queue best first, giving each entry the first free device that fits it; returns
+    the jobs assigned and the workers to wake. `reserve` records or makes each assignment."""
     users: dict[int, Submitter] = {}
     index = FreeIndex(devices, capacity, device_tags, users, memberships)
     verdicts: dict[tuple, bool] = {}  # MultiNode planning: jobs alike (submitter, tags, pin) fit alike
@@ -229,33 +255,29 @@ def schedule_jobs(available: list[FreeDevice], capacity: dict[int, int], report:
         return verdicts[key]
 
     held: set[int] = set()  # Idle devices a waiting group keeps from the entries behind it
+    scheduled: list[int] = []
     to_wake: set[int] = set()
     seen_groups: set[str] = set()
-    # All assignments of the pass in one transaction: one commit (one fsync) instead of one per
-    # job. Each stays conditional, so a concurrent pass or a cancel still cannot double-book.
-    with write_txn():
-        exclusive(PASS_LOCK)  # two passes reserving rows in random orders would deadlock on PostgreSQL
-        # Only the queue of the device types that have a free device: one freed device reads little.
-        for page in scheduler_queue.pages(index.open_types(), first=max(256, 8 * len(devices))):
-            _load_submitters(users, page)
-            for entry in scheduler_groups.entries(page, seen_groups):
-                if not index.any_open():
-                    break
-                if isinstance(entry, QueuedGroup):
-                    _load_submitters(users, entry.members)
-                    assigned = _assign_group(entry, index, held, fits)
-                else:
-                    device = index.first_fit(entry.device_type_id, entry.submitter_id, entry.tags,
-                                             entry.requested_device_id)
-                    assigned = [(entry, device)] if device is not None and _reserve(entry.id, device) else []
-                for q, device in assigned:
-                    index.take(device)
-                    report.scheduled.append(q.id)
-                    to_wake.add(device.worker_id)
+    # Only the queue of the device types that have a free device: one freed device reads little.
+    for page in scheduler_queue.pages(index.open_types(), first=max(256, 8 * len(devices))):
+        _load_submitters(users, page)
+        for entry in scheduler_groups.entries(page, seen_groups):
             if not index.any_open():
                 break
-    for worker_id in sorted(to_wake):  # after the commit: a woken worker must find its jobs
-        wake_worker(worker_id)
+            if isinstance(entry, QueuedGroup):
+                _load_submitters(users, entry.members)
+                assigned = _assign_group(entry, index, held, fits, reserve)
+            else:
+                device = index.first_fit(entry.device_type_id, entry.submitter_id, entry.tags,
+                                         entry.requested_device_id)
+                assigned = [(entry, device)] if device is not None and reserve(entry.id, device) else []
+            for q, device in assigned:
+                index.take(device)
+                scheduled.append(q.id)
+                to_wake.add(device.worker_id)
+        if not index.any_open():
+            break
+    return scheduled, to_wake
 
 
 def _load_submitters(users: dict[int, Submitter], queued: list[Queued]) -> None:
@@ -265,13 +287,13 @@ def _load_submitters(users: dict[int, Submitter], queued: list[Queued]) -> None:
             users[row[0]] = Submitter(row[0], bool(row[1]), bool(row[2]))
 
 
-def _assign_group(group: QueuedGroup, index: FreeIndex, held: set[int],
-                  fits: Callable[[Queued, FreeDevice], bool]) -> list[tuple[Queued, FreeDevice]]:
+def _assign_group(group: QueuedGroup, index: FreeIndex, held: set[int], fits: Callable[[Queued, FreeDevice], bool],
+                  reserve: scheduler_groups.Reserve) -> list[tuple[Queued, FreeDevice]]:
     """All of the group's sub-jobs on devices at once, or none (scheduler_groups)."""
     free = index.free_lists()
     assignments = scheduler_groups.plan(group, free, index.capacity, held, fits)
     if assignments is not None:
-        return assignments if scheduler_groups.reserve(assignments, _reserve) else []
+        return assignments if scheduler_groups.reserve(assignments, reserve) else []
     usable = scheduler_groups.usable_devices({q.device_type_id for q in group.members}, list(index.capacity))
     more = scheduler_groups.hold(group, free, usable, fits)
     held |= more
@@ -300,43 +322,6 @@ def assign(job: TestJob, device: Device) -> bool:
     """Reserve `device` for `job` atomically; False when either was taken meanwhile."""
     with write_txn():
         return _reserve(job.id, device)
-
-
-def _reserve(job_id: int, device: Device | FreeDevice) -> bool:
-    """The two conditional UPDATEs of an assignment; the caller holds a write transaction.
-
-    Plain SQL built once: a pass may make a thousand of these, and building each statement with
-    peewee's query builder cost more than running it.
-    """
-    device_sql, job_sql, undo_sql = _reserve_statements(database.param)
-    params = (int(DeviceState.RESERVED), job_id, device.id, int(DeviceState.IDLE))
-    if database.execute_sql(device_sql, params).rowcount != 1:
-        return False
-    now = TestJob.scheduled_time.db_value(utcnow())
-    params = (int(JobState.SCHEDULED), device.id, device.worker_id, now, job_id, int(JobState.SUBMITTED))
-    if database.execute_sql(job_sql, params).rowcount != 1:
-        database.execute_sql(undo_sql, (int(DeviceState.IDLE), device.id))
-        return False
-    return True
-
-
-@functools.cache
-def _reserve_statements(p: str) -> tuple[str, str, str]:
-    """The statements for a driver whose placeholder is `p` ('?' for SQLite, '%s' for psycopg2)."""
-
-    def col(field: Field) -> str:
-        return f'"{field.column_name}"'
-
-    device = f'"{Device._meta.table_name}"'
-    job = f'"{TestJob._meta.table_name}"'
-    return (
-        f"UPDATE {device} SET {col(Device.state)} = {p}, {col(Device.current_job)} = {p} "
-        f"WHERE {col(Device.id)} = {p} AND {col(Device.state)} = {p} AND {col(Device.current_job)} IS NULL",
-        f"UPDATE {job} SET {col(TestJob.state)} = {p}, {col(TestJob.actual_device)} = {p}, "
-        f"{col(TestJob.worker)} = {p}, {col(TestJob.scheduled_time)} = {p} "
-        f"WHERE {col(TestJob.id)} = {p} AND {col(TestJob.state)} = {p}",
-        f"UPDATE {device} SET {col(Device.state)} = {p}, {col(Device.current_job)} = NULL WHERE {col(Device.id)} = {p}",
-    )
 
 
 # -- queue timeouts --------------------------------------------------------------------------

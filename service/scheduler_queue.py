@@ -1,7 +1,8 @@
 """The queue as one pass reads it: Submitted jobs in scheduling order, a page at a time.
 
 One statement per page reads the columns the rules need and each job's tags (a correlated
-subquery on job_tag, so the page stays in index order: test_job_queue, m0007). The first page
+subquery on job_tag, so the page stays in index order: test_job_queue, m0007, a partial index
+the literal state in the WHERE lets SQLite use). The first page
 is sized from the number of free devices, and the pass stops reading once no free device can
 take a job; only a pass whose free devices fit few queued jobs reads the rest, in one more
 statement. Jobs the pass assigned leave the Submitted state, the others are skipped by id, so a
@@ -31,7 +32,8 @@ def _statement(sqlite: bool, p: str, n_types: int, limited: bool) -> str:
     return (
         f"SELECT {col['id']}, {col['requested_device_type']}, {col['submitter']}, {col['requested_device']}, "
         f"{col['target_group']}, (SELECT {agg} FROM \"{jt.table_name}\" t WHERE {tag_job} = {col['id']}) "
-        f"FROM \"{j.table_name}\" j WHERE {col['state']} = {p} AND {col['actual_device']} IS NULL{types} "
+        f"FROM \"{j.table_name}\" j WHERE {col['state']} = {int(JobState.SUBMITTED)} "
+        f"AND {col['actual_device']} IS NULL{types} "
         f"ORDER BY {col['priority']} DESC, {col['submit_time']}, {col['id']}" + (f" LIMIT {p}" if limited else "")
     )
 
@@ -48,7 +50,7 @@ def pages(device_types: set[int], first: int | None = None) -> Iterator[list[Que
     seen: set[int] = set()
     limits = [first, None] if first is not None else [None]
     for limit in limits:
-        params: list = [int(JobState.SUBMITTED), *(types if filtered else [])]
+        params: list = list(types) if filtered else []
         if limit is not None:
             params.append(limit)
         sql = _statement(is_sqlite(), database.param, len(types) if filtered else 0, limit is not None)

@@ -1,10 +1,13 @@
 """The scheduler's queue order as an index (issue 17): a pass walks the Submitted jobs best first
 (priority, then submit time, then id) and stops once its free devices are taken, instead of
-sorting the whole queue every pass."""
+sorting the whole queue every pass.
+The state of a Submitted job is 0 (states.JobState.SUBMITTED), frozen here."""
 
 TABLE = "test_job"  # frozen names: later model edits must not change what this migration creates
 
 
 def up(db) -> None:
+    # partial: only Submitted jobs (state 0) are in it, so assigning a job removes one entry
+    # and the index stays the size of the queue, not of the job history
     db.execute_sql(f'CREATE INDEX IF NOT EXISTS "test_job_queue" ON "{TABLE}" '
-                   '("state", "priority" DESC, "submit_time", "id")')
+                   '("priority" DESC, "submit_time", "id") WHERE "state" = 0')
