@@ -71,6 +71,8 @@ def check_workers(settings: Settings, report: PassReport) -> None:
             publish(WORKER_OFFLINE, worker.id)
         report.workers_offline.append(worker.hostname)
         log.warning("worker %s missed its heartbeats (last %s): Offline", worker.hostname, worker.last_ping)
+    if not Worker.select().where(Worker.state == WorkerState.OFFLINE).exists():
+        return  # no job can be abandoned: skip the join over the active jobs
     for job_id in workers.end_abandoned_jobs(settings.worker_offline_grace):
         report.abandoned.append(job_id)
         log.warning("job %d: its worker is offline past the job's timeout: Incomplete", job_id)
@@ -259,7 +261,7 @@ def _decide(devices: list[FreeDevice], capacity: dict[int, int], device_tags: di
     to_wake: set[int] = set()
     seen_groups: set[str] = set()
     # Only the queue of the device types that have a free device: one freed device reads little.
-    for page in scheduler_queue.pages(index.open_types(), first=max(256, 8 * len(devices))):
+    for page in scheduler_queue.pages(index.open_types(), first=max(64, 2 * len(devices))):
         _load_submitters(users, page)
         for entry in scheduler_groups.entries(page, seen_groups):
             if not index.any_open():

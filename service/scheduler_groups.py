@@ -25,7 +25,7 @@ from .models import Device, DeviceType, JobTag, TestJob
 from .states import DeviceHealth, JobState
 
 
-@dataclass
+@dataclass(slots=True)
 class Queued:
     """A Submitted job as the pass sees it."""
 
