@@ -103,6 +103,22 @@ def idle_devices(capacity: dict[int, int], healths: tuple[int, ...]) -> list[Fre
     return [FreeDevice(*row) for row in rows if row[2] in capacity]
 
 
+def _last_reports() -> dict[int, datetime]:
+    """Submit time of each Idle device's last health report job: one join, not an IN list."""
+    return dict(TestJob.select(TestJob.id, TestJob.submit_time)
+                .join(Device, on=(Device.last_health_report_job == TestJob.id))
+                .where(Device.state == DeviceState.IDLE).tuples())
+
+
+def _idle_device_tags(free: set[int]) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = defaultdict(set)
+    for device_id, tag_id in (DeviceTag.select(DeviceTag.device, DeviceTag.tag).join(Device)
+                              .where(Device.state == DeviceState.IDLE).tuples()):
+        if device_id in free:
+            out[device_id].add(tag_id)
+    return out
+
+
 # -- health checks ---------------------------------------------------------------------------
 
 
@@ -114,7 +130,7 @@ def schedule_health_checks(settings: Settings, capacity: dict[int, int], report:
         return available
     dtypes = {dt.id: dt for dt in DeviceType.select().where(
         DeviceType.id.in_(sorted({d.device_type_id for d in candidates})))}
-    last_reports = _submit_times([d.last_health_report_job_id for d in candidates])
+    last_reports = _last_reports()
     due = [d for d in candidates if not dtypes[d.device_type_id].disable_health_checks
            and health_check_due(d, dtypes[d.device_type_id], last_reports)]
     models = _device_models([d.id for d in due])
@@ -215,11 +231,7 @@ def schedule_jobs(available: list[FreeDevice], capacity: dict[int, int], report:
     if not devices:
         return  # nothing free: don't read the queue at all
     random.shuffle(devices)  # as LAVA: spread load instead of always picking the first device
-    device_tags: dict[int, set[int]] = defaultdict(set)
-    for chunk in _chunks([d.id for d in devices]):
-        for device_id, tag_id in DeviceTag.select(DeviceTag.device, DeviceTag.tag).where(
-                DeviceTag.device.in_(chunk)).tuples():
-            device_tags[device_id].add(tag_id)
+    device_tags = _idle_device_tags({d.id for d in devices})
     memberships = _memberships()
     # All assignments of the pass in one transaction: one commit (one fsync) instead of one per
     # job. The pass decides against what it read, then writes its batch; each UPDATE stays

@@ -83,7 +83,7 @@ class FreeIndex:
                 if device.owner_group_id is not None:
                     t.by_owner_group[device.owner_group_id] |= bit
         self.types = dict(self.types)
-        self.open = sum(1 for t in self.types.values() if t.untaken & ~t.no_slot)
+        self._open = {type_id for type_id, t in self.types.items() if t.untaken & ~t.no_slot}
 
     def _tag_mask(self, t: _Type, tags: frozenset[int]) -> int:
         mask = t.tag_masks.get(tags)
@@ -134,23 +134,28 @@ class FreeIndex:
         if self.capacity[device.worker_id] <= 0:
             for other in self.types.values():
                 other.no_slot |= other.by_worker.get(device.worker_id, 0)
-        self._recount()
+            self._recheck(self.types)
+        else:
+            self._recheck([device.device_type_id])
 
     def hold(self, device_ids: set[int]) -> None:
         for t in self.types.values():
             for device_id in device_ids:
                 t.held |= t.bit.get(device_id, 0)
-        self._recount()
+        self._recheck(self.types)
 
-    def _recount(self) -> None:
-        self.open = sum(1 for t in self.types.values() if t.untaken & ~t.held & ~t.no_slot)
+    def _recheck(self, type_ids) -> None:
+        for type_id in type_ids:
+            t = self.types[type_id]
+            if not t.untaken & ~t.held & ~t.no_slot:
+                self._open.discard(type_id)
 
     def any_open(self) -> bool:
         """Some free device could still take a job: not taken, not held, its worker has a slot."""
-        return self.open > 0
+        return bool(self._open)
 
     def open_types(self) -> set[int]:
-        return {type_id for type_id, t in self.types.items() if t.untaken & ~t.held & ~t.no_slot}
+        return set(self._open)
 
     def free_lists(self) -> dict[int, list[FreeDevice]]:
         """The untaken devices per type in the pass's order (what MultiNode planning reads)."""
