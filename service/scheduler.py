@@ -65,13 +65,17 @@ def check_workers(settings: Settings, report: PassReport) -> None:
     `worker_capacity`); their jobs end only once their own timeout has passed (fencing)."""
     now = utcnow()
     stale = now - timedelta(seconds=settings.worker_heartbeat_timeout)
-    for worker in list(Worker.select().where(Worker.state == WorkerState.ONLINE, Worker.last_ping < stale)):
+    # one read of the (few) workers: who went stale, and whether any is Offline at all
+    rows = list(Worker.select(Worker.id, Worker.hostname, Worker.state, Worker.last_ping).tuples())
+    for worker_id, hostname, state, last_ping in rows:
+        if state != WorkerState.ONLINE or last_ping is None or not last_ping < stale:
+            continue
         if Worker.update(state=WorkerState.OFFLINE, offline_since=now).where(
-                Worker.id == worker.id, Worker.state == WorkerState.ONLINE).execute():
-            publish(WORKER_OFFLINE, worker.id)
-        report.workers_offline.append(worker.hostname)
-        log.warning("worker %s missed its heartbeats (last %s): Offline", worker.hostname, worker.last_ping)
-    if not Worker.select().where(Worker.state == WorkerState.OFFLINE).exists():
+                Worker.id == worker_id, Worker.state == WorkerState.ONLINE).execute():
+            publish(WORKER_OFFLINE, worker_id)
+        report.workers_offline.append(hostname)
+        log.warning("worker %s missed its heartbeats (last %s): Offline", hostname, last_ping)
+    if not report.workers_offline and all(state != WorkerState.OFFLINE for _, _, state, _ in rows):
         return  # no job can be abandoned: skip the join over the active jobs
     for job_id in workers.end_abandoned_jobs(settings.worker_offline_grace):
         report.abandoned.append(job_id)
@@ -349,8 +353,7 @@ def expire_queued(report: PassReport) -> None:
     submit time) is logged and its queue timeout cleared, so it waits like a job without one.
     """
     now = utcnow()
-    rows = (TestJob.select(TestJob.id, TestJob.submit_time, TestJob.queue_timeout)
-            .where(TestJob.state == JobState.SUBMITTED, TestJob.queue_timeout.is_null(False)).tuples())
+    rows = scheduler_queue.with_queue_timeout()
     due: dict[int, list[int]] = defaultdict(list)  # queue timeout -> job ids: one comment per timeout
     broken = []
     for job_id, submitted, timeout in list(rows):  # materialised: an open SELECT pins a stale SQLite snapshot

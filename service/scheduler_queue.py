@@ -75,3 +75,16 @@ def pages(device_types: set[int], first: int | None = None) -> Iterator[list[Que
             return  # that was the end of the queue
         last = (rows[-1][6], rows[-1][7], rows[-1][0])
         limit *= 4
+
+
+def with_queue_timeout() -> list[tuple[int, object, int]]:
+    """(id, submit time, queue timeout) of the Submitted jobs that have a queue timeout, through
+    their own partial index (m0007): a queue without timeouts costs one index probe, not a scan."""
+    j = TestJob._meta
+    col = {name: f'"{field.column_name}"' for name, field in j.fields.items()}
+    hint = " INDEXED BY test_job_queue_timeout" if is_sqlite() else ""
+    sql = (f"SELECT {col['id']}, {col['submit_time']}, {col['queue_timeout']} FROM \"{j.table_name}\"{hint} "
+           f"WHERE {col['state']} = {int(JobState.SUBMITTED)} AND {col['queue_timeout']} IS NOT NULL")
+    to_datetime = TestJob.submit_time.python_value
+    return [(job_id, to_datetime(submitted), timeout)
+            for job_id, submitted, timeout in database.execute_sql(sql).fetchall()]

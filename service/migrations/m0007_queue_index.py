@@ -11,3 +11,6 @@ def up(db) -> None:
     # and the index stays the size of the queue, not of the job history
     db.execute_sql(f'CREATE INDEX IF NOT EXISTS "test_job_queue" ON "{TABLE}" '
                    '("priority" DESC, "submit_time", "id") WHERE "state" = 0')
+    # the queue-timeout sweep of every pass reads only the Submitted jobs that have one
+    db.execute_sql(f'CREATE INDEX IF NOT EXISTS "test_job_queue_timeout" ON "{TABLE}" '
+                   '("queue_timeout") WHERE "state" = 0 AND "queue_timeout" IS NOT NULL')
