@@ -1,9 +1,8 @@
 """The queue as one pass reads it: Submitted jobs in scheduling order, a page at a time.
 
 One statement per page reads the columns the rules need and each job's tags (a correlated
-subquery on job_tag, so the page stays in index order: test_job_queue, m0007, a partial index
-SQLite is told to use: its planner prefers the state index and sorts the whole queue). The first page
-is sized from the number of free devices, each next one is 4 times larger and starts after the
+subquery on job_tag, so the page stays in index order: the partial indexes of m0007). The first page
+is sized from the number of free devices, each next one is twice as large and starts after the
 last row of the one before (keyset), and the pass stops reading once no free device can take a
 job: a pass reads each queued row at most once, and only as deep as its free devices need.
 """
@@ -29,13 +28,16 @@ def _statement(sqlite: bool, p: str, n_types: int, limited: bool, after: bool) -
     agg = f"group_concat({tag})" if sqlite else f"string_agg({tag}::text, ',')"
     types = f" AND {col['requested_device_type']} IN ({', '.join([p] * n_types)})" if n_types else ""
     # the next page starts after the last row read (submit_time is NOT NULL: no NULL ordering)
+    # SQLite's planner prefers the state index and sorts the whole queue: name the index (one
+    # device type: its own range of the per-type index; several: the queue order, filtered)
+    hint = "" if not sqlite else " INDEXED BY test_job_queue_type" if n_types == 1 else " INDEXED BY test_job_queue"
     keyset = (f" AND ({col['priority']} < {p} OR ({col['priority']} = {p} AND "
               f"({col['submit_time']}, {col['id']}) > ({p}, {p})))") if after else ""
     return (
         f"SELECT {col['id']}, {col['requested_device_type']}, {col['submitter']}, {col['requested_device']}, "
         f"{col['target_group']}, (SELECT {agg} FROM \"{jt.table_name}\" t WHERE {tag_job} = {col['id']}), "
         f"{col['priority']}, {col['submit_time']} "
-        f"FROM \"{j.table_name}\" j{' INDEXED BY test_job_queue' if sqlite else ''} "
+        f"FROM \"{j.table_name}\" j{hint} "
         f"WHERE {col['state']} = {int(JobState.SUBMITTED)} "
         f"AND {col['actual_device']} IS NULL{types}{keyset} "
         f"ORDER BY {col['priority']} DESC, {col['submit_time']}, {col['id']}" + (f" LIMIT {p}" if limited else "")
@@ -44,7 +46,7 @@ def _statement(sqlite: bool, p: str, n_types: int, limited: bool, after: bool) -
 
 def pages(device_types: set[int], first: int | None = None) -> Iterator[list[Queued]]:
     """Submitted jobs of these device types in scheduling order (priority, submit time, id):
-    pages of `first`, then 4 times as many each, each after the last row of the one before;
+    pages of `first`, then twice as many each, each after the last row of the one before;
     all in one page when `first` is None."""
     types = sorted(device_types)
     if not types:
@@ -74,7 +76,7 @@ def pages(device_types: set[int], first: int | None = None) -> Iterator[list[Que
         if limit is None or len(rows) < limit:
             return  # that was the end of the queue
         last = (rows[-1][6], rows[-1][7], rows[-1][0])
-        limit *= 4
+        limit *= 2
 
 
 def with_queue_timeout() -> list[tuple[int, object, int]]:

@@ -50,6 +50,7 @@ def reserve_many(pairs: list[tuple[int, Placed]]) -> bool:
     batch; False when any of them lost a race (the caller rolls back its savepoint)."""
     p = database.param
     now = TestJob.scheduled_time.db_value(utcnow())
+    pairs = sorted(pairs, key=lambda pair: pair[0])  # in job id order: neighbouring B-tree pages
     for start in range(0, len(pairs), _BATCH):
         chunk = pairs[start:start + _BATCH]
         device_sql, job_sql = _batch_statements(p, len(chunk))

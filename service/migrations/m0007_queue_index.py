@@ -11,6 +11,9 @@ def up(db) -> None:
     # and the index stays the size of the queue, not of the job history
     db.execute_sql(f'CREATE INDEX IF NOT EXISTS "test_job_queue" ON "{TABLE}" '
                    '("priority" DESC, "submit_time", "id") WHERE "state" = 0')
+    # the same per device type: the pass after one device freed reads only that type's queue
+    db.execute_sql(f'CREATE INDEX IF NOT EXISTS "test_job_queue_type" ON "{TABLE}" '
+                   '("requested_device_type_id", "priority" DESC, "submit_time", "id") WHERE "state" = 0')
     # the queue-timeout sweep of every pass reads only the Submitted jobs that have one
     db.execute_sql(f'CREATE INDEX IF NOT EXISTS "test_job_queue_timeout" ON "{TABLE}" '
                    '("queue_timeout") WHERE "state" = 0 AND "queue_timeout" IS NOT NULL')
