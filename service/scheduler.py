@@ -9,7 +9,6 @@ commit), and the assigning parts of concurrent passes take turns.
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 from collections import defaultdict
@@ -17,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from peewee import Field
+from peewee import fn
 
-from . import auth, scheduler_groups
+from . import auth, scheduler_groups, scheduler_queue
 from .config import Settings
 from .db import database, exclusive, is_sqlite, write_txn
 from .devicecfg import health_check_definition, render
@@ -27,8 +26,11 @@ from .errors import ApiError
 from .events import WORKER_OFFLINE, job_changed, publish, wake_worker
 from .lab import jobs, submissions, workers
 from .lab.devices import HEALTH_ACTOR, set_health
-from .models import Device, DeviceTag, DeviceType, GroupMember, JobTag, TestJob, User, Worker, utcnow
+from .models import Device, DeviceTag, DeviceType, GroupMember, TestJob, User, Worker, utcnow
 from .scheduler_groups import Queued, QueuedGroup
+from .scheduler_index import FreeDevice, FreeIndex, Submitter
+from .scheduler_reserve import reserve as _reserve
+from .scheduler_reserve import reserve_many
 from .states import DeviceHealth, DeviceState, JobHealth, JobState, WorkerHealth, WorkerState
 
 log = logging.getLogger("dutlab.scheduler")
@@ -63,12 +65,18 @@ def check_workers(settings: Settings, report: PassReport) -> None:
     `worker_capacity`); their jobs end only once their own timeout has passed (fencing)."""
     now = utcnow()
     stale = now - timedelta(seconds=settings.worker_heartbeat_timeout)
-    for worker in list(Worker.select().where(Worker.state == WorkerState.ONLINE, Worker.last_ping < stale)):
+    # one read of the (few) workers: who went stale, and whether any is Offline at all
+    rows = list(Worker.select(Worker.id, Worker.hostname, Worker.state, Worker.last_ping).tuples())
+    for worker_id, hostname, state, last_ping in rows:
+        if state != WorkerState.ONLINE or last_ping is None or not last_ping < stale:
+            continue
         if Worker.update(state=WorkerState.OFFLINE, offline_since=now).where(
-                Worker.id == worker.id, Worker.state == WorkerState.ONLINE).execute():
-            publish(WORKER_OFFLINE, worker.id)
-        report.workers_offline.append(worker.hostname)
-        log.warning("worker %s missed its heartbeats (last %s): Offline", worker.hostname, worker.last_ping)
+                Worker.id == worker_id, Worker.state == WorkerState.ONLINE).execute():
+            publish(WORKER_OFFLINE, worker_id)
+        report.workers_offline.append(hostname)
+        log.warning("worker %s missed its heartbeats (last %s): Offline", hostname, last_ping)
+    if not report.workers_offline and all(state != WorkerState.OFFLINE for _, _, state, _ in rows):
+        return  # no job can be abandoned: skip the join over the active jobs
     for job_id in workers.end_abandoned_jobs(settings.worker_offline_grace):
         report.abandoned.append(job_id)
         log.warning("job %d: its worker is offline past the job's timeout: Incomplete", job_id)
@@ -76,74 +84,101 @@ def check_workers(settings: Settings, report: PassReport) -> None:
 
 def worker_capacity() -> dict[int, int]:
     """Free job slots per usable (Online + Active) worker; unlimited is a large number."""
-    busy: dict[int, int] = defaultdict(int)
-    for device in Device.select(Device.worker).where(
-        Device.state.in_([DeviceState.RESERVED, DeviceState.RUNNING])
-    ):
-        busy[device.worker_id] += 1
+    busy = dict(Device.select(Device.worker, fn.COUNT(Device.id)).where(
+        Device.state.in_([DeviceState.RESERVED, DeviceState.RUNNING])).group_by(Device.worker).tuples())
     free = {}
-    for worker in Worker.select().where(Worker.state == WorkerState.ONLINE, Worker.health == WorkerHealth.ACTIVE):
-        limit = worker.job_limit or 1_000_000
-        free[worker.id] = limit - busy[worker.id]
+    for worker_id, job_limit in Worker.select(Worker.id, Worker.job_limit).where(
+            Worker.state == WorkerState.ONLINE, Worker.health == WorkerHealth.ACTIVE).tuples():
+        free[worker_id] = (job_limit or 1_000_000) - busy.get(worker_id, 0)
     return free
 
 
-def idle_devices(capacity: dict[int, int], healths: tuple[int, ...]) -> list[Device]:
-    return list(
-        Device.select(Device, DeviceType)
-        .join(DeviceType)
-        .where(
-            Device.state == DeviceState.IDLE,
-            Device.current_job.is_null(),
-            Device.health.in_(healths),
-            Device.worker.in_(list(capacity) or [0]),
-            DeviceType.display == True,  # noqa: E712 (peewee expression)
-        )
-        .order_by(DeviceType.name, Device.hostname)
-    )
+def idle_devices(capacity: dict[int, int], healths: tuple[int, ...]) -> list[FreeDevice]:
+    """Idle devices of shown types on usable workers, by type name and hostname: the columns
+    only (a pass reads a thousand of them; model instances cost more than the query)."""
+    if not capacity:
+        return []
+    rows = (Device.select(Device.id, Device.device_type, Device.worker, Device.health,
+                          Device.last_health_report_job, Device.owner_user, Device.owner_group)
+            .join(DeviceType)
+            .where(Device.state == DeviceState.IDLE, Device.current_job.is_null(), Device.health.in_(healths),
+                   DeviceType.display == True)  # noqa: E712 (peewee expression)
+            .order_by(DeviceType.name, Device.hostname).tuples())
+    return [FreeDevice(*row) for row in rows if row[2] in capacity]
+
+
+def _last_reports() -> dict[int, datetime]:
+    """Submit time of each Idle device's last health report job: one join, not an IN list."""
+    return dict(TestJob.select(TestJob.id, TestJob.submit_time)
+                .join(Device, on=(Device.last_health_report_job == TestJob.id))
+                .where(Device.state == DeviceState.IDLE).tuples())
+
+
+def _idle_device_tags(free: set[int]) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = defaultdict(set)
+    for device_id, tag_id in (DeviceTag.select(DeviceTag.device, DeviceTag.tag).join(Device)
+                              .where(Device.state == DeviceState.IDLE).tuples()):
+        if device_id in free:
+            out[device_id].add(tag_id)
+    return out
 
 
 # -- health checks ---------------------------------------------------------------------------
 
 
-def schedule_health_checks(settings: Settings, capacity: dict[int, int], report: PassReport) -> list[Device]:
+def schedule_health_checks(settings: Settings, capacity: dict[int, int], report: PassReport) -> list[FreeDevice]:
     """Start due health checks; return the devices left available for normal jobs."""
     available = []
     candidates = idle_devices(capacity, (DeviceHealth.GOOD, DeviceHealth.UNKNOWN, DeviceHealth.LOOPING))
-    last_reports = _submit_times([d.last_health_report_job_id for d in candidates])
+    if not candidates:
+        return available
+    dtypes = {dt.id: dt for dt in DeviceType.select().where(
+        DeviceType.id.in_(sorted({d.device_type_id for d in candidates})))}
+    last_reports = _last_reports()
+    due = [d for d in candidates if not dtypes[d.device_type_id].disable_health_checks
+           and health_check_due(d, dtypes[d.device_type_id], last_reports)]
+    models = _device_models([d.id for d in due])
     # Devices of one type with one dictionary share their health check: read the file once a pass.
     definitions: dict[tuple[int, str], str | None] = {}
-    for device in candidates:
-        dtype = device.device_type
+    for light in candidates:
+        device = models.get(light.id)
         definition = None
-        if not dtype.disable_health_checks and health_check_due(device, dtype, last_reports):
-            key = (dtype.id, device.dictionary)
+        if device is not None:
+            key = (device.device_type_id, device.dictionary)
             if key not in definitions:
                 definitions[key] = health_check_definition(device, settings)
             definition = definitions[key]
         if definition is None:
-            if device.health != DeviceHealth.LOOPING:
-                available.append(device)
+            if light.health != DeviceHealth.LOOPING:
+                available.append(light)
             continue
-        if capacity.get(device.worker_id, 0) <= 0:
+        if capacity.get(light.worker_id, 0) <= 0:
             continue
         job = start_health_check(device, definition, settings)
         if job is not None:
-            capacity[device.worker_id] -= 1
+            capacity[light.worker_id] -= 1
             report.health_checks.append(job.id)
     return available
+
+
+def _device_models(ids: list[int]) -> dict[int, Device]:
+    """The full rows (dictionary, device type) of the devices that need a health check."""
+    out: dict[int, Device] = {}
+    for chunk in _chunks(ids):
+        out.update((d.id, d) for d in Device.select(Device, DeviceType).join(DeviceType).where(Device.id.in_(chunk)))
+    return out
 
 
 def _submit_times(job_ids: list[int | None]) -> dict[int, datetime]:
     ids = sorted({i for i in job_ids if i})
     out: dict[int, datetime] = {}
-    for start in range(0, len(ids), 500):  # below any SQLite variable limit
-        chunk = ids[start:start + 500]
+    for chunk in _chunks(ids):
         out.update(TestJob.select(TestJob.id, TestJob.submit_time).where(TestJob.id.in_(chunk)).tuples())
     return out
 
 
-def health_check_due(device: Device, dtype: DeviceType, last_reports: dict[int, datetime] | None = None) -> bool:
+def health_check_due(device: Device | FreeDevice, dtype: DeviceType,
+                     last_reports: dict[int, datetime] | None = None) -> bool:
     if device.health in (DeviceHealth.UNKNOWN, DeviceHealth.LOOPING):
         return True
     last_id = device.last_health_report_job_id
@@ -154,7 +189,7 @@ def health_check_due(device: Device, dtype: DeviceType, last_reports: dict[int, 
         return True
     if dtype.health_denominator == "jobs":
         since = TestJob.select().where(
-            TestJob.actual_device == device, TestJob.health_check == False,  # noqa: E712
+            TestJob.actual_device == device.id, TestJob.health_check == False,  # noqa: E712
             TestJob.start_time > last_submit,
         ).count()
         return since >= dtype.health_frequency
@@ -191,101 +226,108 @@ def start_health_check(device: Device, definition: str, settings: Settings) -> T
 def queued_jobs(device_types: set[int]) -> list[Queued | QueuedGroup]:
     """Submitted jobs for these device types in scheduling order (priority, submit time, id);
     a MultiNode group is one entry with all its sub-jobs (scheduler_groups.entries)."""
-    types = sorted(device_types)
-    tags: dict[int, set[int]] = defaultdict(set)
-    for jt in JobTag.select(JobTag.job, JobTag.tag).join(TestJob).where(
-            TestJob.state == JobState.SUBMITTED, TestJob.requested_device_type.in_(types)):
-        tags[jt.job_id].add(jt.tag_id)
-    rows = (
-        TestJob.select(TestJob.id, TestJob.requested_device_type, TestJob.submitter, TestJob.requested_device,
-                       TestJob.target_group)
-        .where(TestJob.state == JobState.SUBMITTED, TestJob.actual_device.is_null(),
-               TestJob.requested_device_type.in_(types))
-        .order_by(TestJob.priority.desc(), TestJob.submit_time, TestJob.id)
-        .tuples()
-    )
-    return scheduler_groups.entries([Queued(job_id, dtype, submitter, requested, frozenset(tags[job_id]), group)
-                           for job_id, dtype, submitter, requested, group in rows])
+    return scheduler_groups.entries([q for page in scheduler_queue.pages(device_types) for q in page])
 
 
-def schedule_jobs(available: list[Device], capacity: dict[int, int], report: PassReport) -> None:
+def schedule_jobs(available: list[FreeDevice], capacity: dict[int, int], report: PassReport) -> None:
     devices = [d for d in available if d.health in (DeviceHealth.GOOD, DeviceHealth.UNKNOWN)
                and capacity.get(d.worker_id, 0) > 0]
     if not devices:
         return  # nothing free: don't read the queue at all
-    # Only the queue of the device types that have a free device: one freed device reads little.
-    queue = queued_jobs({d.device_type_id for d in devices})
-    if not queue:
-        return
     random.shuffle(devices)  # as LAVA: spread load instead of always picking the first device
-    free: dict[int, list[Device]] = defaultdict(list)
-    for device in devices:
-        free[device.device_type_id].append(device)
-    device_tags: dict[int, set[int]] = defaultdict(set)
-    for dt in DeviceTag.select(DeviceTag.device, DeviceTag.tag).where(DeviceTag.device.in_([d.id for d in devices])):
-        device_tags[dt.device_id].add(dt.tag_id)
+    device_tags = _idle_device_tags({d.id for d in devices})
     memberships = _memberships()
-    submitters = {q.submitter_id for e in queue for q in (e.members if isinstance(e, QueuedGroup) else [e])}
-    users = {u.id: u for u in User.select().where(User.id.in_(submitters))}
+    # All assignments of the pass in one transaction: one commit (one fsync) instead of one per
+    # job. The pass decides against what it read, then writes its batch; each UPDATE stays
+    # conditional, and when any lost a race (a cancel, an admin) the batch is rolled back and
+    # the pass is made again one conditional assignment at a time, as a lost race is handled.
+    with write_txn():
+        exclusive(PASS_LOCK)  # two passes reserving rows in random orders would deadlock on PostgreSQL
+        pending: list[tuple[int, FreeDevice]] = []
+        before = dict(capacity)
+        scheduled, to_wake = _decide(devices, capacity, device_tags, memberships,
+                                     lambda job_id, device: pending.append((job_id, device)) is None)
+        with database.atomic() as batch:
+            if not reserve_many(pending):
+                batch.rollback()
+                capacity.clear()
+                capacity.update(before)
+                scheduled, to_wake = _decide(devices, capacity, device_tags, memberships, _reserve)
+    report.scheduled.extend(scheduled)
+    for worker_id in sorted(to_wake):  # after the commit: a woken worker must find its jobs
+        wake_worker(worker_id)
 
-    verdicts: dict[tuple, bool] = {}  # jobs alike (submitter, tags, pin) fit the same devices
 
-    def fits(q: Queued, device: Device) -> bool:
+def _decide(devices: list[FreeDevice], capacity: dict[int, int], device_tags: dict[int, set[int]],
+            memberships: dict[int, set[int]], reserve: scheduler_groups.Reserve) -> tuple[list[int], set[int]]:
+    """Walk the queue best first, giving each entry the first free device that fits it; returns
+    the jobs assigned and the workers to wake. `reserve` records or makes each assignment."""
+    users: dict[int, Submitter] = {}
+    index = FreeIndex(devices, capacity, device_tags, users, memberships)
+    verdicts: dict[tuple, bool] = {}  # MultiNode planning: jobs alike (submitter, tags, pin) fit alike
+
+    def fits(q: Queued, device: FreeDevice | Device) -> bool:
         key = (q.submitter_id, q.tags, q.requested_device_id, device.id)
         if key not in verdicts:
             verdicts[key] = _fits(q, device, device_tags[device.id], users, memberships)
         return verdicts[key]
 
     held: set[int] = set()  # Idle devices a waiting group keeps from the entries behind it
+    scheduled: list[int] = []
     to_wake: set[int] = set()
-    # All assignments of the pass in one transaction: one commit (one fsync) instead of one per
-    # job. Each stays conditional, so a concurrent pass or a cancel still cannot double-book.
-    with write_txn():
-        exclusive(PASS_LOCK)  # two passes reserving rows in random orders would deadlock on PostgreSQL
-        for entry in queue:
-            if not any(free.values()):
+    seen_groups: set[str] = set()
+    # Only the queue of the device types that have a free device: one freed device reads little.
+    for page in scheduler_queue.pages(index.open_types(), first=max(64, 2 * len(devices))):
+        _load_submitters(users, page)
+        for entry in scheduler_groups.entries(page, seen_groups):
+            if not index.any_open():
                 break
             if isinstance(entry, QueuedGroup):
-                assigned = _assign_group(entry, free, capacity, held, fits)
+                _load_submitters(users, entry.members)
+                assigned = _assign_group(entry, index, held, fits, reserve)
             else:
-                assigned = _assign_one(entry, free, capacity, held, fits)
+                device = index.first_fit(entry.device_type_id, entry.submitter_id, entry.tags,
+                                         entry.requested_device_id)
+                assigned = [(entry, device)] if device is not None and reserve(entry.id, device) else []
             for q, device in assigned:
-                free[device.device_type_id].remove(device)
-                capacity[device.worker_id] -= 1
-                report.scheduled.append(q.id)
+                index.take(device)
+                scheduled.append(q.id)
                 to_wake.add(device.worker_id)
-    for worker_id in sorted(to_wake):  # after the commit: a woken worker must find its jobs
-        wake_worker(worker_id)
+        if not index.any_open():
+            break
+    return scheduled, to_wake
 
 
-def _assign_one(q: Queued, free: dict[int, list[Device]], capacity: dict[int, int], held: set[int],
-                fits: Callable[[Queued, Device], bool]) -> list[tuple[Queued, Device]]:
-    for device in free.get(q.device_type_id, []):
-        if device.id in held or capacity.get(device.worker_id, 0) <= 0 or not fits(q, device):
-            continue
-        return [(q, device)] if _reserve(q.id, device) else []
-    return []
+def _load_submitters(users: dict[int, Submitter], queued: list[Queued]) -> None:
+    missing = sorted({q.submitter_id for q in queued} - users.keys())
+    for chunk in _chunks(missing):
+        for row in User.select(User.id, User.is_active, User.is_superuser).where(User.id.in_(chunk)).tuples():
+            users[row[0]] = Submitter(row[0], bool(row[1]), bool(row[2]))
 
 
-def _assign_group(group: QueuedGroup, free: dict[int, list[Device]], capacity: dict[int, int], held: set[int],
-                  fits: Callable[[Queued, Device], bool]) -> list[tuple[Queued, Device]]:
+def _assign_group(group: QueuedGroup, index: FreeIndex, held: set[int], fits: Callable[[Queued, FreeDevice], bool],
+                  reserve: scheduler_groups.Reserve) -> list[tuple[Queued, FreeDevice]]:
     """All of the group's sub-jobs on devices at once, or none (scheduler_groups)."""
-    assignments = scheduler_groups.plan(group, free, capacity, held, fits)
+    free = index.free_lists()
+    assignments = scheduler_groups.plan(group, free, index.capacity, held, fits)
     if assignments is not None:
-        return assignments if scheduler_groups.reserve(assignments, _reserve) else []
-    usable = scheduler_groups.usable_devices({q.device_type_id for q in group.members}, list(capacity))
-    held |= scheduler_groups.hold(group, free, usable, fits)
+        return assignments if scheduler_groups.reserve(assignments, reserve) else []
+    usable = scheduler_groups.usable_devices({q.device_type_id for q in group.members}, list(index.capacity))
+    more = scheduler_groups.hold(group, free, usable, fits)
+    held |= more
+    index.hold(more)
     return []
 
 
 def _memberships() -> dict[int, set[int]]:
     out: dict[int, set[int]] = defaultdict(set)
-    for m in GroupMember.select(GroupMember.user, GroupMember.group):
-        out[m.user_id].add(m.group_id)
+    for user_id, group_id in GroupMember.select(GroupMember.user, GroupMember.group).tuples():
+        out[user_id].add(group_id)
     return out
 
 
-def _fits(q: Queued, device: Device, tags: set[int], users: dict[int, User], groups: dict[int, set[int]]) -> bool:
+def _fits(q: Queued, device: FreeDevice | Device, tags: set[int], users: dict[int, Submitter],
+          groups: dict[int, set[int]]) -> bool:
     if q.requested_device_id not in (None, device.id):
         return False
     if not q.tags <= tags:
@@ -300,43 +342,6 @@ def assign(job: TestJob, device: Device) -> bool:
         return _reserve(job.id, device)
 
 
-def _reserve(job_id: int, device: Device) -> bool:
-    """The two conditional UPDATEs of an assignment; the caller holds a write transaction.
-
-    Plain SQL built once: a pass may make a thousand of these, and building each statement with
-    peewee's query builder cost more than running it.
-    """
-    device_sql, job_sql, undo_sql = _reserve_statements(database.param)
-    params = (int(DeviceState.RESERVED), job_id, device.id, int(DeviceState.IDLE))
-    if database.execute_sql(device_sql, params).rowcount != 1:
-        return False
-    now = TestJob.scheduled_time.db_value(utcnow())
-    params = (int(JobState.SCHEDULED), device.id, device.worker_id, now, job_id, int(JobState.SUBMITTED))
-    if database.execute_sql(job_sql, params).rowcount != 1:
-        database.execute_sql(undo_sql, (int(DeviceState.IDLE), device.id))
-        return False
-    return True
-
-
-@functools.cache
-def _reserve_statements(p: str) -> tuple[str, str, str]:
-    """The statements for a driver whose placeholder is `p` ('?' for SQLite, '%s' for psycopg2)."""
-
-    def col(field: Field) -> str:
-        return f'"{field.column_name}"'
-
-    device = f'"{Device._meta.table_name}"'
-    job = f'"{TestJob._meta.table_name}"'
-    return (
-        f"UPDATE {device} SET {col(Device.state)} = {p}, {col(Device.current_job)} = {p} "
-        f"WHERE {col(Device.id)} = {p} AND {col(Device.state)} = {p} AND {col(Device.current_job)} IS NULL",
-        f"UPDATE {job} SET {col(TestJob.state)} = {p}, {col(TestJob.actual_device)} = {p}, "
-        f"{col(TestJob.worker)} = {p}, {col(TestJob.scheduled_time)} = {p} "
-        f"WHERE {col(TestJob.id)} = {p} AND {col(TestJob.state)} = {p}",
-        f"UPDATE {device} SET {col(Device.state)} = {p}, {col(Device.current_job)} = NULL WHERE {col(Device.id)} = {p}",
-    )
-
-
 # -- queue timeouts --------------------------------------------------------------------------
 
 
@@ -348,8 +353,7 @@ def expire_queued(report: PassReport) -> None:
     submit time) is logged and its queue timeout cleared, so it waits like a job without one.
     """
     now = utcnow()
-    rows = (TestJob.select(TestJob.id, TestJob.submit_time, TestJob.queue_timeout)
-            .where(TestJob.state == JobState.SUBMITTED, TestJob.queue_timeout.is_null(False)).tuples())
+    rows = scheduler_queue.with_queue_timeout()
     due: dict[int, list[int]] = defaultdict(list)  # queue timeout -> job ids: one comment per timeout
     broken = []
     for job_id, submitted, timeout in list(rows):  # materialised: an open SELECT pins a stale SQLite snapshot

@@ -25,7 +25,7 @@ from .models import Device, DeviceType, JobTag, TestJob
 from .states import DeviceHealth, JobState
 
 
-@dataclass
+@dataclass(slots=True)
 class Queued:
     """A Submitted job as the pass sees it."""
 
@@ -59,14 +59,15 @@ class _Lost(Exception):
     """One assignment of a group lost its race: undo the group's others (the savepoint)."""
 
 
-def entries(rows: list[Queued]) -> list[Queued | QueuedGroup]:
+def entries(rows: list[Queued], seen: set[str] | None = None) -> list[Queued | QueuedGroup]:
     """The queue in scheduling order: `rows` are Submitted jobs in order; each group takes the
     place of its first sub-job and holds all of them (read here, whatever their device type).
-    A group with a sub-job that is no longer Submitted (canceled meanwhile) is left out."""
-    names = sorted({q.target_group for q in rows if q.target_group})
-    groups = _load_groups(names, {q.id: q for q in rows})
+    A group with a sub-job that is no longer Submitted (canceled meanwhile) is left out.
+    `seen` names the groups of earlier pages of the same queue (they keep their place)."""
+    seen = set() if seen is None else seen
+    names = sorted({q.target_group for q in rows if q.target_group and q.target_group not in seen})
+    groups = _load_groups(names, {q.id: q for q in rows}) if names else {}
     out: list[Queued | QueuedGroup] = []
-    seen: set[str] = set()
     for q in rows:
         if not q.target_group:
             out.append(q)
