@@ -1,4 +1,4 @@
-"""8. Tail latency of GETs at 100 concurrent keep-alive clients, SQLite and PostgreSQL.
+"""3b. Tail latency of GETs at 100 concurrent keep-alive clients, SQLite and PostgreSQL.
 
 A lab with a realistic device list (device types, workers, owners, tags, a Bad device with its
 history) is served by the real `dutlab-server serve`; 100 keep-alive clients (4 loadgen.py
