@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
@@ -87,6 +86,7 @@ def _serve(args: argparse.Namespace, settings: Settings, sock: socket.socket | N
 
     from .app import make_app
     from .limits import release_memory_after_bursts, server_body_cap
+    from .serve import serve_until_signalled
 
     _open(settings)
     settings.secret_key()
@@ -103,20 +103,17 @@ def _serve(args: argparse.Namespace, settings: Settings, sock: socket.socket | N
     server = wsgi.Server((host, port), app, numthreads=settings.threads,
                          server_name="dutlab", shutdown_timeout=1, request_queue_size=settings.listen_backlog)
     server.max_request_body_size = server_body_cap(settings)
-    _stop_on_signals(server.stop)
     if sock is None:
         logging.getLogger("dutlab.server").info("listening on http://%s:%s", host, port)
         try:
-            server.start()
+            serve_until_signalled(server)
         except OSError as exc:
             sys.exit(f"dutlab-server: cannot listen on {settings.listen}: {exc}")
         return 0
     server.bind = lambda family, type, proto=0: setattr(server, "socket", sock)  # the inherited socket
-    server.prepare()
     # non-blocking: of the processes woken for one connection, those that lose the accept() go
     # back to their loop at once (with cheroot's 1 s timeout they would sit in accept())
-    sock.settimeout(0)
-    server.serve()
+    serve_until_signalled(server, before_serving=lambda: sock.settimeout(0))
     return 0
 
 
@@ -178,14 +175,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_version(args: argparse.Namespace) -> int:
     print(__version__)
     return 0
-
-
-def _stop_on_signals(stop) -> None:
-    def handler(signum, frame):  # noqa: ARG001
-        threading.Thread(target=stop, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:

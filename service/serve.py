@@ -16,9 +16,11 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("dutlab.server")
 
@@ -76,6 +78,26 @@ def _run_child(child: Callable[[socket.socket], int | None], sock: socket.socket
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def serve_until_signalled(server: Any, before_serving: Callable[[], None] | None = None) -> None:
+    """Run a cheroot server until SIGTERM or SIGINT stops it gracefully.
+
+    The handlers go in only once `prepare()` has made the server ready: cheroot's `stop()` does
+    nothing before that, so a signal that came during start-up was lost and the process served on
+    (a SIGKILLed parent's children were left holding the port). Until then the default action
+    ends the process, which has nothing to finish yet.
+    """
+    server.prepare()
+    if before_serving is not None:
+        before_serving()
+
+    def handler(signum: int, frame: object) -> None:  # noqa: ARG001
+        threading.Thread(target=server.stop, daemon=True).start()  # stop() joins threads: not here
+
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, handler)
+    server.serve()
 
 
 def describe(status: int) -> str:
