@@ -94,7 +94,7 @@ def render(device: Device, settings: Settings, context: dict | None = None, stat
         try:
             return render_device_config(device.dictionary, hostname=device.hostname,
                                         device_type=device.device_type.name, context=context,
-                                        search_path=search_path)
+                                        search_path=search_path, state=state)
         except TemplateError as exc:
             return exc  # cached too: the same broken dictionary fails the same way
 

@@ -194,18 +194,21 @@ def open_for_reports(job_id: int, lock: bool = True) -> TestJob:
 
 
 def mark_running(job: TestJob) -> TestJob:
+    """The job as it is now: Running from Scheduled (a second report changes nothing)."""
+    now = utcnow()
     with write_txn():
-        open_for_reports(job.id)
-        started = TestJob.update(state=JobState.RUNNING, start_time=utcnow()).where(
+        job = open_for_reports(job.id)
+        started = TestJob.update(state=JobState.RUNNING, start_time=now).where(
             TestJob.id == job.id, TestJob.state == JobState.SCHEDULED
         ).execute()
         if job.actual_device_id:
             Device.update(state=DeviceState.RUNNING).where(
                 Device.id == job.actual_device_id, Device.current_job == job.id
             ).execute()
-    if started:
+    if started:  # the locked row was Scheduled: it is now what the update made it
+        job.state, job.start_time = JobState.RUNNING, now
         events.job_changed(job.id, "running")
-    return TestJob.get_by_id(job.id)
+    return job
 
 
 # Ending ###########################################################################
@@ -218,7 +221,8 @@ def finish_reported(job: TestJob, result: JobResult, description: Any, log_line_
     Finished job: a 409, or the job unchanged (`refuse_finished` off: protocol 1 clients)."""
     if not refuse_finished and TestJob.get_by_id(job.id).state == JobState.FINISHED:
         return TestJob.get_by_id(job.id)
-    open_for_reports(job.id, lock=False)  # Finished: this 409 first, not one asking for more lines
+    if job.state == JobState.FINISHED:  # this 409 first, not one asking for more lines
+        open_for_reports(job.id, lock=False)
     folder = JobFolder(settings.output_dir, job.id)
     stored = folder.line_count()
     if isinstance(log_line_count, int) and log_line_count > stored:

@@ -164,11 +164,13 @@ def work_for(worker: Worker, running: set[int], protocol: int = ENDED_PROTOCOL) 
     job starts on its device until the worker stops listing it: the kill comes first.
     """
     start, cancel = [], []
-    mine = list(TestJob.select().where(TestJob.worker == worker, TestJob.state.in_(ACTIVE)))
+    # only the columns read here: every long-poll that wakes runs this for all the worker's jobs
+    mine = list(TestJob.select(TestJob.id, TestJob.state, TestJob.actual_device, TestJob.start_time)
+                .where(TestJob.worker == worker, TestJob.state.in_(ACTIVE)))
     known = {j.id for j in mine}
     maybe_ended = sorted(i for i in running - known if 0 < i <= MAX_JOB_ID)  # others cannot be a job id
-    ended = list(TestJob.select().where(TestJob.id.in_(maybe_ended), TestJob.worker == worker,
-                                        TestJob.state == JobState.FINISHED))
+    ended = list(TestJob.select(TestJob.id, TestJob.health, TestJob.failure_comment, TestJob.actual_device)
+                 .where(TestJob.id.in_(maybe_ended), TestJob.worker == worker, TestJob.state == JobState.FINISHED))
     still_driven = {j.actual_device_id for j in ended}
     for job in mine:
         if job.id in running:

@@ -8,6 +8,7 @@ that ended it. A subscriber that fails is logged by `events.publish` and costs o
 
 from __future__ import annotations
 
+from peewee import JOIN
 from prometheus_client import Counter
 
 from .. import events
@@ -42,26 +43,25 @@ SUBMISSION_WRITES = Counter("dutlab_submission_writes", "Submissions stored by t
                             registry=None)
 
 
-def _type_name(job: TestJob) -> str:
-    return DeviceType.select(DeviceType.name).where(DeviceType.id == job.requested_device_type_id).scalar() or ""
-
-
 @events.subscribe(events.JOB_CHANGED)
 def on_job_changed(job_id: int, what: str) -> None:
-    job = TestJob.get_or_none(TestJob.id == job_id)
-    if job is None:
+    # one narrow query: this runs for every job start and end, in the request that made it
+    row = (TestJob.select(TestJob.submit_time, TestJob.start_time, TestJob.end_time, TestJob.health,
+                          DeviceType.name)
+           .join(DeviceType, JOIN.LEFT_OUTER, on=(TestJob.requested_device_type == DeviceType.id))
+           .where(TestJob.id == job_id).tuples().first())
+    if row is None:
         return
-    device_type = {"device_type": _type_name(job)}
+    submitted, started, ended, health, type_name = row
+    device_type = {"device_type": type_name or ""}
     if what == "running":
         store.add(JOBS_STARTED, 1, device_type)
-        if job.start_time and job.submit_time:
-            store.observe(QUEUE_WAIT, (job.start_time - job.submit_time).total_seconds(), QUEUE_WAIT_BUCKETS,
-                          device_type)
+        if started and submitted:
+            store.observe(QUEUE_WAIT, (started - submitted).total_seconds(), QUEUE_WAIT_BUCKETS, device_type)
     elif what == "finished":
-        store.add(JOBS_FINISHED, 1, {**device_type, "health": JobHealth(job.health).label})
-        if job.start_time and job.end_time:  # a job canceled in the queue never ran: no duration
-            store.observe(JOB_DURATION, (job.end_time - job.start_time).total_seconds(), JOB_DURATION_BUCKETS,
-                          device_type)
+        store.add(JOBS_FINISHED, 1, {**device_type, "health": JobHealth(health).label})
+        if started and ended:  # a job canceled in the queue never ran: no duration
+            store.observe(JOB_DURATION, (ended - started).total_seconds(), JOB_DURATION_BUCKETS, device_type)
 
 
 def scheduler_pass(seconds: float) -> None:

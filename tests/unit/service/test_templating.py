@@ -249,3 +249,44 @@ def test_device_named_like_a_parent_template():
     cfg = config(hostname="base", context={"arch": "arm64"})
     assert cfg["hostname"] == "base"
     assert cfg["actions"]["boot"]["methods"]["qemu"]["parameters"]["command"] == "qemu-system-aarch64"
+
+
+def test_yaml_quote_writes_what_pyyaml_writes():
+    # printable ASCII takes a fast path; it must be the very text PyYAML writes (and loads back)
+    import random
+    import string
+
+    from dutlab.service.templating import yaml_quote
+
+    rng = random.Random(17)
+    samples = ["", "yes", "1024", "a: b", 'say "hi"', "back\\slash", "- x", "~", "null", "#c", "é", "tab\tx",
+               "new\nline", "\x7f", "😀"]
+    samples += ["".join(rng.choice(string.printable) for _ in range(rng.randint(0, 30))) for _ in range(3000)]
+    for value in samples + [0, -7, 10**20, True, False, None, 1.5, [1, "a"], {"k": "v"}]:
+        if isinstance(value, str):
+            expected = yaml.safe_dump(value, default_style='"', width=float("inf")).rstrip("\n")
+        elif value is None:
+            expected = "null"
+        else:
+            expected = yaml.safe_dump(value, default_flow_style=True, width=float("inf")).removesuffix("\n...\n")
+            expected = expected.rstrip("\n")
+        assert yaml_quote(value) == expected, value
+        assert yaml.safe_load(f"k: {yaml_quote(value)}") == {"k": value}
+
+
+def test_shared_templates_follow_the_folders_state(tmp_path):
+    """With a `state` the environment and the compiled dictionary are reused; a new state (a
+    template edited or added) is rendered from the files as they are now."""
+    def render(dictionary=QEMU_DICT, hostname="qemu01", state=("s", 1)):
+        return render_device_config(dictionary, hostname=hostname, device_type="qemu", context={"arch": "amd64"},
+                                    search_path=[tmp_path, *SHIPPED], state=state)
+
+    fresh = render(state=None)
+    assert render() == fresh and render() == fresh
+    assert yaml.safe_load(render(hostname="qemu02"))["hostname"] == "qemu02"
+    (tmp_path / "qemu.jinja2").write_text("{% extends 'base.jinja2' %}{% block body %}site: one\n{% endblock %}")
+    assert "site" not in yaml.safe_load(render())  # the same state: what was loaded for it
+    assert yaml.safe_load(render(state=("s", 2)))["site"] == "one"
+    with pytest.raises(TemplateError) as info:  # errors name the dictionary on the shared path too
+        render(QEMU_DICT + "{% set x = 1 }\n", state=("s", 2))
+    assert (info.value.template, info.value.line) == ("qemu01.jinja2", 2)
