@@ -22,7 +22,7 @@ from peewee import InterfaceError, OperationalError
 from . import auth, limits
 from .db import database, describe
 from .errors import ApiError, log_incident
-from .models import TestJob, User, Worker
+from .models import TestJob, User, Worker, job_by_id
 
 log = logging.getLogger("dutlab.server")
 
@@ -186,7 +186,7 @@ def _job(scheme: str, secret: str, job_id: Any) -> TestJob:
         raise ApiError(401, "authentication required: send 'Authorization: Job <job token>'")
     if scheme != "job":
         raise ApiError(403, "this endpoint takes a job token: 'Authorization: Job <token>'")
-    job = TestJob.get_or_none(TestJob.id == job_id)
+    job = job_by_id(job_id)
     if job is None:
         raise ApiError(404, f"job '{job_id}' does not exist")
     if not job.token_hash or not hmac.compare_digest(job.token_hash, auth.hash_secret(secret)):

@@ -27,6 +27,7 @@ from ..models import (
     JobViewingGroup,
     TestJob,
     User,
+    job_by_id,
     utcnow,
 )
 from ..states import DeviceHealth, DeviceState, JobHealth, JobState
@@ -184,8 +185,9 @@ def work_package(job: TestJob, settings: Settings) -> dict:
 def open_for_reports(job_id: int, lock: bool = True) -> TestJob:
     """The job; a 409 once it is Finished (fencing, docs/worker.md: nothing a run sends after that
     may change it). `lock`, inside a write transaction: its row stays locked until the commit."""
-    query = TestJob.select().where(TestJob.id == job_id)
-    job = (for_update(query) if lock else query).get()
+    job = job_by_id(job_id, lock=lock)
+    if job is None:
+        raise TestJob.DoesNotExist(f"job {job_id} does not exist")
     if job.state == JobState.FINISHED:
         health = JobHealth(job.health).label
         raise conflict(f"job {job.id} is already Finished ({health}); the server takes no more log lines, "
@@ -246,7 +248,7 @@ def finish(job: TestJob, result: JobResult, actor: str = HEALTH_ACTOR, recheck: 
     error_msg = result.error_msg if not result.passed else ""
     now = utcnow()
     with write_txn():
-        job = open_for_reports(job.id) if strict else for_update(TestJob.select().where(TestJob.id == job.id)).get()
+        job = open_for_reports(job.id) if strict else job_by_id(job.id, lock=True) or TestJob.get_by_id(job.id)
         if job.state == JobState.FINISHED:
             return job
         health = JobHealth.COMPLETE if result.passed else JobHealth.INCOMPLETE
@@ -270,7 +272,7 @@ def finish(job: TestJob, result: JobResult, actor: str = HEALTH_ACTOR, recheck: 
         events.wake_worker(worker_id)
     events.schedule_soon(f"job {job.id} finished")
     events.job_changed(job.id, "finished")
-    return TestJob.get_by_id(job.id)
+    return job_by_id(job.id) or TestJob.get_by_id(job.id)
 
 
 def _device_health_after(device: Device, job: TestJob, health: JobHealth, error_type: str, error_msg: str,

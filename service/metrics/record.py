@@ -55,13 +55,14 @@ def on_job_changed(job_id: int, what: str) -> None:
     submitted, started, ended, health, type_name = row
     device_type = {"device_type": type_name or ""}
     if what == "running":
-        store.add(JOBS_STARTED, 1, device_type)
-        if started and submitted:
-            store.observe(QUEUE_WAIT, (started - submitted).total_seconds(), QUEUE_WAIT_BUCKETS, device_type)
+        waited = [(QUEUE_WAIT, (started - submitted).total_seconds(), QUEUE_WAIT_BUCKETS, device_type)
+                  ] if started and submitted else []
+        store.record(counts=[(JOBS_STARTED, 1, device_type)], observations=waited)
     elif what == "finished":
-        store.add(JOBS_FINISHED, 1, {**device_type, "health": JobHealth(health).label})
-        if started and ended:  # a job canceled in the queue never ran: no duration
-            store.observe(JOB_DURATION, (ended - started).total_seconds(), JOB_DURATION_BUCKETS, device_type)
+        took = [(JOB_DURATION, (ended - started).total_seconds(), JOB_DURATION_BUCKETS, device_type)
+                ] if started and ended else []  # a job canceled in the queue never ran: no duration
+        store.record(counts=[(JOBS_FINISHED, 1, {**device_type, "health": JobHealth(health).label})],
+                     observations=took)
 
 
 def scheduler_pass(seconds: float) -> None:

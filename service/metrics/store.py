@@ -15,6 +15,7 @@ from ..db import write_txn
 from ..models import MetricTotal
 
 INF = "+Inf"
+Labels = Mapping[str, str] | None
 
 
 def _labels(labels: Mapping[str, str] | None) -> str:
@@ -30,10 +31,7 @@ def _add(name: str, labels: str, amount: float) -> None:
 
 def add(name: str, amount: float = 1.0, labels: Mapping[str, str] | None = None) -> None:
     """Add `amount` (>= 0) to the counter `name` with `labels`."""
-    if amount < 0 or not math.isfinite(amount):
-        raise ValueError(f"counter {name}: cannot add {amount}")
-    with write_txn():
-        _add(name, _labels(labels), amount)
+    record(counts=[(name, amount, labels)])
 
 
 def bucket_of(value: float, buckets: Sequence[float]) -> str:
@@ -50,11 +48,24 @@ def observe(name: str, value: float, buckets: Sequence[float], labels: Mapping[s
     Buckets are stored as counts per bucket (one row per observation to update, not one per
     bound); `histograms` makes them cumulative as Prometheus shows them.
     """
-    value = max(0.0, float(value))
-    base = dict(labels or {})
+    record(observations=[(name, value, buckets, labels)])
+
+
+def record(counts: Sequence[tuple[str, float, Labels]] = (),
+           observations: Sequence[tuple[str, float, Sequence[float], Labels]] = ()) -> None:
+    """Counter additions `(name, amount, labels)` and histogram observations `(name, value,
+    buckets, labels)` in one transaction: what one event adds costs one commit, not one each."""
+    for name, amount, _ in counts:
+        if amount < 0 or not math.isfinite(amount):
+            raise ValueError(f"counter {name}: cannot add {amount}")
     with write_txn():
-        _add(name + "_bucket", _labels({**base, "le": bucket_of(value, buckets)}), 1)
-        _add(name + "_sum", _labels(base), value)
+        for name, amount, labels in counts:
+            _add(name, _labels(labels), amount)
+        for name, value, buckets, labels in observations:
+            value = max(0.0, float(value))
+            base = dict(labels or {})
+            _add(name + "_bucket", _labels({**base, "le": bucket_of(value, buckets)}), 1)
+            _add(name + "_sum", _labels(base), value)
 
 
 def totals() -> dict[str, dict[str, float]]:
