@@ -157,7 +157,7 @@ class _Templates:
 
 _SHARED: OrderedDict[tuple, _Templates] = OrderedDict()
 _SHARED_LOCK = threading.Lock()
-_SHARED_SIZE = 8  # search paths in use at once: one per settings file, a few in tests
+_SHARED_SIZE = 4  # a server has one search path, and only its newest state is rendered with
 
 
 def _templates(search_path: list[Path], state: Hashable | None) -> _Templates:
