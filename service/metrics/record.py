@@ -67,5 +67,4 @@ def on_job_changed(job_id: int, what: str) -> None:
 
 def scheduler_pass(seconds: float) -> None:
     """One scheduling pass took `seconds`."""
-    store.add(PASSES, 1)
-    store.observe(PASS_DURATION, seconds, PASS_BUCKETS)
+    store.record(counts=[(PASSES, 1, None)], observations=[(PASS_DURATION, seconds, PASS_BUCKETS, None)])

@@ -18,7 +18,7 @@ INF = "+Inf"
 Labels = Mapping[str, str] | None
 
 
-def _labels(labels: Mapping[str, str] | None) -> str:
+def _labels(labels: Labels) -> str:
     return json.dumps(dict(labels or {}), sort_keys=True, separators=(",", ":"))
 
 
@@ -29,11 +29,6 @@ def _add(name: str, labels: str, amount: float) -> None:
      .execute())
 
 
-def add(name: str, amount: float = 1.0, labels: Mapping[str, str] | None = None) -> None:
-    """Add `amount` (>= 0) to the counter `name` with `labels`."""
-    record(counts=[(name, amount, labels)])
-
-
 def bucket_of(value: float, buckets: Sequence[float]) -> str:
     """The `le` of the smallest bucket holding `value` ("+Inf" past the last)."""
     for bound in buckets:
@@ -42,19 +37,13 @@ def bucket_of(value: float, buckets: Sequence[float]) -> str:
     return INF
 
 
-def observe(name: str, value: float, buckets: Sequence[float], labels: Mapping[str, str] | None = None) -> None:
-    """One observation of the histogram `name`: its bucket's count and the sum, in one transaction.
-
-    Buckets are stored as counts per bucket (one row per observation to update, not one per
-    bound); `histograms` makes them cumulative as Prometheus shows them.
-    """
-    record(observations=[(name, value, buckets, labels)])
-
-
 def record(counts: Sequence[tuple[str, float, Labels]] = (),
            observations: Sequence[tuple[str, float, Sequence[float], Labels]] = ()) -> None:
-    """Counter additions `(name, amount, labels)` and histogram observations `(name, value,
-    buckets, labels)` in one transaction: what one event adds costs one commit, not one each."""
+    """Counter additions `(name, amount >= 0, labels)` and histogram observations `(name, value,
+    buckets, labels)` in one transaction: what one event adds costs one commit, not one each.
+
+    An observation adds to its bucket's count and to the sum (one row per observation to update,
+    not one per bound); `histograms` makes the buckets cumulative as Prometheus shows them."""
     for name, amount, _ in counts:
         if amount < 0 or not math.isfinite(amount):
             raise ValueError(f"counter {name}: cannot add {amount}")
