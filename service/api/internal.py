@@ -28,7 +28,7 @@ from dutlab.dispatcher.protocol import (
 )
 
 from .. import __version__, wakeups
-from ..db import database
+from ..db import database, is_sqlite
 from ..errors import bad_request, conflict
 from ..lab import jobs, results, worker_files, workers
 from ..models import Worker
@@ -155,8 +155,12 @@ def wait_for_work(worker: Worker, running: set[int], wait: float, interval: floa
 
 def release_connection() -> bool:
     """Give this thread's database connection back while its poll sleeps: a held poll per idle
-    worker must not hold a PostgreSQL connection each (max_connections is 100 by default)."""
-    if database.is_closed() or database.in_transaction():
+    worker must not hold a PostgreSQL connection each (max_connections is 100 by default).
+
+    A SQLite connection is an open file with no server-side slot, so it is kept: reopening it
+    (and setting its pragmas) on every wake-up and safety re-read was most of an idle poll's cost.
+    """
+    if database.is_closed() or database.in_transaction() or is_sqlite():
         return False
     database.close()
     return True

@@ -98,8 +98,8 @@ def test_an_idle_long_poll_reads_the_database_at_its_safety_interval_only(app, d
 
 def test_held_polls_give_their_database_connections_back_while_they_wait(app, db, settings):
     """Hundreds of idle workers would otherwise hold a PostgreSQL connection each (CI's PostgreSQL
-    pass runs this; SQLite has no connection limit, and keeps a closed connection's descriptors
-    open while other connections of the process hold locks, so it cannot be counted there)."""
+    pass runs this; a SQLite connection is kept on purpose: it has no server-side slot, and
+    reopening it on every wake-up cost more than the idle poll's other work)."""
     from dutlab.service.db import is_sqlite
 
     if is_sqlite():
