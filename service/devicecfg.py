@@ -21,7 +21,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import ApiError
-from .models import Device, DeviceType, TestJob
+from .models import Device, DeviceType, TestJob, device_by_id
 from .templating import TemplateError, extends_of, render_device_config, shipped_device_types_dir
 
 
@@ -105,7 +105,9 @@ def render(device: Device, settings: Settings, context: dict | None = None, stat
 
 
 def render_for_job(job: TestJob, settings: Settings) -> str:
-    device = Device.get_by_id(job.actual_device_id)
+    device = device_by_id(job.actual_device_id)
+    if device is None:
+        raise Device.DoesNotExist(f"job {job.id}'s device {job.actual_device_id} does not exist")
     context = json.loads(job.definition).get("context") or {}
     return render(device, settings, context)
 

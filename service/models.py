@@ -19,7 +19,7 @@ from peewee import (
     TextField,
 )
 
-from .db import database, for_update
+from .db import database, for_update, rows_prebuilt
 from .states import DeviceHealth, DeviceState, JobHealth, JobState, WorkerHealth, WorkerState
 
 
@@ -212,23 +212,27 @@ class TestJob(BaseModel):
     group_failure = TextField(default="")
 
 
-_JOB_SQL: dict[tuple[type, bool], str] = {}
-
-
 def job_by_id(job_id: int, lock: bool = False) -> TestJob | None:
     """The whole job row, or None; `lock`: inside a write transaction, locked until the commit.
 
-    The hot read of the worker API (every job call reads the row, some twice): its SQL is built
-    once per kind of database instead of by peewee on every call (~0.2 ms each).
+    The hot read of the worker API (the job-token check reads it on every job call): its SQL is
+    built once per kind of database (`db.prebuilt`) instead of by peewee on every call.
     """
     if isinstance(job_id, bool) or not isinstance(job_id, int) or not 0 < job_id < 2**63:
         return None
-    key = (type(database.obj), lock)
-    sql = _JOB_SQL.get(key)
-    if sql is None:
-        query = TestJob.select().where(TestJob.id == 0)
-        sql = _JOB_SQL[key] = (for_update(query) if lock else query).sql()[0]
-    rows = list(TestJob.raw(sql, job_id))
+    if lock:
+        rows = rows_prebuilt(TestJob, "job_by_id locked", lambda i: for_update(TestJob.select().where(TestJob.id == i)),
+                             job_id)
+    else:
+        rows = rows_prebuilt(TestJob, "job_by_id", lambda i: TestJob.select().where(TestJob.id == i), job_id)
+    return rows[0] if rows else None
+
+
+def device_by_id(device_id: int | None) -> Device | None:
+    """The whole device row, or None (prebuilt SQL, as `job_by_id`: read on every job fetch and end)."""
+    if not device_id:
+        return None
+    rows = rows_prebuilt(Device, "device_by_id", lambda i: Device.select().where(Device.id == i), device_id)
     return rows[0] if rows else None
 
 

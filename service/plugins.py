@@ -20,7 +20,7 @@ from bottle import HTTPError, HTTPResponse, request, response
 from peewee import InterfaceError, OperationalError
 
 from . import auth, limits
-from .db import database, describe
+from .db import database, describe, rows_prebuilt
 from .errors import ApiError, log_incident
 from .models import TestJob, User, Worker, job_by_id
 
@@ -173,7 +173,9 @@ def _worker(scheme: str, secret: str, name: str | None) -> Worker:
         raise ApiError(401, "authentication required: send 'Authorization: Worker <worker token>'")
     if scheme != "worker":
         raise ApiError(403, "this endpoint takes a worker token: 'Authorization: Worker <token>'")
-    worker = Worker.get_or_none(Worker.hostname == name)
+    rows = rows_prebuilt(Worker, "worker by hostname", lambda h: Worker.select().where(Worker.hostname == h),
+                         name) if isinstance(name, str) else []
+    worker = rows[0] if rows else None
     if worker is None:
         raise ApiError(404, f"worker '{name}' is not registered; add it with 'dutlab-server manage workers add'")
     if not worker.token_hash or not hmac.compare_digest(worker.token_hash, auth.hash_secret(secret)):

@@ -28,7 +28,7 @@ from dutlab.dispatcher.protocol import (
 )
 
 from .. import __version__, wakeups
-from ..db import database, is_sqlite
+from ..db import database, execute_prebuilt, is_sqlite
 from ..errors import bad_request, conflict
 from ..lab import jobs, results, worker_files, workers
 from ..models import Worker
@@ -125,7 +125,8 @@ def wait_for_work(worker: Worker, running: set[int], wait: float, interval: floa
     try:
         while True:
             since = wakeups.mark(worker.id)  # before the read: a wake-up during it is not lost
-            seq = Worker.select(Worker.wake_seq).where(Worker.id == worker.id).scalar()
+            seq = execute_prebuilt("wake_seq", lambda i: Worker.select(Worker.wake_seq).where(Worker.id == i),
+                                   worker.id).fetchall()
             if seq != seen:
                 seen = seq
                 answer = workers.work_for(worker, running, protocol)
@@ -170,7 +171,7 @@ def release_connection() -> bool:
 def fetch_job(job_id: int) -> dict:
     job = current_job()
     package = jobs.work_package(job, _settings())
-    files = worker_files.for_job(job.worker)  # LAVA's dispatcher.d/<worker>.yaml, env.yaml, env-dut.yaml
+    files = worker_files.for_job(job.worker_id)  # LAVA's dispatcher.d/<worker>.yaml, env.yaml, env-dut.yaml
     return {"id": job.id, "protocol": PROTOCOL, "definition": package["definition"], "device": package["device"],
             "dispatcher": files["dispatcher"], "env": files["env"], "env_dut": files["env_dut"],
             "compatibility": package["compatibility"], "server_version": __version__,

@@ -18,7 +18,7 @@ from dutlab.dispatcher.protocol import ERROR_TYPE_MAX, INFRASTRUCTURE_ERRORS, Jo
 
 from .. import auth, devicecfg, events
 from ..config import Settings
-from ..db import for_update, write_txn
+from ..db import execute_prebuilt, for_update, write_txn
 from ..errors import ApiError, bad_request, conflict, forbidden, refused_items
 from ..logstore import JobFolder
 from ..models import (
@@ -27,6 +27,7 @@ from ..models import (
     JobViewingGroup,
     TestJob,
     User,
+    device_by_id,
     job_by_id,
     utcnow,
 )
@@ -182,12 +183,24 @@ def work_package(job: TestJob, settings: Settings) -> dict:
             "compatibility": job.pipeline_compatibility}
 
 
-def open_for_reports(job_id: int, lock: bool = True) -> TestJob:
-    """The job; a 409 once it is Finished (fencing, docs/worker.md: nothing a run sends after that
-    may change it). `lock`, inside a write transaction: its row stays locked until the commit."""
-    job = job_by_id(job_id, lock=lock)
-    if job is None:
-        raise TestJob.DoesNotExist(f"job {job_id} does not exist")
+def open_for_reports(job: TestJob, lock: bool = True) -> TestJob:
+    """`job` with its state, health and start time read again; a 409 once it is Finished (fencing,
+    docs/worker.md: nothing a run sends after that may change it). `lock`, inside a write
+    transaction: its row stays locked until the commit.
+
+    `job` is the row the job-token check read: what else a job's row holds is fixed once it is
+    scheduled, so only the columns a report or a cancel changes are read again (a narrow read,
+    not the 30-column row).
+    """
+    if lock:
+        cursor = execute_prebuilt("job reported locked", lambda i: for_update(_reported_columns(i)), job.id)
+    else:
+        cursor = execute_prebuilt("job reported", _reported_columns, job.id)
+    rows = cursor.fetchall()
+    if not rows:
+        raise TestJob.DoesNotExist(f"job {job.id} does not exist")
+    job.state, job.health, start = rows[0]
+    job.start_time = TestJob.start_time.python_value(start)
     if job.state == JobState.FINISHED:
         health = JobHealth(job.health).label
         raise conflict(f"job {job.id} is already Finished ({health}); the server takes no more log lines, "
@@ -195,18 +208,21 @@ def open_for_reports(job_id: int, lock: bool = True) -> TestJob:
     return job
 
 
+def _reported_columns(job_id: int):
+    return TestJob.select(TestJob.state, TestJob.health, TestJob.start_time).where(TestJob.id == job_id)
+
+
 def mark_running(job: TestJob) -> TestJob:
     """The job as it is now: Running from Scheduled (a second report changes nothing)."""
     now = utcnow()
     with write_txn():
-        job = open_for_reports(job.id)
-        started = TestJob.update(state=JobState.RUNNING, start_time=now).where(
-            TestJob.id == job.id, TestJob.state == JobState.SCHEDULED
-        ).execute()
+        job = open_for_reports(job)
+        started = execute_prebuilt("job running", lambda state, start, i, was: TestJob.update(
+            state=state, start_time=start).where(TestJob.id == i, TestJob.state == was),
+            JobState.RUNNING, now, job.id, JobState.SCHEDULED).rowcount
         if job.actual_device_id:
-            Device.update(state=DeviceState.RUNNING).where(
-                Device.id == job.actual_device_id, Device.current_job == job.id
-            ).execute()
+            execute_prebuilt("device running", lambda state, i, job_id: Device.update(state=state).where(
+                Device.id == i, Device.current_job == job_id), DeviceState.RUNNING, job.actual_device_id, job.id)
     if started:  # the locked row was Scheduled: it is now what the update made it
         job.state, job.start_time = JobState.RUNNING, now
         events.job_changed(job.id, "running")
@@ -221,10 +237,12 @@ def finish_reported(job: TestJob, result: JobResult, description: Any, log_line_
     """A worker's report that `job` ended: refused while the server lacks some of its log lines
     (nothing may be lost after Finished), then `finish`, the pipeline description kept. On a
     Finished job: a 409, or the job unchanged (`refuse_finished` off: protocol 1 clients)."""
-    if not refuse_finished and TestJob.get_by_id(job.id).state == JobState.FINISHED:
-        return TestJob.get_by_id(job.id)
+    if not refuse_finished:
+        current = job_by_id(job.id)
+        if current is not None and current.state == JobState.FINISHED:
+            return current
     if job.state == JobState.FINISHED:  # this 409 first, not one asking for more lines
-        open_for_reports(job.id, lock=False)
+        open_for_reports(job, lock=False)
     folder = JobFolder(settings.output_dir, job.id)
     stored = folder.line_count()
     if isinstance(log_line_count, int) and log_line_count > stored:
@@ -248,7 +266,7 @@ def finish(job: TestJob, result: JobResult, actor: str = HEALTH_ACTOR, recheck: 
     error_msg = result.error_msg if not result.passed else ""
     now = utcnow()
     with write_txn():
-        job = open_for_reports(job.id) if strict else job_by_id(job.id, lock=True) or TestJob.get_by_id(job.id)
+        job = open_for_reports(job) if strict else job_by_id(job.id, lock=True) or TestJob.get_by_id(job.id)
         if job.state == JobState.FINISHED:
             return job
         health = JobHealth.COMPLETE if result.passed else JobHealth.INCOMPLETE
@@ -258,13 +276,12 @@ def finish(job: TestJob, result: JobResult, actor: str = HEALTH_ACTOR, recheck: 
         if ended_by_group:  # its run was stopped because an essential role of its group failed
             health, (error_type, error_msg) = JobHealth.INCOMPLETE, ended_by_group
         comment = error_msg if health != JobHealth.COMPLETE else ""
-        TestJob.update(
-            state=JobState.FINISHED, health=health, end_time=now, start_time=job.start_time or now,
-            error_type=error_type, error_msg=error_msg, failure_comment=comment,
-        ).where(TestJob.id == job.id).execute()
-        device = Device.get_or_none(Device.id == job.actual_device_id)
+        start = job.start_time or now
+        execute_prebuilt("finish job", _finish_update, JobState.FINISHED, health, start, now, comment, error_type,
+                         error_msg, job.id)
+        device = device_by_id(job.actual_device_id)
         if device is not None and device.current_job_id == job.id:
-            Device.update(state=DeviceState.IDLE, current_job=None).where(Device.id == device.id).execute()
+            execute_prebuilt("free device", _free_update, DeviceState.IDLE, None, device.id)
             if not ended_by_group:  # not this device's doing
                 _device_health_after(device, job, health, error_type, error_msg, actor, recheck)
         group_workers = multinode.end_group(job, health, error_type, error_msg)
@@ -272,7 +289,20 @@ def finish(job: TestJob, result: JobResult, actor: str = HEALTH_ACTOR, recheck: 
         events.wake_worker(worker_id)
     events.schedule_soon(f"job {job.id} finished")
     events.job_changed(job.id, "finished")
-    return job_by_id(job.id) or TestJob.get_by_id(job.id)
+    # what the update wrote (end_group changes only the other jobs of a group): no read back
+    job.state, job.health, job.start_time, job.end_time = JobState.FINISHED, health, start, now
+    job.failure_comment, job.error_type, job.error_msg = comment, error_type, error_msg
+    return job
+
+
+def _finish_update(state, health, start, now, comment, error_type, error_msg, job_id):
+    # the parameters in peewee's order: the model's fields, then the WHERE (db.prebuilt checks it)
+    return TestJob.update(state=state, health=health, start_time=start, end_time=now, failure_comment=comment,
+                          error_type=error_type, error_msg=error_msg).where(TestJob.id == job_id)
+
+
+def _free_update(state, current_job, device_id):
+    return Device.update(state=state, current_job=current_job).where(Device.id == device_id)
 
 
 def _device_health_after(device: Device, job: TestJob, health: JobHealth, error_type: str, error_msg: str,

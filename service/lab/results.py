@@ -37,7 +37,7 @@ def append_log(job: TestJob, index: Any, lines: Any, settings: Settings) -> int:
     # The job row stays locked while the lines are stored: a job the server ends meanwhile
     # gets them all before it is Finished, or none (a 409).
     with write_txn():
-        job = open_for_reports(job.id)
+        job = open_for_reports(job)
         try:
             count, added = folder.append(index, lines)
         except LogGap as gap:

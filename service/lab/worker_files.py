@@ -13,7 +13,7 @@ from typing import Any
 
 from dutlab.dispatcher.workerfiles import KINDS, WorkerFileError, parse
 
-from ..db import write_txn
+from ..db import rows_prebuilt, write_txn
 from ..errors import bad_request, conflict
 from ..models import Worker, WorkerFile, utcnow
 from .workers import get_worker
@@ -67,16 +67,20 @@ def kinds_set(worker: Worker) -> set[str]:
     return {row.kind for row in WorkerFile.select(WorkerFile.kind).where(WorkerFile.worker == worker)}
 
 
-def for_job(worker: Worker | None) -> dict[str, dict]:
-    """What the job package carries for the worker: each kind parsed (empty when it has none)."""
+def for_job(worker_id: int | None) -> dict[str, dict]:
+    """What the job package carries for the job's worker: each kind parsed (empty when it has none).
+
+    By id: every job fetch asks, and the worker's own row is needed only to name it in an error."""
     out = {kind.replace("-", "_"): parse(kind, "") for kind in KINDS}  # a kind not set: nothing changes
-    if worker is None:
+    if worker_id is None:
         return out
-    for row in WorkerFile.select().where(WorkerFile.worker == worker):
+    for row in rows_prebuilt(WorkerFile, "files of worker", lambda w: WorkerFile.select().where(WorkerFile.worker == w),
+                             worker_id):
         try:
             out[row.kind.replace("-", "_")] = parse(row.kind, row.text)
         except WorkerFileError as exc:  # checked when stored, but another dutlab may have stored it
-            raise conflict(f"worker {worker.hostname}'s {row.kind} file cannot be used: {exc.message}; "
-                           f"fix it with 'dutlab-server manage workers {row.kind} set {worker.hostname} FILE'",
+            name = Worker.get_by_id(worker_id).hostname
+            raise conflict(f"worker {name}'s {row.kind} file cannot be used: {exc.message}; "
+                           f"fix it with 'dutlab-server manage workers {row.kind} set {name} FILE'",
                            exc.path) from None
     return out

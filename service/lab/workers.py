@@ -15,7 +15,7 @@ from typing import Any
 from dutlab.dispatcher.protocol import ENDED_PROTOCOL, ErrorType, JobResult
 
 from .. import auth, events
-from ..db import write_txn
+from ..db import execute_prebuilt, rows_prebuilt, write_txn
 from ..errors import bad_request, conflict
 from ..models import Device, TestJob, Worker, utcnow
 from ..states import JobHealth, JobState, WorkerHealth, WorkerState
@@ -147,8 +147,9 @@ def regenerate_worker_token(hostname: str) -> str:
 def heartbeat(worker: Worker, version: str, protocol: int) -> None:
     """A poll arrived: the worker is Online; coming back from Offline asks for a pass."""
     was_offline = worker.state == WorkerState.OFFLINE
-    Worker.update(state=WorkerState.ONLINE, last_ping=utcnow(), offline_since=None,
-                  version=version[:50], protocol=protocol).where(Worker.id == worker.id).execute()
+    execute_prebuilt("heartbeat", lambda state, v, p, ping, since, i: Worker.update(
+        state=state, version=v, protocol=p, last_ping=ping, offline_since=since).where(Worker.id == i),
+        WorkerState.ONLINE, version[:50], protocol, utcnow(), None, worker.id)
     if was_offline:
         worker.state = WorkerState.ONLINE
         events.schedule_soon(f"worker {worker.hostname} is online")
@@ -165,12 +166,14 @@ def work_for(worker: Worker, running: set[int], protocol: int = ENDED_PROTOCOL) 
     """
     start, cancel = [], []
     # only the columns read here: every long-poll that wakes runs this for all the worker's jobs
-    mine = list(TestJob.select(TestJob.id, TestJob.state, TestJob.actual_device, TestJob.start_time)
-                .where(TestJob.worker == worker, TestJob.state.in_(ACTIVE)))
+    mine = rows_prebuilt(TestJob, "jobs of worker", lambda w, *states: TestJob.select(
+        TestJob.id, TestJob.state, TestJob.actual_device, TestJob.start_time).where(
+        TestJob.worker == w, TestJob.state.in_(states)), worker.id, *ACTIVE)
     known = {j.id for j in mine}
     maybe_ended = sorted(i for i in running - known if 0 < i <= MAX_JOB_ID)  # others cannot be a job id
     ended = list(TestJob.select(TestJob.id, TestJob.health, TestJob.failure_comment, TestJob.actual_device)
-                 .where(TestJob.id.in_(maybe_ended), TestJob.worker == worker, TestJob.state == JobState.FINISHED))
+                 .where(TestJob.id.in_(maybe_ended), TestJob.worker == worker, TestJob.state == JobState.FINISHED)
+                 ) if maybe_ended else []  # the common poll: nothing it runs is unknown here, no query
     still_driven = {j.actual_device_id for j in ended}
     for job in mine:
         if job.id in running:
@@ -180,7 +183,8 @@ def work_for(worker: Worker, running: set[int], protocol: int = ENDED_PROTOCOL) 
             if job.actual_device_id in still_driven:
                 continue
             token = auth.new_secret()
-            TestJob.update(token_hash=auth.hash_secret(token)).where(TestJob.id == job.id).execute()
+            execute_prebuilt("job token", lambda h, i: TestJob.update(token_hash=h).where(TestJob.id == i),
+                             auth.hash_secret(token), job.id)
             start.append({"id": job.id, "token": token})
         elif job.state == JobState.CANCELING and job.start_time is None:
             finish(job, JobResult.failed("Canceled", "canceled before the worker started it"))
@@ -232,4 +236,5 @@ def job_timeout(job: TestJob) -> float:
 
 def mark_seen(worker: Worker) -> None:
     """The end of a long-poll counts as a heartbeat too (it may have waited many seconds)."""
-    Worker.update(last_ping=utcnow()).where(Worker.id == worker.id).execute()
+    execute_prebuilt("worker seen", lambda ping, i: Worker.update(last_ping=ping).where(Worker.id == i),
+                     utcnow(), worker.id)

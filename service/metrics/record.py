@@ -12,6 +12,7 @@ from peewee import JOIN
 from prometheus_client import Counter
 
 from .. import events
+from ..db import execute_prebuilt
 from ..models import DeviceType, TestJob
 from ..states import JobHealth
 from . import store
@@ -46,13 +47,12 @@ SUBMISSION_WRITES = Counter("dutlab_submission_writes", "Submissions stored by t
 @events.subscribe(events.JOB_CHANGED)
 def on_job_changed(job_id: int, what: str) -> None:
     # one narrow query: this runs for every job start and end, in the request that made it
-    row = (TestJob.select(TestJob.submit_time, TestJob.start_time, TestJob.end_time, TestJob.health,
-                          DeviceType.name)
-           .join(DeviceType, JOIN.LEFT_OUTER, on=(TestJob.requested_device_type == DeviceType.id))
-           .where(TestJob.id == job_id).tuples().first())
-    if row is None:
+    rows = execute_prebuilt("job metrics", _times, job_id).fetchall()
+    if not rows:
         return
-    submitted, started, ended, health, type_name = row
+    submitted, started, ended, health, type_name = rows[0]
+    submitted, started, ended = (TestJob.submit_time.python_value(submitted), TestJob.start_time.python_value(started),
+                                 TestJob.end_time.python_value(ended))
     device_type = {"device_type": type_name or ""}
     if what == "running":
         waited = [(QUEUE_WAIT, (started - submitted).total_seconds(), QUEUE_WAIT_BUCKETS, device_type)
@@ -63,6 +63,12 @@ def on_job_changed(job_id: int, what: str) -> None:
                 ] if started and ended else []  # a job canceled in the queue never ran: no duration
         store.record(counts=[(JOBS_FINISHED, 1, {**device_type, "health": JobHealth(health).label})],
                      observations=took)
+
+
+def _times(job_id: int):
+    return (TestJob.select(TestJob.submit_time, TestJob.start_time, TestJob.end_time, TestJob.health, DeviceType.name)
+            .join(DeviceType, JOIN.LEFT_OUTER, on=(TestJob.requested_device_type == DeviceType.id))
+            .where(TestJob.id == job_id))
 
 
 def scheduler_pass(seconds: float) -> None:

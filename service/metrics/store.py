@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 
-from ..db import write_txn
+from ..db import execute_prebuilt, write_txn
 from ..models import MetricTotal
 
 INF = "+Inf"
@@ -23,10 +23,13 @@ def _labels(labels: Labels) -> str:
 
 
 def _add(name: str, labels: str, amount: float) -> None:
-    (MetricTotal.insert(name=name, labels=labels, value=amount)
-     .on_conflict(conflict_target=[MetricTotal.name, MetricTotal.labels],
-                  update={MetricTotal.value: MetricTotal.value + amount})
-     .execute())
+    execute_prebuilt("metric add", _upsert, name, labels, float(amount), float(amount))
+
+
+def _upsert(name: str, labels: str, value: float, amount: float):
+    return (MetricTotal.insert(name=name, labels=labels, value=value)
+            .on_conflict(conflict_target=[MetricTotal.name, MetricTotal.labels],
+                         update={MetricTotal.value: MetricTotal.value + amount}))
 
 
 def bucket_of(value: float, buckets: Sequence[float]) -> str:
