@@ -105,10 +105,10 @@ def poll(name: str) -> dict:
         raise bad_request("'wait' must be a finite number of seconds", "wait")
     wait = max(0.0, wait)
     wait = min(wait, settings.longpoll_timeout, settings.worker_heartbeat_timeout / 2)
-    workers.heartbeat(worker, str(body.get("version", "")), protocol)
+    workers.heartbeat(worker, str(body.get("version", "")), protocol, settings.worker_heartbeat_timeout)
     answer = wait_for_work(worker, running, wait, settings.longpoll_interval, waiting_slot(settings.threads),
                            protocol, settings.longpoll_notify)
-    workers.mark_seen(worker)
+    workers.mark_seen(worker, settings.worker_heartbeat_timeout)
     return {"protocol": protocol, **answer}  # the answer is in the worker's protocol
 
 

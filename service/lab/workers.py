@@ -27,6 +27,10 @@ from .jobs import ACTIVE, finish
 WORKER_FIELDS = ("hostname", "description", "health", "job_limit")
 #: a job the worker no longer runs, started this long ago, has ended without a report
 UNREPORTED_END = timedelta(seconds=60)
+#: a poll writes last_ping only when the stored one is older than this, or than a tenth of
+#: worker_heartbeat_timeout (30 s by default): a busy worker polls several times a second, and
+#: every write is a commit
+PING_RESOLUTION = timedelta(seconds=2)
 #: the largest id the job table's integer key holds (PostgreSQL's integer)
 MAX_JOB_ID = 2**31 - 1
 
@@ -144,12 +148,17 @@ def regenerate_worker_token(hostname: str) -> str:
 # The worker's side ################################################################
 
 
-def heartbeat(worker: Worker, version: str, protocol: int) -> None:
-    """A poll arrived: the worker is Online; coming back from Offline asks for a pass."""
+def heartbeat(worker: Worker, version: str, protocol: int, timeout: float) -> None:
+    """A poll arrived: the worker is Online; coming back from Offline asks for a pass.
+    `timeout`: worker_heartbeat_timeout, which bounds how stale last_ping may be left."""
     was_offline = worker.state == WorkerState.OFFLINE
-    execute_prebuilt("heartbeat", lambda state, v, p, ping, since, i: Worker.update(
-        state=state, version=v, protocol=p, last_ping=ping, offline_since=since).where(Worker.id == i),
-        WorkerState.ONLINE, version[:50], protocol, utcnow(), None, worker.id)
+    now, version = utcnow(), version[:50]
+    if (worker.state != WorkerState.ONLINE or worker.offline_since is not None or worker.version != version
+            or worker.protocol != protocol or not _recent(worker.last_ping, now, timeout)):
+        execute_prebuilt("heartbeat", lambda state, v, p, ping, since, i: Worker.update(
+            state=state, version=v, protocol=p, last_ping=ping, offline_since=since).where(Worker.id == i),
+            WorkerState.ONLINE, version, protocol, now, None, worker.id)
+        worker.last_ping = now
     if was_offline:
         worker.state = WorkerState.ONLINE
         events.schedule_soon(f"worker {worker.hostname} is online")
@@ -234,7 +243,15 @@ def job_timeout(job: TestJob) -> float:
         return 0.0
 
 
-def mark_seen(worker: Worker) -> None:
+def mark_seen(worker: Worker, timeout: float) -> None:
     """The end of a long-poll counts as a heartbeat too (it may have waited many seconds)."""
+    now = utcnow()
+    if _recent(worker.last_ping, now, timeout):  # the poll's heartbeat wrote it moments ago
+        return
     execute_prebuilt("worker seen", lambda ping, i: Worker.update(last_ping=ping).where(Worker.id == i),
-                     utcnow(), worker.id)
+                     now, worker.id)
+    worker.last_ping = now
+
+
+def _recent(ping: Any, now: Any, timeout: float) -> bool:
+    return ping is not None and timedelta(0) <= now - ping < min(PING_RESOLUTION, timedelta(seconds=timeout / 10))

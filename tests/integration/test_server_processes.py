@@ -21,6 +21,7 @@ import yaml
 
 import factories
 from dutlab.dispatcher import protocol
+from dutlab.service.lab.workers import PING_RESOLUTION
 from labkit import BIN, Pid, http, start_lab, write_config
 from labkit.backends import sqlite_urls
 from labkit.procs import free_port
@@ -312,6 +313,9 @@ def test_a_wake_up_made_in_one_child_reaches_a_poll_held_in_the_other(servers):
 
 
 def _last_ping(lab, name: str) -> str | None:
+    """The worker's last_ping, once it is old enough that the next poll's heartbeat writes it (a
+    poll writes it only when the stored one is older than PING_RESOLUTION)."""
+    time.sleep(PING_RESOLUTION.total_seconds())
     return lab.json("GET", f"/api/v1/workers/{name}")["last_ping"]
 
 

@@ -68,7 +68,7 @@ def test_job_keeps_its_device_while_its_worker_is_away_within_its_timeout(db, se
     dev = Device.get_by_id(dev.id)
     assert (dev.state, dev.current_job_id, dev.health) == (DeviceState.RUNNING, job.id, DeviceHealth.GOOD)
     # The worker comes back and still runs it: re-adopted, nothing to kill, it ends as it reports.
-    workers.heartbeat(w, "t", ENDED_PROTOCOL)
+    workers.heartbeat(w, "t", ENDED_PROTOCOL, settings.worker_heartbeat_timeout)
     assert workers.work_for(w, {job.id}) == {"start": [], "cancel": [], "unknown": [], "ended": []}
     done = jobs.finish_reported(job, JobResult("pass"), "", 5, settings)
     assert done.health == JobHealth.COMPLETE
@@ -119,7 +119,7 @@ def test_device_of_an_offline_worker_gets_no_job_and_no_health_check(db, setting
         assert (report.scheduled, report.health_checks) == ([], [])
     assert TestJob.get_by_id(waiting.id).state == JobState.SUBMITTED
     # Back Online: the health check comes before the waiting job.
-    workers.heartbeat(w, "t", ENDED_PROTOCOL)
+    workers.heartbeat(w, "t", ENDED_PROTOCOL, settings.worker_heartbeat_timeout)
     report = scheduler.run_pass(settings)
     assert report.scheduled == [] and len(report.health_checks) == 1
 
@@ -178,7 +178,7 @@ def test_returning_worker_is_told_what_ended_before_its_device_gets_new_work(db,
     started_ago(job, TIMEOUT + settings.worker_offline_grace + 5)
     scheduler.run_pass(settings)
     waiting = jobs.submit(f.user("bob"), f.job_text(), settings)[0]
-    workers.heartbeat(w, "t", ENDED_PROTOCOL)
+    workers.heartbeat(w, "t", ENDED_PROTOCOL, settings.worker_heartbeat_timeout)
     assert scheduler.run_pass(settings).scheduled == [waiting.id]
     # The worker still runs the ended job: it must kill it first; the new job is held back.
     answer = workers.work_for(w, {job.id, 999, 2**70, -1}, ENDED_PROTOCOL)
