@@ -38,9 +38,12 @@ class JobFolder:
         return self.path / name
 
     def write(self, name: str, text: str) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
         tmp = self.file(name + ".tmp")
-        tmp.write_text(text)
+        try:
+            tmp.write_text(text)
+        except FileNotFoundError:  # the job's first file: make the folder only then (a syscall less a write)
+            self.path.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text)
         tmp.replace(self.file(name))
 
     def read(self, name: str) -> str | None:
@@ -62,8 +65,12 @@ class JobFolder:
         with _locks_guard:
             lock = _locks.setdefault(self.job_id, threading.Lock())
         with lock:
-            self.path.mkdir(parents=True, exist_ok=True)
-            with open(self.file(".lock"), "w") as fh:
+            try:
+                fh = open(self.file(".lock"), "w")  # noqa: SIM115 (closed below)
+            except FileNotFoundError:
+                self.path.mkdir(parents=True, exist_ok=True)
+                fh = open(self.file(".lock"), "w")  # noqa: SIM115
+            with fh:
                 fcntl.flock(fh, fcntl.LOCK_EX)
                 yield
 
