@@ -256,7 +256,8 @@ def _decide(devices: list[FreeDevice], capacity: dict[int, int], device_tags: di
     to_wake: set[int] = set()
     seen_groups: set[str] = set()
     # Only the queue of the device types that have a free device: one freed device reads little.
-    for page in scheduler_queue.pages(index.open_types(), first=max(64, 2 * len(devices))):
+    only = devices[0] if len(devices) == 1 else None  # one device freed: read only what could take it
+    for page in scheduler_queue.pages(index.open_types(), first=max(64, 2 * len(devices)), only=only):
         _load_submitters(users, memberships, page)
         for entry in scheduler_groups.entries(page, seen_groups):
             if not index.any_open():
