@@ -21,14 +21,14 @@ from .config import Settings
 from .db import database, exclusive, is_sqlite, write_txn
 from .devicecfg import health_check_definition, render
 from .errors import ApiError
-from .events import WORKER_OFFLINE, job_changed, publish, wake_worker
+from .events import WORKER_OFFLINE, WORKER_WAKE, job_changed, publish, wake_worker
 from .lab import jobs, submissions, workers
 from .lab.devices import HEALTH_ACTOR, set_health
 from .models import Device, DeviceType, TestJob, User, Worker, utcnow
 from .scheduler_groups import Queued, QueuedGroup
 from .scheduler_index import FreeDevice, FreeIndex, Submitter
+from .scheduler_reserve import bump_wake, reserve_many
 from .scheduler_reserve import reserve as _reserve
-from .scheduler_reserve import reserve_many
 from .states import DeviceHealth, JobHealth, JobState, WorkerHealth, WorkerState
 
 log = logging.getLogger("dutlab.scheduler")
@@ -219,9 +219,10 @@ def schedule_jobs(available: list[FreeDevice], capacity: dict[int, int], report:
             capacity.clear()
             capacity.update(before)
             scheduled, to_wake = _decide(devices, capacity, device_tags, memberships, _reserve)
+        bump_wake(to_wake)
     report.scheduled.extend(scheduled)
     for worker_id in sorted(to_wake):  # after the commit: a woken worker must find its jobs
-        wake_worker(worker_id)
+        publish(WORKER_WAKE, worker_id)
 
 
 def _reserve_pending(pending: list[tuple[int, FreeDevice]]) -> bool:
@@ -256,8 +257,11 @@ def _decide(devices: list[FreeDevice], capacity: dict[int, int], device_tags: di
     to_wake: set[int] = set()
     seen_groups: set[str] = set()
     # Only the queue of the device types that have a free device: one freed device reads little.
-    only = devices[0] if len(devices) == 1 else None  # one device freed: read only what could take it
-    for page in scheduler_queue.pages(index.open_types(), first=max(64, 2 * len(devices)), only=only):
+    # One device freed: the queue read returns only rows that could take it, and the first single
+    # job among them does: a page of 2 (a MultiNode sub-job may come first), not one of 64.
+    only = devices[0] if len(devices) == 1 else None
+    first = 2 if only is not None else max(64, 2 * len(devices))
+    for page in scheduler_queue.pages(index.open_types(), first=first, only=only):
         _load_submitters(users, memberships, page)
         for entry in scheduler_groups.entries(page, seen_groups):
             if not index.any_open():

@@ -33,11 +33,12 @@ def _fit_clause(p: str, n_tags: int, restricted: bool) -> str:
     tags = (f'NOT EXISTS (SELECT 1 FROM "{jt.table_name}" x WHERE x."{jt.fields["job"].column_name}" = '
             f'{col["id"]}{extra})')
     uid = f'{u}."{User.id.column_name}"'
-    owners = (f' AND ({u}."{User.is_superuser.column_name}" = {p} OR {uid} = {p} OR EXISTS (SELECT 1 FROM '
-              f'"{gm.table_name}" {m} WHERE {m}."{gm.fields["user"].column_name}" = {uid} AND '
+    owners = (f' AND ({u}."{User.is_superuser.column_name}" = {p} OR {uid} = {p} OR {uid} IN (SELECT '
+              f'{m}."{gm.fields["user"].column_name}" FROM "{gm.table_name}" {m} WHERE '
               f'{m}."{gm.fields["group"].column_name}" = {p}))') if restricted else ""
-    user = (f'EXISTS (SELECT 1 FROM "{User._meta.table_name}" {u} WHERE {uid} = {col["submitter"]} '
-            f'AND {u}."{User.is_active.column_name}" = {p}{owners})')
+    # who may use the device: one uncorrelated subquery (read once, hashed), not a lookup per row
+    user = (f'{col["submitter"]} IN (SELECT {uid} FROM "{User._meta.table_name}" {u} '
+            f'WHERE {u}."{User.is_active.column_name}" = {p}{owners})')
     pinned = f"({col['requested_device']} IS NULL OR {col['requested_device']} = {p})"
     return f" AND (COALESCE({col['target_group']}, '') <> '' OR ({pinned} AND {tags} AND {user}))"
 

@@ -59,10 +59,12 @@ def _ids(csv: str | None) -> frozenset[int]:
 @functools.cache
 def _workers_sql() -> str:
     busy = f"{int(DeviceState.RESERVED)}, {int(DeviceState.RUNNING)}"
+    # one aggregate over the busy devices (the state index), not a count per worker
     return (f"SELECT {_c('w', Worker.id)}, {_c('w', Worker.hostname)}, {_c('w', Worker.state)}, "
-            f"{_c('w', Worker.health)}, {_c('w', Worker.job_limit)}, {_c('w', Worker.last_ping)}, "
-            f"(SELECT COUNT(*) FROM {_t(Device)} d WHERE {_c('d', Device.worker)} = {_c('w', Worker.id)} "
-            f"AND {_c('d', Device.state)} IN ({busy})) FROM {_t(Worker)} w")
+            f"{_c('w', Worker.health)}, {_c('w', Worker.job_limit)}, {_c('w', Worker.last_ping)}, COALESCE(b.n, 0) "
+            f"FROM {_t(Worker)} w LEFT JOIN (SELECT {_c('d', Device.worker)} AS worker, COUNT(*) AS n "
+            f"FROM {_t(Device)} d WHERE {_c('d', Device.state)} IN ({busy}) GROUP BY {_c('d', Device.worker)}) b "
+            f"ON b.worker = {_c('w', Worker.id)}")
 
 
 def workers() -> list[WorkerRow]:
