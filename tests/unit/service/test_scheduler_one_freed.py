@@ -14,6 +14,7 @@ import random
 import pytest
 from test_scheduler_equivalence import build_lab, reference_pass
 
+import factories as f
 from dutlab.service import scheduler, scheduler_queue
 from dutlab.service.models import Device, TestJob
 from dutlab.service.states import DeviceHealth, DeviceState, JobState
@@ -61,3 +62,27 @@ def test_one_freed_device_gets_the_job_the_rules_give_it(db, settings, seed, mon
         set_aside_idle()
     # the comparison saw assignments, made by passes that read the queue filtered for one device
     assert assigned > 0 and sum(filtered) >= 5, (assigned, filtered)
+
+
+def test_a_lost_race_for_the_one_free_device_assigns_nothing(db, settings, monkeypatch):
+    """The one free device taken by another writer after the pass read it Idle: its single
+    conditional assignment (no batch, no savepoint) changes nothing and the job waits."""
+    alice = f.user()
+    device = f.device("q0", f.device_type(), f.worker())
+    job = TestJob.create(submitter=alice, description="job", original_definition="{}", definition="{}",
+                         requested_device_type=device.device_type_id)
+    read = scheduler.schedule_health_checks
+
+    def read_then_lose_the_device(*args):
+        available = read(*args)
+        Device.update(state=DeviceState.RUNNING).where(Device.id == device.id).execute()
+        return available
+
+    monkeypatch.setattr(scheduler, "schedule_health_checks", read_then_lose_the_device)
+    assert scheduler.run_pass(settings).scheduled == []
+    assert TestJob.get_by_id(job.id).state == JobState.SUBMITTED
+    assert Device.get_by_id(device.id).current_job_id is None
+    Device.update(state=DeviceState.IDLE).where(Device.id == device.id).execute()
+    monkeypatch.setattr(scheduler, "schedule_health_checks", read)
+    assert scheduler.run_pass(settings).scheduled == [job.id]
+    assert Device.get_by_id(device.id).current_job_id == job.id
