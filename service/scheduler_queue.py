@@ -61,7 +61,8 @@ def _statement(sqlite: bool, p: str, n_types: int, limited: bool, after: bool,
     # SQLite's planner prefers the state index and sorts the whole queue: name the index (one
     # device type: its own range of the per-type index; several: the queue order, filtered)
     hint = "" if not sqlite else " INDEXED BY test_job_queue_type" if n_types == 1 else " INDEXED BY test_job_queue"
-    keyset = (f" AND ({col['priority']} < {p} OR ({col['priority']} = {p} AND "
+    # (the leading `priority <=` is implied by the rest; it lets the index seek to the page's start)
+    keyset = (f" AND {col['priority']} <= {p} AND ({col['priority']} < {p} OR ({col['priority']} = {p} AND "
               f"({col['submit_time']}, {col['id']}) > ({p}, {p})))") if after else ""
     return (
         f"SELECT {col['id']}, {col['requested_device_type']}, {col['submitter']}, {col['requested_device']}, "
@@ -93,7 +94,7 @@ def pages(device_types: set[int], first: int | None = None, only: FreeDevice | N
         if only is not None:
             params += _fit_params(only)
         if last is not None:
-            params += [last[0], last[0], last[1], last[2]]
+            params += [last[0], last[0], last[0], last[1], last[2]]
         if limit is not None:
             params.append(limit)
         sql = _statement(is_sqlite(), database.param, len(types) if filtered else 0, limit is not None,
