@@ -16,22 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from peewee import fn
-
-from . import auth, scheduler_groups, scheduler_queue
+from . import auth, scheduler_groups, scheduler_queue, scheduler_reads
 from .config import Settings
 from .db import database, exclusive, is_sqlite, write_txn
 from .devicecfg import health_check_definition, render
 from .errors import ApiError
-from .events import WORKER_OFFLINE, job_changed, publish, wake_worker
+from .events import WORKER_OFFLINE, WORKER_WAKE, job_changed, publish, wake_worker
 from .lab import jobs, submissions, workers
 from .lab.devices import HEALTH_ACTOR, set_health
-from .models import Device, DeviceTag, DeviceType, GroupMember, TestJob, User, Worker, utcnow
+from .models import Device, DeviceType, TestJob, User, Worker, utcnow
 from .scheduler_groups import Queued, QueuedGroup
 from .scheduler_index import FreeDevice, FreeIndex, Submitter
+from .scheduler_reserve import bump_wake, reserve_many
 from .scheduler_reserve import reserve as _reserve
-from .scheduler_reserve import reserve_many
-from .states import DeviceHealth, DeviceState, JobHealth, JobState, WorkerHealth, WorkerState
+from .states import DeviceHealth, JobHealth, JobState, WorkerHealth, WorkerState
 
 log = logging.getLogger("dutlab.scheduler")
 PASS_LOCK = 0x64757462  # "dutb": the key of the batch of assignments one pass makes
@@ -49,8 +47,7 @@ class PassReport:
 
 def run_pass(settings: Settings) -> PassReport:
     report = PassReport()
-    check_workers(settings, report)
-    capacity = worker_capacity()
+    capacity = check_workers(settings, report)
     available = schedule_health_checks(settings, capacity, report)
     schedule_jobs(available, capacity, report)
     expire_queued(report)
@@ -60,67 +57,38 @@ def run_pass(settings: Settings) -> PassReport:
 # -- workers ---------------------------------------------------------------------------------
 
 
-def check_workers(settings: Settings, report: PassReport) -> None:
+def check_workers(settings: Settings, report: PassReport) -> dict[int, int]:
     """Workers whose heartbeats stopped go Offline (their devices are offered to no job, see
-    `worker_capacity`); their jobs end only once their own timeout has passed (fencing)."""
+    `worker_capacity`); their jobs end only once their own timeout has passed (fencing).
+    Returns the free job slots per usable worker (`worker_capacity`)."""
     now = utcnow()
     stale = now - timedelta(seconds=settings.worker_heartbeat_timeout)
-    # one read of the (few) workers: who went stale, and whether any is Offline at all
-    rows = list(Worker.select(Worker.id, Worker.hostname, Worker.state, Worker.last_ping).tuples())
-    for worker_id, hostname, state, last_ping in rows:
-        if state != WorkerState.ONLINE or last_ping is None or not last_ping < stale:
+    # one read of the (few) workers: who went stale, whether any is Offline at all, the slots
+    rows = scheduler_reads.workers()
+    for row in rows:
+        if row.state != WorkerState.ONLINE or row.last_ping is None or not row.last_ping < stale:
             continue
         if Worker.update(state=WorkerState.OFFLINE, offline_since=now).where(
-                Worker.id == worker_id, Worker.state == WorkerState.ONLINE).execute():
-            publish(WORKER_OFFLINE, worker_id)
-        report.workers_offline.append(hostname)
-        log.warning("worker %s missed its heartbeats (last %s): Offline", hostname, last_ping)
-    if not report.workers_offline and all(state != WorkerState.OFFLINE for _, _, state, _ in rows):
-        return  # no job can be abandoned: skip the join over the active jobs
+                Worker.id == row.id, Worker.state == WorkerState.ONLINE).execute():
+            publish(WORKER_OFFLINE, row.id)
+        report.workers_offline.append(row.hostname)
+        log.warning("worker %s missed its heartbeats (last %s): Offline", row.hostname, row.last_ping)
+    if not report.workers_offline and all(row.state != WorkerState.OFFLINE for row in rows):
+        return _capacity(rows)  # nothing changed since the read; no job can be abandoned: no join
     for job_id in workers.end_abandoned_jobs(settings.worker_offline_grace):
         report.abandoned.append(job_id)
         log.warning("job %d: its worker is offline past the job's timeout: Incomplete", job_id)
+    return worker_capacity()
 
 
 def worker_capacity() -> dict[int, int]:
     """Free job slots per usable (Online + Active) worker; unlimited is a large number."""
-    busy = dict(Device.select(Device.worker, fn.COUNT(Device.id)).where(
-        Device.state.in_([DeviceState.RESERVED, DeviceState.RUNNING])).group_by(Device.worker).tuples())
-    free = {}
-    for worker_id, job_limit in Worker.select(Worker.id, Worker.job_limit).where(
-            Worker.state == WorkerState.ONLINE, Worker.health == WorkerHealth.ACTIVE).tuples():
-        free[worker_id] = (job_limit or 1_000_000) - busy.get(worker_id, 0)
-    return free
+    return _capacity(scheduler_reads.workers())
 
 
-def idle_devices(capacity: dict[int, int], healths: tuple[int, ...]) -> list[FreeDevice]:
-    """Idle devices of shown types on usable workers, by type name and hostname: the columns
-    only (a pass reads a thousand of them; model instances cost more than the query)."""
-    if not capacity:
-        return []
-    rows = (Device.select(Device.id, Device.device_type, Device.worker, Device.health,
-                          Device.last_health_report_job, Device.owner_user, Device.owner_group)
-            .join(DeviceType)
-            .where(Device.state == DeviceState.IDLE, Device.current_job.is_null(), Device.health.in_(healths),
-                   DeviceType.display == True)  # noqa: E712 (peewee expression)
-            .order_by(DeviceType.name, Device.hostname).tuples())
-    return [FreeDevice(*row) for row in rows if row[2] in capacity]
-
-
-def _last_reports() -> dict[int, datetime]:
-    """Submit time of each Idle device's last health report job: one join, not an IN list."""
-    return dict(TestJob.select(TestJob.id, TestJob.submit_time)
-                .join(Device, on=(Device.last_health_report_job == TestJob.id))
-                .where(Device.state == DeviceState.IDLE).tuples())
-
-
-def _idle_device_tags(free: set[int]) -> dict[int, set[int]]:
-    out: dict[int, set[int]] = defaultdict(set)
-    for device_id, tag_id in (DeviceTag.select(DeviceTag.device, DeviceTag.tag).join(Device)
-                              .where(Device.state == DeviceState.IDLE).tuples()):
-        if device_id in free:
-            out[device_id].add(tag_id)
-    return out
+def _capacity(rows: list[scheduler_reads.WorkerRow]) -> dict[int, int]:
+    return {row.id: (row.job_limit or 1_000_000) - row.busy for row in rows
+            if row.state == WorkerState.ONLINE and row.health == WorkerHealth.ACTIVE}
 
 
 # -- health checks ---------------------------------------------------------------------------
@@ -129,12 +97,12 @@ def _idle_device_tags(free: set[int]) -> dict[int, set[int]]:
 def schedule_health_checks(settings: Settings, capacity: dict[int, int], report: PassReport) -> list[FreeDevice]:
     """Start due health checks; return the devices left available for normal jobs."""
     available = []
-    candidates = idle_devices(capacity, (DeviceHealth.GOOD, DeviceHealth.UNKNOWN, DeviceHealth.LOOPING))
+    candidates, dtypes = scheduler_reads.idle_devices(
+        capacity, (DeviceHealth.GOOD, DeviceHealth.UNKNOWN, DeviceHealth.LOOPING))
     if not candidates:
         return available
-    dtypes = {dt.id: dt for dt in DeviceType.select().where(
-        DeviceType.id.in_(sorted({d.device_type_id for d in candidates})))}
-    last_reports = _last_reports()
+    last_reports = {d.last_health_report_job_id: d.last_report_time for d in candidates
+                    if d.last_health_report_job_id and d.last_report_time is not None}
     due = [d for d in candidates if not dtypes[d.device_type_id].disable_health_checks
            and health_check_due(d, dtypes[d.device_type_id], last_reports)]
     models = _device_models([d.id for d in due])
@@ -177,7 +145,7 @@ def _submit_times(job_ids: list[int | None]) -> dict[int, datetime]:
     return out
 
 
-def health_check_due(device: Device | FreeDevice, dtype: DeviceType,
+def health_check_due(device: Device | FreeDevice, dtype: DeviceType | scheduler_reads.TypeRule,
                      last_reports: dict[int, datetime] | None = None) -> bool:
     if device.health in (DeviceHealth.UNKNOWN, DeviceHealth.LOOPING):
         return True
@@ -235,8 +203,8 @@ def schedule_jobs(available: list[FreeDevice], capacity: dict[int, int], report:
     if not devices:
         return  # nothing free: don't read the queue at all
     random.shuffle(devices)  # as LAVA: spread load instead of always picking the first device
-    device_tags = _idle_device_tags({d.id for d in devices})
-    memberships = _memberships()
+    device_tags: dict[int, set[int]] = defaultdict(set, {d.id: set(d.tags) for d in devices if d.tags})
+    memberships: dict[int, set[int]] = defaultdict(set)  # of the submitters read (_load_submitters)
     # All assignments of the pass in one transaction: one commit (one fsync) instead of one per
     # job. The pass decides against what it read, then writes its batch; each UPDATE stays
     # conditional, and when any lost a race (a cancel, an admin) the batch is rolled back and
@@ -247,15 +215,27 @@ def schedule_jobs(available: list[FreeDevice], capacity: dict[int, int], report:
         before = dict(capacity)
         scheduled, to_wake = _decide(devices, capacity, device_tags, memberships,
                                      lambda job_id, device: pending.append((job_id, device)) is None)
-        with database.atomic() as batch:
-            if not reserve_many(pending):
-                batch.rollback()
-                capacity.clear()
-                capacity.update(before)
-                scheduled, to_wake = _decide(devices, capacity, device_tags, memberships, _reserve)
+        if not _reserve_pending(pending):
+            capacity.clear()
+            capacity.update(before)
+            scheduled, to_wake = _decide(devices, capacity, device_tags, memberships, _reserve)
+        bump_wake(to_wake)
     report.scheduled.extend(scheduled)
     for worker_id in sorted(to_wake):  # after the commit: a woken worker must find its jobs
-        wake_worker(worker_id)
+        publish(WORKER_WAKE, worker_id)
+
+
+def _reserve_pending(pending: list[tuple[int, FreeDevice]]) -> bool:
+    """Make the pass's batch of assignments; False (and none made) when any lost a race."""
+    if not pending:
+        return True
+    if len(pending) == 1:  # one device freed: no savepoint, reserve undoes its own half
+        return _reserve(*pending[0])
+    with database.atomic() as batch:
+        if reserve_many(pending):
+            return True
+        batch.rollback()
+    return False
 
 
 def _decide(devices: list[FreeDevice], capacity: dict[int, int], device_tags: dict[int, set[int]],
@@ -277,13 +257,17 @@ def _decide(devices: list[FreeDevice], capacity: dict[int, int], device_tags: di
     to_wake: set[int] = set()
     seen_groups: set[str] = set()
     # Only the queue of the device types that have a free device: one freed device reads little.
-    for page in scheduler_queue.pages(index.open_types(), first=max(64, 2 * len(devices))):
-        _load_submitters(users, page)
+    # One device freed: the queue read returns only rows that could take it, and the first single
+    # job among them does: a page of 2 (a MultiNode sub-job may come first), not one of 64.
+    only = devices[0] if len(devices) == 1 else None
+    first = 2 if only is not None else max(64, 2 * len(devices))
+    for page in scheduler_queue.pages(index.open_types(), first=first, only=only):
+        _load_submitters(users, memberships, page)
         for entry in scheduler_groups.entries(page, seen_groups):
             if not index.any_open():
                 break
             if isinstance(entry, QueuedGroup):
-                _load_submitters(users, entry.members)
+                _load_submitters(users, memberships, entry.members)
                 assigned = _assign_group(entry, index, held, fits, reserve)
             else:
                 device = index.first_fit(entry.device_type_id, entry.submitter_id, entry.tags,
@@ -298,11 +282,8 @@ def _decide(devices: list[FreeDevice], capacity: dict[int, int], device_tags: di
     return scheduled, to_wake
 
 
-def _load_submitters(users: dict[int, Submitter], queued: list[Queued]) -> None:
-    missing = sorted({q.submitter_id for q in queued} - users.keys())
-    for chunk in _chunks(missing):
-        for row in User.select(User.id, User.is_active, User.is_superuser).where(User.id.in_(chunk)).tuples():
-            users[row[0]] = Submitter(row[0], bool(row[1]), bool(row[2]))
+def _load_submitters(users: dict[int, Submitter], memberships: dict[int, set[int]], queued: list[Queued]) -> None:
+    scheduler_reads.load_submitters(users, memberships, {q.submitter_id for q in queued})
 
 
 def _assign_group(group: QueuedGroup, index: FreeIndex, held: set[int], fits: Callable[[Queued, FreeDevice], bool],
@@ -317,13 +298,6 @@ def _assign_group(group: QueuedGroup, index: FreeIndex, held: set[int], fits: Ca
     held |= more
     index.hold(more)
     return []
-
-
-def _memberships() -> dict[int, set[int]]:
-    out: dict[int, set[int]] = defaultdict(set)
-    for user_id, group_id in GroupMember.select(GroupMember.user, GroupMember.group).tuples():
-        out[user_id].add(group_id)
-    return out
 
 
 def _fits(q: Queued, device: FreeDevice | Device, tags: set[int], users: dict[int, Submitter],

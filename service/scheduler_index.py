@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(eq=False, slots=True)
@@ -25,6 +26,8 @@ class FreeDevice:
     last_health_report_job_id: int | None
     owner_user_id: int | None
     owner_group_id: int | None
+    last_report_time: datetime | None = None  # submit time of its last health report job
+    tags: frozenset[int] = frozenset()
 
 
 @dataclass(slots=True)
