@@ -15,7 +15,7 @@ pass is never silent; the consumer's periodic sweep repairs it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .models import Worker
@@ -99,5 +99,14 @@ def wake_worker(worker_id: int | None) -> None:
     look now instead of at its next safety re-read.
     """
     if worker_id is not None:
-        Worker.update(wake_seq=Worker.wake_seq + 1).where(Worker.id == worker_id).execute()
+        count_wakes([worker_id])
         publish(WORKER_WAKE, worker_id)
+
+
+def count_wakes(worker_ids: Iterable[int]) -> None:
+    """One more `wake_seq` for each of these workers, in the caller's transaction: a scheduling
+    pass counts all it woke in one statement, committed with its assignments (a poll that reads
+    the new value finds its jobs), and publishes WORKER_WAKE for each after its commit."""
+    ids = sorted(set(worker_ids))
+    for start in range(0, len(ids), 500):  # well below any SQLite variable limit
+        Worker.update(wake_seq=Worker.wake_seq + 1).where(Worker.id.in_(ids[start:start + 500])).execute()

@@ -21,14 +21,14 @@ from .config import Settings
 from .db import database, exclusive, is_sqlite, write_txn
 from .devicecfg import health_check_definition, render
 from .errors import ApiError
-from .events import WORKER_OFFLINE, WORKER_WAKE, job_changed, publish, wake_worker
+from .events import WORKER_OFFLINE, WORKER_WAKE, count_wakes, job_changed, publish, wake_worker
 from .lab import jobs, submissions, workers
 from .lab.devices import HEALTH_ACTOR, set_health
 from .models import Device, DeviceType, TestJob, User, Worker, utcnow
 from .scheduler_groups import Queued, QueuedGroup
 from .scheduler_index import FreeDevice, FreeIndex, Submitter
-from .scheduler_reserve import bump_wake, reserve_many
 from .scheduler_reserve import reserve as _reserve
+from .scheduler_reserve import reserve_many
 from .states import DeviceHealth, JobHealth, JobState, WorkerHealth, WorkerState
 
 log = logging.getLogger("dutlab.scheduler")
@@ -219,7 +219,7 @@ def schedule_jobs(available: list[FreeDevice], capacity: dict[int, int], report:
             capacity.clear()
             capacity.update(before)
             scheduled, to_wake = _decide(devices, capacity, device_tags, memberships, _reserve)
-        bump_wake(to_wake)
+        count_wakes(to_wake)
     report.scheduled.extend(scheduled)
     for worker_id in sorted(to_wake):  # after the commit: a woken worker must find its jobs
         publish(WORKER_WAKE, worker_id)

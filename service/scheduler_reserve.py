@@ -13,7 +13,7 @@ from typing import Protocol
 from peewee import Field
 
 from .db import database
-from .models import Device, TestJob, Worker, utcnow
+from .models import Device, TestJob, utcnow
 from .states import DeviceState, JobState
 
 _BATCH = 300  # assignments per statement: 3 parameters each, below any SQLite variable limit
@@ -28,7 +28,7 @@ def _col(field: Field) -> str:
     return f'"{field.column_name}"'
 
 
-_DEVICE, _JOB, _WORKER = (f'"{m._meta.table_name}"' for m in (Device, TestJob, Worker))
+_DEVICE, _JOB = f'"{Device._meta.table_name}"', f'"{TestJob._meta.table_name}"'
 
 
 def reserve(job_id: int, device: Placed) -> bool:
@@ -61,23 +61,6 @@ def reserve_many(pairs: list[tuple[int, Placed]]) -> bool:
         if database.execute_sql(job_sql, job_params).rowcount != len(chunk):
             return False
     return True
-
-
-def bump_wake(worker_ids: set[int]) -> None:
-    """What events.wake_worker writes (one more `wake_seq`), for these workers, inside the pass's
-    transaction: committed with the assignments (a long-poll that reads the new value finds its
-    jobs), not one commit per worker after them. The caller publishes WORKER_WAKE after its commit."""
-    ids = sorted(worker_ids)
-    for start in range(0, len(ids), _BATCH):
-        chunk = ids[start:start + _BATCH]
-        size = 1 << (len(chunk) - 1).bit_length()  # padded to a power of two: few statements to cache
-        database.execute_sql(_wake_statement(database.param, size), chunk + [chunk[-1]] * (size - len(chunk)))
-
-
-@functools.cache
-def _wake_statement(p: str, n: int) -> str:
-    seq = _col(Worker.wake_seq)
-    return f"UPDATE {_WORKER} SET {seq} = {seq} + 1 WHERE {_col(Worker.id)} IN ({', '.join([p] * n)})"
 
 
 @functools.cache
